@@ -1,0 +1,395 @@
+"""Check parquet files against verl's row schema before a trainer reads them.
+
+Usage::
+
+    python -m data_prep.validate FILE [FILE...] [--kind rl|sft|preference] [--max-problems 50]
+
+Prints one line per problem, ``<file>: row <i>: <field>: <what is wrong>`` (file-level problems
+omit the row), at most ``--max-problems`` per file followed by a count of the rest, and exits 1 if
+any file has a problem, 0 otherwise.
+
+Kinds:
+
+* ``rl`` (default): verl's RL schema (``prompt``, ``data_source``, ``reward_model``, optional
+  ``ability`` and ``extra_info``) plus what the row's ``data_source`` family needs: the source must
+  be routed by our reward registry or upstream verl's dispatcher, its spec's
+  ``required_extra_info`` fields must be present and non-empty, and if the reward function's module
+  defines ``validate_row(row) -> list[str]`` that hook is called on every row.
+* ``sft``: a ``messages`` column of chat messages with at least one assistant turn.
+* ``preference``: ``prompt``, ``chosen`` and ``rejected`` message lists.
+
+Python API: :func:`validate_files` / :func:`validate_file` return :class:`Problem` objects.
+
+The row-level hook: a reward module (the module of a ``RewardSpec``'s target function) may define
+``validate_row(row: dict) -> list[str]``. ``row`` is the row as plain Python objects (lists, dicts,
+str, numbers: no numpy arrays). Each returned string is one problem and should start with the
+field path, e.g. ``"reward_model.ground_truth: must be a number in [0, 1], got 1.5"``; a message
+without a ``<field>: `` prefix is reported against the field ``row``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from numbers import Real
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+ROLES = ("system", "user", "assistant")
+KINDS = ("rl", "sft", "preference")
+REQUIRED_COLUMNS = {
+    "rl": ("prompt", "data_source", "reward_model"),
+    "sft": ("messages",),
+    "preference": ("prompt", "chosen", "rejected"),
+}
+DEFAULT_MAX_PROBLEMS = 50
+_BATCH_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a file. ``row`` is the 0-based row index, None for file-level problems."""
+
+    file: str
+    row: int | None
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: " if self.row is None else f"{self.file}: row {self.row}: "
+        return f"{where}{self.field}: {self.message}"
+
+
+class DataValidationError(ValueError):
+    """Raised by writers (``data_prep.common.write_parquet``) when what they wrote does not validate."""
+
+    def __init__(self, problems: list[Problem], max_problems: int = DEFAULT_MAX_PROBLEMS):
+        self.problems = problems
+        super().__init__("invalid data:\n" + "\n".join(format_problems(problems, max_problems)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Value normalisation: parquet via pandas gives numpy arrays for lists; via pyarrow, plain lists.
+# ---------------------------------------------------------------------------------------------
+def to_plain(value: Any) -> Any:
+    """numpy arrays/scalars and nested containers -> plain Python lists, dicts and scalars."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(v) for v in value]
+    if type(value).__module__ == "numpy":
+        if hasattr(value, "tolist"):
+            return to_plain(value.tolist())
+    return value
+
+
+def _type_name(value: Any) -> str:
+    return type(value).__name__
+
+
+def _is_empty(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, (list, dict)):
+        return len(value) == 0
+    return False
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# Field checks. Each yields (field, message).
+# ---------------------------------------------------------------------------------------------
+def check_messages(field: str, value: Any, *, need_role: str | None = None) -> Iterator[tuple[str, str]]:
+    """A non-empty list of {role, content} chat messages (optionally containing a ``need_role`` turn)."""
+    if value is None:
+        yield field, "missing"
+        return
+    if isinstance(value, str):
+        yield field, ("expected a list of chat messages [{'role': ..., 'content': ...}], got a plain "
+                      "string; wrap it as [{'role': 'user', 'content': <text>}]")
+        return
+    if not isinstance(value, list):
+        yield field, f"expected a list of chat messages, got {_type_name(value)}"
+        return
+    if not value:
+        yield field, "empty list of messages"
+        return
+    for i, message in enumerate(value):
+        where = f"{field}[{i}]"
+        if not isinstance(message, dict):
+            yield where, f"expected a dict with 'role' and 'content', got {_type_name(message)}"
+            continue
+        role = message.get("role")
+        if role not in ROLES:
+            yield f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}"
+        content = message.get("content")
+        if not isinstance(content, str):
+            yield f"{where}.content", ("missing" if content is None
+                                      else f"expected str, got {_type_name(content)}")
+    roles = [m.get("role") for m in value if isinstance(m, dict)]
+    if need_role is not None and need_role not in roles:
+        yield field, f"has no {need_role!r} message (roles: {', '.join(map(str, roles))})"
+
+
+def _check_ground_truth(value: Any) -> Iterator[tuple[str, str]]:
+    field = "reward_model.ground_truth"
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        yield field, "missing"
+    elif isinstance(value, str):
+        if not value.strip():
+            yield field, "empty string"
+    elif _is_number(value):
+        if not math.isfinite(value):
+            yield field, f"not a finite number: {value!r}"
+    elif isinstance(value, list):
+        if not value:
+            yield field, "empty list"
+        bad = [_type_name(v) for v in value if not (isinstance(v, str) or _is_number(v))]
+        if bad:
+            yield field, f"list items must be str or numbers, got {', '.join(sorted(set(bad)))}"
+    else:
+        yield field, f"expected str, number or list, got {_type_name(value)}"
+
+
+class _RegistryView:
+    """Caches what the reward registry says per data_source (``is_known`` may call upstream verl)."""
+
+    def __init__(self) -> None:
+        from verl.utils.reward_score import registry
+
+        self.registry = registry
+        self._known: dict[str, bool] = {}
+        self._hooks: dict[str, Callable[[dict], list[str]] | None] = {}
+
+    def is_known(self, data_source: str) -> bool:
+        if data_source not in self._known:
+            self._known[data_source] = bool(self.registry.is_known(data_source))
+        return self._known[data_source]
+
+    def spec(self, data_source: str):
+        return self.registry.resolve(data_source)
+
+    def hook(self, spec) -> Callable[[dict], list[str]] | None:
+        """``validate_row`` from the module that defines the spec's reward function, if any."""
+        if spec.name not in self._hooks:
+            fn = spec.function()  # ImportError etc. propagate: see check_rl_row
+            module = sys.modules.get(getattr(fn, "__module__", "") or "")
+            hook = getattr(module, "validate_row", None) if module is not None else None
+            self._hooks[spec.name] = hook if callable(hook) else None
+        return self._hooks[spec.name]
+
+
+def _hook_problems(hook: Callable[[dict], list[str]], row: dict) -> Iterator[tuple[str, str]]:
+    try:
+        messages = hook(row) or []
+    except Exception as exc:  # a broken hook is a problem to report, not a crash of the validator
+        yield "row", f"validate_row hook {hook.__module__}.validate_row raised {exc!r}"
+        return
+    for message in messages:
+        head, sep, rest = str(message).partition(": ")
+        if sep and head and " " not in head:
+            yield head, rest
+        else:
+            yield "row", str(message)
+
+
+def check_rl_row(row: dict, columns: set[str], registry: _RegistryView) -> Iterator[tuple[str, str]]:
+    """Problems of one RL row (plain Python values)."""
+    if "prompt" in columns:
+        yield from check_messages("prompt", row.get("prompt"), need_role="user")
+
+    data_source = row.get("data_source")
+    spec = None
+    if "data_source" in columns:
+        if data_source is None:
+            yield "data_source", "missing"
+        elif not isinstance(data_source, str):
+            yield "data_source", f"expected str, got {_type_name(data_source)}"
+        elif not data_source.strip():
+            yield "data_source", "empty string"
+        elif not registry.is_known(data_source):
+            yield "data_source", (f"unknown data source {data_source!r}: no reward function routes it "
+                                  f"(registered here: {registry.registry.describe_routes()}; plus upstream "
+                                  "verl's own sources)")
+        else:
+            spec = registry.spec(data_source)
+
+    if "ability" in columns:
+        ability = row.get("ability")
+        if ability is not None and not isinstance(ability, str):
+            yield "ability", f"expected str, got {_type_name(ability)}"
+
+    if "reward_model" in columns:
+        reward_model = row.get("reward_model")
+        if reward_model is None:
+            yield "reward_model", "missing"
+        elif not isinstance(reward_model, dict):
+            yield "reward_model", f"expected a dict with 'ground_truth', got {_type_name(reward_model)}"
+        else:
+            yield from _check_ground_truth(reward_model.get("ground_truth"))
+            style = reward_model.get("style")
+            if style is not None and not isinstance(style, str):
+                yield "reward_model.style", f"expected str, got {_type_name(style)}"
+
+    extra_info = row.get("extra_info") if "extra_info" in columns else None
+    if extra_info is not None and not isinstance(extra_info, dict):
+        yield "extra_info", f"expected a dict, got {_type_name(extra_info)}"
+        extra_info = None
+    if spec is not None:
+        for name in spec.required_extra_info:
+            if extra_info is None or _is_empty(extra_info.get(name)):
+                what = "missing" if extra_info is None or extra_info.get(name) is None else "empty"
+                yield f"extra_info.{name}", f"{what} (required by reward {spec.name!r} for {data_source!r})"
+        try:
+            hook = registry.hook(spec)
+        except Exception as exc:  # training could not score this row either
+            yield "data_source", f"reward {spec.name!r} for {data_source!r} cannot be loaded: {exc!r}"
+            return
+        if hook is not None:
+            yield from _hook_problems(hook, row)
+
+
+def check_sft_row(row: dict, columns: set[str]) -> Iterator[tuple[str, str]]:
+    if "messages" in columns:  # a missing column is reported once, at file level
+        yield from check_messages("messages", row.get("messages"), need_role="assistant")
+
+
+def check_preference_row(row: dict, columns: set[str]) -> Iterator[tuple[str, str]]:
+    for field, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
+        if field in columns:
+            yield from check_messages(field, row.get(field), need_role=role)
+    chosen, rejected = row.get("chosen"), row.get("rejected")
+    if chosen is not None and chosen == rejected:
+        yield "rejected", "identical to chosen"
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+# ---------------------------------------------------------------------------------------------
+class _ReadError(Exception):
+    pass
+
+
+def _iter_rows(path: Path) -> tuple[list[str], Iterator[dict]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+        columns = list(parquet.schema_arrow.names)
+    except Exception as exc:
+        raise _ReadError(exc) from exc
+
+    def rows() -> Iterator[dict]:
+        batches = parquet.iter_batches(batch_size=_BATCH_ROWS)
+        while True:
+            try:
+                batch = next(batches, None)
+                if batch is None:
+                    return
+                records = batch.to_pylist()
+            except Exception as exc:
+                raise _ReadError(exc) from exc
+            yield from records
+
+    return columns, rows()
+
+
+def validate_rows(rows: Iterable[dict], columns: Iterable[str], *, name: str, kind: str = "rl",
+                  registry: _RegistryView | None = None) -> list[Problem]:
+    """Validate in-memory rows (e.g. ``df.to_dict("records")``; numpy arrays are fine)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    columns = set(columns)
+    problems = [Problem(name, None, column, f"missing column (columns present: {', '.join(sorted(columns))})")
+                for column in REQUIRED_COLUMNS[kind] if column not in columns]
+    if kind == "rl":
+        registry = registry or _RegistryView()
+    count = 0
+    for index, row in enumerate(rows):
+        count += 1
+        row = to_plain(row)
+        if kind == "rl":
+            found = check_rl_row(row, columns, registry)
+        elif kind == "sft":
+            found = check_sft_row(row, columns)
+        else:
+            found = check_preference_row(row, columns)
+        problems.extend(Problem(name, index, field, message) for field, message in found)
+    if count == 0:
+        problems.append(Problem(name, None, "rows", "no rows"))
+    return problems
+
+
+def validate_file(path: str | Path, kind: str = "rl", *, display_name: str | None = None,
+                  registry: _RegistryView | None = None) -> list[Problem]:
+    """All problems of one parquet file (``display_name`` is how the file is named in messages)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    path = Path(path)
+    name = display_name or str(path)
+    if not path.is_file():
+        return [Problem(name, None, "file", "no such file")]
+    try:
+        columns, rows = _iter_rows(path)
+        return validate_rows(rows, columns, name=name, kind=kind, registry=registry)
+    except _ReadError as exc:  # unreadable parquet: reported like any other problem
+        return [Problem(name, None, "file", f"cannot read as parquet: {exc.__cause__}")]
+
+
+def validate_files(paths: Iterable[str | Path], kind: str = "rl") -> list[Problem]:
+    """All problems of all files, in file order."""
+    registry = _RegistryView() if kind == "rl" else None
+    problems: list[Problem] = []
+    for path in paths:
+        problems.extend(validate_file(path, kind, registry=registry))
+    return problems
+
+
+def format_problems(problems: list[Problem], max_per_file: int = DEFAULT_MAX_PROBLEMS) -> list[str]:
+    """One line per problem, at most ``max_per_file`` per file, then a line counting the rest."""
+    lines: list[str] = []
+    shown: dict[str, int] = {}
+    hidden: dict[str, int] = {}
+    for problem in problems:
+        if shown.get(problem.file, 0) < max_per_file:
+            shown[problem.file] = shown.get(problem.file, 0) + 1
+            lines.append(str(problem))
+        else:
+            hidden[problem.file] = hidden.get(problem.file, 0) + 1
+    for file, count in hidden.items():
+        lines.append(f"{file}: ... and {count} more problem(s) not listed")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data_prep.validate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("files", nargs="+", help="parquet files to check")
+    parser.add_argument("--kind", choices=KINDS, default="rl", help="row schema (default: rl)")
+    parser.add_argument("--max-problems", type=int, default=DEFAULT_MAX_PROBLEMS,
+                        help="problems listed per file before the rest are only counted")
+    args = parser.parse_args(argv)
+
+    problems = validate_files(args.files, kind=args.kind)
+    for line in format_problems(problems, args.max_problems):
+        print(line)
+    bad_files = {p.file for p in problems}
+    for file in args.files:
+        if str(file) not in bad_files:
+            print(f"{file}: ok", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} problem(s) in {len(bad_files)} of {len(args.files)} file(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

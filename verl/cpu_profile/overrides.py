@@ -1,0 +1,90 @@
+"""Hydra overrides that put ``verl.trainer.main_ppo`` and ``verl.trainer.sft_trainer`` on the CPU profile.
+
+Recipes append these when no GPU is visible (``python -m verl.cpu_profile.overrides ppo`` prints one
+per line for shell scripts). Each line answers one accelerator assumption of verl 0.9.1; see
+docs/cpu-profile.md for the blocker each one removes.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+ROLES = ("actor_rollout_ref.actor", "actor_rollout_ref.ref", "critic")
+
+
+def env() -> dict[str, str]:
+    """Environment for every process of a CPU-profile run (inherited by Ray workers)."""
+    return {
+        "VERL_PLATFORM": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_DEDUP_LOGS": "0",
+        "WANDB_MODE": "offline",
+    }
+
+
+def ppo(n_workers: int = 1, use_critic: bool = False) -> list[str]:
+    out = [
+        "trainer.device=cpu",
+        f"trainer.n_gpus_per_node={n_workers}",
+        "trainer.nnodes=1",
+        # verl's resource pools always ask Ray for GPUs: give Ray logical ones, and enough logical
+        # CPUs for its 3-CPUs-per-GPU bundles.
+        f"+ray_kwargs.ray_init.num_gpus={n_workers}",
+        f"ray_kwargs.ray_init.num_cpus={max(16, 4 * n_workers + 4)}",
+        "actor_rollout_ref.rollout.name=hf",
+        "actor_rollout_ref.rollout.mode=async",
+        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+        "actor_rollout_ref.rollout.free_cache_engine=False",
+        "actor_rollout_ref.rollout.load_format=auto",
+        "actor_rollout_ref.rollout.agent.num_workers=1",
+        "actor_rollout_ref.model.use_remove_padding=False",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=False",
+        # default attention is flash-attention 2
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        "data.dataloader_num_workers=0",
+        "reward.num_workers=1",
+    ]
+    for role in ROLES[:2]:
+        out += [
+            f"{role}.strategy=fsdp2",  # FSDP1 hard-codes sync_module_states=True (needs a GPU)
+            f"{role}.use_torch_compile=False",
+        ]
+    if use_critic:
+        out += [
+            "critic.strategy=fsdp2",
+            "critic.model.use_remove_padding=False",
+            "critic.model.enable_gradient_checkpointing=False",
+            "+critic.model.override_config.attn_implementation=sdpa",
+        ]
+    return out
+
+
+def sft(n_procs: int = 1) -> list[str]:
+    return [
+        "trainer.device=cpu",
+        f"trainer.n_gpus_per_node={n_procs}",
+        "engine.strategy=fsdp2",
+        "+model.override_config.attn_implementation=sdpa",
+        "model.use_remove_padding=False",
+        "model.enable_gradient_checkpointing=False",
+        "data.num_workers=0",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("kind", choices=["ppo", "ppo-critic", "sft", "env"])
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    if args.kind == "env":
+        lines = [f"{k}={v}" for k, v in env().items()]
+    elif args.kind == "sft":
+        lines = sft(args.workers)
+    else:
+        lines = ppo(args.workers, use_critic=args.kind == "ppo-critic")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

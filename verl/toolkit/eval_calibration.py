@@ -1,0 +1,224 @@
+"""Evaluate calibration of a served policy on a prepared dev parquet (data_prep.medmcqa output).
+
+Usage::
+
+    python -m verl.toolkit.eval_calibration --design cgp --data OUT/cgp/dev.parquet \\
+        --policy-url http://127.0.0.1:8000/v1 --policy-model policy \\
+        --downstream-url http://127.0.0.1:8001/v1 --downstream-model downstream --out DIR
+    python -m verl.toolkit.eval_calibration --design rlcr --data OUT/rlcr/dev.parquet \\
+        --policy-url http://127.0.0.1:8000/v1 --policy-model policy --out DIR
+
+Both URLs are OpenAI-compatible servers (the recipes start them with the launcher). Every request
+goes through the shared client (``verl.toolkit.llm_client``), all rows concurrently.
+
+* ``cgp`` (Prompt4Trust): the policy writes a hint (greedy: temperature 0, seed 1), the downstream
+  model answers with it (``with_hint``), and the downstream model also answers without any hint
+  (``baseline``). The downstream sampling follows the reward's defaults (temperature 0.1, top_p
+  0.95, seed 1).
+* ``rlcr``: the policy answers directly in the tagged format (greedy).
+
+Writes ``DIR/metrics.json`` (per condition: ``calibration_metrics.calibration_report`` on all rows
+and on parseable rows, mean reward, request-failure count), ``DIR/predictions.jsonl`` (one line per
+row and condition) and reliability diagrams ``DIR/reliability.png`` (+ ``reliability_baseline.png``
+for cgp), drawn from the ``all`` view (unparseable rows count as wrong at confidence 0).
+
+A row whose request failed after the client's retries is **excluded** from that condition's
+metrics and counted in ``request_failures``: a server outage is not a calibration result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from verl.toolkit import calibration_metrics as cm
+from verl.utils.reward_score import calibration, rlcr
+
+HINT_SEED = 1
+
+
+def load_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """Rows of a prepared parquet as plain Python objects."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    for i, row in enumerate(rows):
+        for field in ("prompt", "reward_model", "extra_info"):
+            if not row.get(field):
+                raise ValueError(f"{path}: row {i}: field {field!r} missing or empty")
+    return rows[:limit] if limit else rows
+
+
+def _client(url: str, model: str, args: argparse.Namespace, api_key_env: str | None):
+    from verl.toolkit.llm_client import ClientConfig, get_client
+
+    return get_client(ClientConfig(base_url=url, model=model, api_key_env=api_key_env,
+                                   max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
+                                   max_retries=args.max_retries))
+
+
+async def _downstream(client, question, options, hint, args):
+    return await client.chat(
+        [{"role": "user", "content": calibration.build_downstream_prompt(question, options, hint)}],
+        max_tokens=args.downstream_max_tokens, temperature=args.downstream_temperature,
+        top_p=args.downstream_top_p, seed=args.seed,
+    )
+
+
+def _cgp_record(condition, row, completion, hint=None) -> dict[str, Any]:
+    question, options = calibration.question_and_options(row["extra_info"])
+    gold = calibration.parse_gold(row["reward_model"]["ground_truth"], len(options))
+    record = {"condition": condition, "id": row["extra_info"].get("id"), "gold": gold, "hint": hint,
+              "request_ok": bool(completion.ok), "error": completion.error, "reply": completion.text}
+    if completion.ok:
+        parsed = calibration.parse_final_answer(completion.text, len(options))
+        record.update(parsed=parsed is not None, answer=parsed.answer if parsed else None,
+                      confidence=parsed.confidence if parsed else None,
+                      correct=bool(parsed is not None and parsed.answer == gold),
+                      rewards={v: calibration.score_reply(parsed, gold, v) for v in calibration.VARIANTS})
+    return record
+
+
+async def evaluate_cgp(rows, args) -> list[dict[str, Any]]:
+    policy = _client(args.policy_url, args.policy_model, args, args.policy_api_key_env)
+    downstream = _client(args.downstream_url, args.downstream_model, args, args.downstream_api_key_env)
+
+    async def one(row):
+        question, options = calibration.question_and_options(row["extra_info"])
+        hint_call = policy.chat(row["prompt"], max_tokens=args.policy_max_tokens,
+                                temperature=args.policy_temperature, top_p=1.0, seed=HINT_SEED)
+        hint, base = await asyncio.gather(hint_call, _downstream(downstream, question, options, None, args))
+        records = [_cgp_record("baseline", row, base)]
+        if hint.ok:
+            answer = await _downstream(downstream, question, options, hint.text, args)
+            records.append(_cgp_record("with_hint", row, answer, hint.text))
+        else:
+            records.append({"condition": "with_hint", "id": row["extra_info"].get("id"), "request_ok": False,
+                            "error": f"policy: {hint.error}", "hint": None})
+        return records
+
+    nested = await asyncio.gather(*(one(r) for r in rows))
+    return [rec for recs in nested for rec in recs]
+
+
+async def evaluate_rlcr(rows, args) -> list[dict[str, Any]]:
+    policy = _client(args.policy_url, args.policy_model, args, args.policy_api_key_env)
+
+    async def one(row):
+        completion = await policy.chat(row["prompt"], max_tokens=args.policy_max_tokens,
+                                       temperature=args.policy_temperature, top_p=1.0, seed=HINT_SEED)
+        record = {"condition": "policy", "id": row["extra_info"].get("id"),
+                  "gold": row["reward_model"]["ground_truth"], "request_ok": bool(completion.ok),
+                  "error": completion.error, "reply": completion.text}
+        if completion.ok:
+            result = rlcr.score_response(completion.text, row["reward_model"]["ground_truth"], row["extra_info"])
+            parsed = result["format_ok"] == 1.0
+            record.update(parsed=parsed, confidence=result["confidence"] if parsed else None,
+                          correct=result["acc"] == 1.0, rewards={"rlcr": result["score"]})
+        return record
+
+    return list(await asyncio.gather(*(one(r) for r in rows)))
+
+
+def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Metrics of one condition's records (failed requests excluded and counted)."""
+    answered = [r for r in records if r["request_ok"]]
+    report = cm.calibration_report(
+        [r["confidence"] if r["parsed"] else math.nan for r in answered],
+        [bool(r["correct"]) for r in answered],
+        [bool(r["parsed"]) for r in answered],
+    ) if answered else {"n": 0}
+    rewards: dict[str, float] = {}
+    for name in (answered[0]["rewards"] if answered else {}):
+        rewards[name] = sum(r["rewards"][name] for r in answered) / len(answered)
+    report["request_failures"] = len(records) - len(answered)
+    report["mean_reward"] = rewards
+    return report
+
+
+def write_outputs(out: Path, design: str, data: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    conditions = ("with_hint", "baseline") if design == "cgp" else ("policy",)
+    metrics = {"design": design, "data": str(data), "conditions": {}}
+    for condition in conditions:
+        metrics["conditions"][condition] = summarize([r for r in records if r["condition"] == condition])
+    with (out / "predictions.jsonl").open("w") as f:
+        for r in records:
+            f.write(json.dumps(cm.to_json_safe(r), ensure_ascii=False) + "\n")
+    (out / "metrics.json").write_text(json.dumps(cm.to_json_safe(metrics), indent=2) + "\n")
+    titles = {"with_hint": "downstream model with policy hint", "baseline": "downstream model, no hint",
+              "policy": "policy (RLCR format)"}
+    files = {"with_hint": "reliability.png", "baseline": "reliability_baseline.png", "policy": "reliability.png"}
+    for condition in conditions:
+        report = metrics["conditions"][condition]
+        if report.get("n"):
+            title = f"{titles[condition]} (all rows; parse failures {report['parse_failure_rate']:.0%})"
+            cm.plot_reliability(report["all"], str(out / files[condition]), title=title)
+    return metrics
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Calibration evaluation against served models.")
+    p.add_argument("--design", choices=("cgp", "rlcr"), required=True)
+    p.add_argument("--data", type=Path, required=True, help="prepared dev parquet (never MedMCQA test)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--policy-url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    p.add_argument("--policy-model", required=True)
+    p.add_argument("--policy-api-key-env", default=None)
+    p.add_argument("--downstream-url")
+    p.add_argument("--downstream-model")
+    p.add_argument("--downstream-api-key-env", default=None)
+    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N rows")
+    p.add_argument("--policy-max-tokens", type=int, default=256)
+    p.add_argument("--policy-temperature", type=float, default=0.0)
+    p.add_argument("--downstream-max-tokens", type=int, default=256)
+    p.add_argument("--downstream-temperature", type=float, default=0.1)
+    p.add_argument("--downstream-top-p", type=float, default=0.95)
+    p.add_argument("--seed", type=int, default=1, help="sampling seed sent with downstream requests")
+    p.add_argument("--max-concurrency", type=int, default=64)
+    p.add_argument("--timeout-s", type=float, default=60.0)
+    p.add_argument("--max-retries", type=int, default=3)
+    return p
+
+
+async def _run(args, rows):
+    if args.design == "cgp":
+        return await evaluate_cgp(rows, args)
+    return await evaluate_rlcr(rows, args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.design == "cgp" and not (args.downstream_url and args.downstream_model):
+        parser.error("--design cgp needs --downstream-url and --downstream-model")
+    if "test" in args.data.stem.split("_") or "test" in args.data.stem.split("-"):
+        parser.error(f"{args.data}: MedMCQA's test split has no labels; evaluate on dev")
+    rows = load_rows(args.data, args.limit)
+    from verl.toolkit.llm_client import close_session
+
+    try:
+        records = asyncio.run(_run(args, rows))
+    finally:
+        close_session()
+    metrics = write_outputs(args.out, args.design, args.data, records)
+    for name, report in metrics["conditions"].items():
+        if report.get("n"):
+            a = report["all"]
+            print(f"{name}: n={report['n']} acc={a['accuracy']:.3f} ece={a['ece']:.3f} brier={a['brier']:.3f} "
+                  f"parse_fail={report['parse_failure_rate']:.2f} request_failures={report['request_failures']}")
+        else:
+            print(f"{name}: no answered rows (request_failures={report['request_failures']})")
+    print(f"wrote {args.out / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Rule-based math answer check, bounded in wall-clock time by killing the work.
+
+math-verify (sympy underneath) can run for minutes or forever on degenerate answers
+(``\\boxed{9^{9^{9^{9}}}}``, ``(10^{10})!``). Its own timeouts use ``signal.alarm``, which only works
+on a process's main thread: called from a reward thread it either raises or (timeouts disabled)
+never returns. A thread cannot be stopped, so waiting "with a timeout" on one only abandons it.
+
+Here every check runs in a small pool of worker processes (spawned lazily, one pool per process).
+A worker takes one task at a time; if it does not answer within ``timeout_s`` of receiving the task
+it is SIGKILLed and its slot is refilled by a fresh worker on next use. Inside the worker
+math-verify's signal timeouts are disabled: the kill is the bound. So ``check`` returns within
+``timeout_s`` + IPC overhead (plus, rarely, a worker start when a slot was just recycled), from any
+thread, and a pathological sample costs one worker restart, not a stuck training step.
+
+Correctness is math-verify's ``verify(parse(gold), parse(prediction))``; the extracted answer (what
+the TinyV verifier prompt shows) is the last ``\\boxed{}`` or the text after the last "answer is".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import os
+import queue
+import socket
+import subprocess
+import sys
+import threading
+from multiprocessing.connection import Connection
+from dataclasses import dataclass
+
+logger = logging.getLogger("verlkit.rule_check")
+
+DEFAULT_TIMEOUT_S = 5.0
+_WORKER_START_TIMEOUT_S = 120.0  # importing sympy in a fresh process on a loaded 2-core box
+
+
+@dataclass(frozen=True)
+class RuleResult:
+    correct: bool
+    extracted: str | None  # the answer string pulled from the solution (None if nothing answer-like)
+    timed_out: bool
+    error: str | None = None  # a worker-side exception (the check then counts as not correct)
+
+
+# ---------------------------------------------------------------------------------------------
+# Worker side. Run as ``python -c _WORKER_SOURCE FD`` rather than a multiprocessing target: a spawned
+# multiprocessing child would re-import ``verl`` (torch and all, ~8 s per worker start here); this
+# one imports only math-verify (~1 s), which matters because a killed worker must be replaced.
+# ---------------------------------------------------------------------------------------------
+_WORKER_SOURCE = r"""
+import logging, sys, warnings
+from multiprocessing.connection import Connection
+
+warnings.filterwarnings("ignore")
+logging.disable(logging.CRITICAL)
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+
+
+def last_boxed(text):
+    # Content of the last \boxed{...} (or \fbox{...}), braces matched; None if absent or unbalanced.
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    open_at = text.find("{", start)
+    if open_at < 0:
+        return None
+    depth = 0
+    for i in range(open_at, len(text)):
+        if text[i] == "{":
+            depth += 1
+        elif text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[open_at + 1 : i].strip()
+    return None
+
+
+def extract(text):
+    # The final answer a reader would take: the last boxed expression, else what follows the last
+    # "answer is"/"answer:" on its line. None when the solution states no answer.
+    boxed = last_boxed(text)
+    if boxed:
+        return boxed
+    lower = text.lower()
+    for marker in ("final answer is", "answer is", "answer:"):
+        at = lower.rfind(marker)
+        if at >= 0:
+            tail = text[at + len(marker):].strip().splitlines()
+            value = tail[0].strip().strip("$ .*") if tail else ""
+            if value:
+                return value
+    return None
+
+
+def check(solution, gold_answer):
+    gold_text = gold_answer if "\\boxed" in gold_answer else "\\boxed{" + gold_answer + "}"
+    # Timeouts off: they use SIGALRM; the parent kills this process instead.
+    gold = parse(gold_text, (LatexExtractionConfig(),), parsing_timeout=None)
+    if not gold:
+        gold = parse(gold_answer, (ExprExtractionConfig(), LatexExtractionConfig()), parsing_timeout=None)
+    pred = parse(solution, (LatexExtractionConfig(), ExprExtractionConfig()), parsing_timeout=None)
+    correct = bool(gold and pred and verify(gold, pred, timeout_seconds=None))
+    return correct, extract(solution)
+
+
+conn = Connection(int(sys.argv[1]))
+conn.send("ready")
+while True:
+    try:
+        task = conn.recv()
+    except (EOFError, OSError):
+        break
+    if task is None:
+        break
+    try:
+        conn.send(check(*task) + (None,))
+    except Exception as exc:
+        conn.send((False, None, (type(exc).__name__ + ": " + str(exc))[:300]))
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parent side
+# ---------------------------------------------------------------------------------------------
+class _Worker:
+    """One worker process and our end of its socket."""
+
+    def __init__(self) -> None:
+        parent_sock, child_sock = socket.socketpair()
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-c", _WORKER_SOURCE, str(child_sock.fileno())],
+                pass_fds=(child_sock.fileno(),),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+            )
+        finally:
+            child_sock.close()
+        self.conn = Connection(parent_sock.detach())
+        if not self.conn.poll(_WORKER_START_TIMEOUT_S):
+            self.kill()
+            raise RuntimeError(f"rule_check worker did not start within {_WORKER_START_TIMEOUT_S}s")
+        self.conn.recv()
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()
+            self.process.wait(5)
+        finally:
+            self.conn.close()
+
+
+class RuleCheckPool:
+    """A fixed number of slots; each holds a live worker or None (to be started on next use)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._idle: queue.Queue[_Worker | None] = queue.Queue()
+        self._all: set[_Worker] = set()
+        self._lock = threading.Lock()
+        self._closed = False
+        self.kills = 0
+        for _ in range(size):
+            self._idle.put(None)
+
+    def check(self, solution_str: str, ground_truth: str, timeout_s: float) -> RuleResult:
+        worker = self._idle.get()
+        try:
+            if worker is None:
+                worker = _Worker()
+                with self._lock:
+                    self._all.add(worker)
+            worker.conn.send((solution_str, ground_truth))
+            if worker.conn.poll(timeout_s):
+                correct, extracted, error = worker.conn.recv()
+                result = RuleResult(bool(correct), extracted, False, error)
+            else:
+                self._retire(worker)
+                worker = None
+                self.kills += 1
+                result = RuleResult(False, None, True, f"killed after {timeout_s}s")
+        except (EOFError, OSError, BrokenPipeError) as exc:  # the worker died (e.g. OOM-killed)
+            if worker is not None:
+                self._retire(worker)
+            worker = None
+            result = RuleResult(False, None, False, f"worker died: {exc!r}")
+        except BaseException:
+            if worker is not None:
+                self._retire(worker)
+            self._idle.put(None)
+            raise
+        self._idle.put(worker)
+        return result
+
+    def _retire(self, worker: _Worker) -> None:
+        with self._lock:
+            self._all.discard(worker)
+        worker.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            workers, self._all = list(self._all), set()
+            self._closed = True
+        for worker in workers:
+            try:
+                worker.process.terminate()
+            except OSError:
+                pass
+        for worker in workers:
+            try:
+                worker.process.wait(2)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait(2)
+            worker.conn.close()
+
+
+_pool: RuleCheckPool | None = None
+_pool_pid: int | None = None
+_pool_lock = threading.Lock()
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def default_pool_size() -> int:
+    env = os.environ.get("VERLKIT_RULE_CHECK_WORKERS")
+    if env:
+        return max(1, int(env))
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def get_pool() -> RuleCheckPool:
+    """The process's pool, created on first use (and again after a fork)."""
+    global _pool, _pool_pid, _executor
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = RuleCheckPool(default_pool_size())
+            _pool_pid = os.getpid()
+            # Threads only wait on worker pipes (each wait bounded by timeout_s); one per slot, plus
+            # headroom so callers queue on the pool, not on the executor.
+            _executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=2 * _pool.size, thread_name_prefix="verlkit-rule-check"
+            )
+        return _pool
+
+
+def check(solution_str: str, ground_truth: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RuleResult:
+    """Is ``solution_str``'s final answer equal to ``ground_truth``? Bounded by ``timeout_s`` of work."""
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    return get_pool().check(str(solution_str), str(ground_truth), timeout_s)
+
+
+async def check_async(solution_str: str, ground_truth: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RuleResult:
+    """``check`` for async callers: the blocking wait happens on a small dedicated thread pool."""
+    pool = get_pool()
+    assert _executor is not None
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(_executor, pool.check, str(solution_str), str(ground_truth), timeout_s)
+
+
+def check_many(pairs: list[tuple[str, str]], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[RuleResult]:
+    """Check a batch using every worker of the pool."""
+    pool = get_pool()
+    assert _executor is not None
+    return list(_executor.map(lambda p: pool.check(str(p[0]), str(p[1]), timeout_s), pairs))
+
+
+def warm_up(timeout_s: float = 60.0) -> None:
+    """Start every worker now (benchmarks; otherwise workers start on first use)."""
+    pool = get_pool()
+    assert _executor is not None
+    list(_executor.map(lambda _: pool.check("\\boxed{1}", "1", timeout_s), range(pool.size)))
+
+
+@atexit.register
+def shutdown() -> None:
+    """Terminate this process's workers (registered at exit; safe to call more than once)."""
+    global _pool, _executor
+    with _pool_lock:
+        pool, _pool = (_pool if _pool_pid == os.getpid() else None), None
+        executor, _executor = _executor, None
+    if pool is not None:
+        pool.close()
+    if executor is not None:
+        executor.shutdown(wait=False, cancel_futures=True)
+
+

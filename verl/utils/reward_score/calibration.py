@@ -1,0 +1,345 @@
+"""Prompt4Trust-style calibration reward: the policy writes a hint, a frozen downstream LLM answers.
+
+Design (reference-methods §2.1-2.4): the policy reads a multiple-choice question and writes a
+"calibration guidance prompt" (a hint). A frozen downstream model receives question + options + hint
+and must end with the sentence ``the answer is N with confidence C`` (N an option number, C in
+0-100). The policy is rewarded by a scoring rule of the downstream (answer, confidence) against the
+gold option.
+
+Routing: ``data_source == "medmcqa_cgp"`` or any source ending in ``_cgp`` (spec name ``cgp``).
+
+Everything except :func:`compute_score` is a small pure function (prompt building, parsing,
+scoring); the one network call goes through the shared client ``verl.toolkit.llm_client``.
+
+Reward variants (option ``variant``), with p = confidence / 100 clamped to [0, 1]:
+
+* ``log`` (seed v1): correct -> ln(clip(p, 1e-10, 1)); wrong -> ln(clip(1 - p, 1e-10, 1));
+  unparseable -> ln(1e-12) = -27.631 (``UNPARSEABLE_LOG_SCORE``).
+* ``log_penalized`` (seed v2, default as in Prompt4Trust): as ``log`` but a wrong answer gets an
+  extra -1.
+* ``brier`` (bounded, RLCR-style): 1[c] - (p - 1[c])^2 in [-1, 1]; unparseable -> -1
+  (``UNPARSEABLE_BRIER_SCORE``, equal to the worst parseable reply: wrong at confidence 100).
+
+Downstream failure (the client gave up after its bounded retries, ``Completion.ok`` is False) is
+never scored as "unparseable" silently. The row is flagged ``downstream_ok=0`` and option
+``on_failure`` decides the score:
+
+* ``"neutral"`` (default): the expected score of a reply that carries no information but is
+  calibrated, i.e. a uniformly random option stated with confidence 1/K:
+  (1/K)·s(correct, 1/K) + (1 - 1/K)·s(wrong, 1/K). It is neither the best nor the worst score, so
+  an outage neither rewards nor punishes the hint much; ``acc`` is 0 and ``parse_ok``/``confidence``
+  are NaN for the row (so parse-rate and confidence means only count real replies).
+* ``"unparseable"``: the seed's behaviour (score as unparseable). Not recommended.
+* ``"raise"``: raise :class:`DownstreamError`; the registry turns it into ``score=0,
+  reward_error=1``.
+* a number: that fixed score.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+EXACT_SOURCES = ("medmcqa_cgp",)
+SOURCE_SUFFIXES = ("_cgp",)
+VARIANTS = ("log", "log_penalized", "brier")
+ON_FAILURE_MODES = ("neutral", "unparseable", "raise")
+
+LOG_CLIP = 1e-10
+UNPARSEABLE_LOG_SCORE = math.log(1e-12)  # -27.631, the seed's format sentinel
+UNPARSEABLE_BRIER_SCORE = -1.0
+WRONG_PENALTY = 1.0  # the v2 ("log_penalized") extra penalty on a wrong answer
+
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "url": None,  # OpenAI-compatible base URL of the downstream server (required)
+    "model": None,  # served model name (required)
+    "api_key_env": None,  # name of the env variable holding the API key, if any
+    "max_concurrency": 64,
+    "timeout_s": 60.0,
+    "max_retries": 3,
+    "rate_limit_rps": None,
+    "backoff_s": 0.5,
+    "cache_size": 100_000,  # only deterministic requests (temperature 0 or a seed) are cached
+    "variant": "log_penalized",
+    "temperature": 0.1,
+    "top_p": 0.95,
+    "max_tokens": 256,
+    "seed": None,
+    "on_failure": "neutral",
+}
+
+RESULT_KEYS = ("score", "acc", "parse_ok", "confidence", "downstream_ok", "cache_hit", "latency_s")
+
+
+class DownstreamError(RuntimeError):
+    """The downstream model could not be reached (raised only with ``on_failure="raise"``)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Prompts
+# ---------------------------------------------------------------------------------------------
+def render_options(options: Sequence[str]) -> str:
+    """``(1) first`` ... one option per line, numbered from 1."""
+    return "\n".join(f"({i}) {str(text).strip()}" for i, text in enumerate(options, start=1))
+
+
+def build_policy_prompt(question: str, options: Sequence[str]) -> str:
+    """The user message the policy sees: write a hint for another model, never answer yourself."""
+    return (
+        "You are writing guidance for another AI model that will answer the multiple-choice question "
+        "below and then state how confident it is. Write a short hint that points it to the relevant "
+        "facts and the reasoning steps it should check, so that its answer is accurate and its stated "
+        "confidence is honest. Do not say which option is correct and do not tell it what confidence "
+        "to report.\n\n"
+        f"Question: {str(question).strip()}\n"
+        f"Options:\n{render_options(options)}\n\n"
+        "Hint:"
+    )
+
+
+def build_downstream_prompt(question: str, options: Sequence[str], hint: str | None) -> str:
+    """The user message the downstream model sees. ``hint=None`` gives the no-hint baseline."""
+    k = len(options)
+    parts = [
+        "Answer the multiple-choice question below. Think briefly, then finish with one last sentence "
+        "of exactly this form:\n"
+        "the answer is N with confidence C\n"
+        f"where N is the number of the option you choose (1 to {k}) and C is your confidence, from 0 "
+        "to 100, that your answer is correct. Write nothing after that sentence.\n",
+        f"Question: {str(question).strip()}",
+        f"Options:\n{render_options(options)}",
+    ]
+    if hint is not None:
+        parts.append(f"Hint: {hint.strip()}")
+    parts.append("Answer:")
+    return "\n".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing
+# ---------------------------------------------------------------------------------------------
+_NUMBER = r"[+-]?\d+(?:[.,]\d+)?"
+# "the answer is (2) with confidence 85%", case-insensitive, optional "option", ":", "of", "%".
+FINAL_SENTENCE_RE = re.compile(
+    r"answer\s+is\s*:?\s*(?:option\s*)?\(?\s*(" + _NUMBER + r")\s*\)?\s*[,;]?\s*"
+    r"(?:and\s+)?with\s+(?:a\s+)?confidence\s*(?:level\s*)?(?:of|is|:|=)?\s*\(?\s*(" + _NUMBER + r")\s*%?\s*\)?",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class ParsedReply:
+    """A downstream reply's final answer (1-based option) and confidence in [0, 1]."""
+
+    answer: int
+    confidence: float
+
+
+def parse_final_answer(text: str, num_options: int = 4) -> ParsedReply | None:
+    """The LAST ``the answer is N with confidence C`` sentence of ``text``, or None.
+
+    The answer must be an integer option 1..K (``2.0`` counts as 2; ``2.5``, ``0``, ``5`` with K=4 do
+    not parse). A negative confidence does not parse; C is clamped to [0, 100] and divided by 100.
+    A bare fraction such as ``0.8`` is read on the 0-100 scale the prompt asks for (0.8 %).
+    """
+    if not isinstance(text, str) or not text:
+        return None
+    matches = list(FINAL_SENTENCE_RE.finditer(text))
+    if not matches:
+        return None
+    answer_raw, conf_raw = matches[-1].group(1), matches[-1].group(2)
+    try:
+        answer_value = float(answer_raw.replace(",", "."))
+        conf_value = float(conf_raw.replace(",", "."))
+    except ValueError:
+        return None
+    if not math.isfinite(answer_value) or answer_value != int(answer_value):
+        return None
+    answer = int(answer_value)
+    if not 1 <= answer <= num_options:
+        return None
+    if not math.isfinite(conf_value) or conf_value < 0:
+        return None
+    return ParsedReply(answer=answer, confidence=min(conf_value, 100.0) / 100.0)
+
+
+def parse_gold(ground_truth: Any, num_options: int = 4) -> int:
+    """Ground truth -> 1-based option index. Raises ValueError with the bad value."""
+    try:
+        value = float(str(ground_truth).strip())
+    except ValueError:
+        raise ValueError(f"ground_truth must be a 1-based option number, got {ground_truth!r}") from None
+    if value != int(value) or not 1 <= int(value) <= num_options:
+        raise ValueError(f"ground_truth must be an option number in 1..{num_options}, got {ground_truth!r}")
+    return int(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+def score_reply(parsed: ParsedReply | None, gold: int, variant: str = "log_penalized") -> float:
+    """Reward for one parsed downstream reply (None = unparseable)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
+    if parsed is None:
+        return UNPARSEABLE_BRIER_SCORE if variant == "brier" else UNPARSEABLE_LOG_SCORE
+    return score_outcome(parsed.answer == gold, parsed.confidence, variant)
+
+
+def score_outcome(correct: bool, p: float, variant: str) -> float:
+    """Scoring rule of confidence ``p`` in [0, 1] for a correct/wrong answer."""
+    p = min(max(float(p), 0.0), 1.0)
+    if variant == "brier":
+        c = 1.0 if correct else 0.0
+        return c - (p - c) ** 2
+    if correct:
+        return math.log(min(max(p, LOG_CLIP), 1.0))
+    score = math.log(min(max(1.0 - p, LOG_CLIP), 1.0))
+    return score - WRONG_PENALTY if variant == "log_penalized" else score
+
+
+def neutral_score(variant: str, num_options: int = 4) -> float:
+    """Expected score of an uninformed but calibrated reply: random option, confidence 1/K."""
+    q = 1.0 / num_options
+    return q * score_outcome(True, q, variant) + (1.0 - q) * score_outcome(False, q, variant)
+
+
+def failure_score(on_failure: Any, variant: str, num_options: int = 4) -> float:
+    """Score for a row whose downstream call failed (see module docstring)."""
+    if on_failure == "neutral":
+        return neutral_score(variant, num_options)
+    if on_failure == "unparseable":
+        return score_reply(None, 1, variant)
+    return float(on_failure)
+
+
+def result_for(parsed: ParsedReply | None, gold: int, variant: str) -> dict[str, float]:
+    """The pure part of a reward result (no client fields)."""
+    return {
+        "score": score_reply(parsed, gold, variant),
+        "acc": float(parsed is not None and parsed.answer == gold),
+        "parse_ok": float(parsed is not None),
+        "confidence": parsed.confidence if parsed is not None else math.nan,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Options and row checks
+# ---------------------------------------------------------------------------------------------
+def resolve_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Defaults + given options, checked. Raises the registry's ``RewardOptionsError``."""
+    from verl.utils.reward_score.registry import RewardOptionsError
+
+    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
+    if unknown:
+        raise RewardOptionsError(f"cgp: unknown option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
+    merged = {**DEFAULT_OPTIONS, **options}
+    if not merged["url"] or not merged["model"]:
+        raise RewardOptionsError(
+            "cgp: options 'url' and 'model' (the downstream OpenAI-compatible server) are required: "
+            "+reward.custom_reward_function.reward_kwargs.cgp.url=http://127.0.0.1:PORT/v1 ...model=NAME"
+        )
+    if merged["variant"] not in VARIANTS:
+        raise RewardOptionsError(f"cgp: variant must be one of {VARIANTS}, got {merged['variant']!r}")
+    on_failure = merged["on_failure"]
+    if on_failure not in ON_FAILURE_MODES:
+        try:
+            float(on_failure)
+        except (TypeError, ValueError):
+            raise RewardOptionsError(
+                f"cgp: on_failure must be one of {ON_FAILURE_MODES} or a number, got {on_failure!r}"
+            ) from None
+    try:
+        client_config(merged)
+    except ValueError as e:
+        raise RewardOptionsError(f"cgp: {e}") from None
+    return merged
+
+
+def question_and_options(extra_info: dict[str, Any] | None) -> tuple[str, list[str]]:
+    """``extra_info["question"]`` and ``extra_info["options"]`` (plain list of strings)."""
+    extra_info = extra_info or {}
+    question = extra_info.get("question")
+    options = extra_info.get("options")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("extra_info.question: missing or empty")
+    if options is None or isinstance(options, str) or len(options) < 2:
+        raise ValueError(f"extra_info.options: need a list of at least 2 option strings, got {options!r}")
+    return question, [str(o) for o in list(options)]
+
+
+def validate_row(row: dict) -> list[str]:
+    """Row-level hook for ``data_prep.validate``."""
+    problems = []
+    try:
+        _, options = question_and_options(row.get("extra_info"))
+    except ValueError as e:
+        return [str(e)]
+    try:
+        parse_gold((row.get("reward_model") or {}).get("ground_truth"), len(options))
+    except ValueError as e:
+        problems.append(f"reward_model.ground_truth: {e}")
+    return problems
+
+
+# ---------------------------------------------------------------------------------------------
+# The edge: one downstream call per row through the shared client
+# ---------------------------------------------------------------------------------------------
+def client_config(opts: dict[str, Any]):
+    from verl.toolkit.llm_client import ClientConfig
+
+    return ClientConfig(
+        base_url=opts["url"],
+        model=opts["model"],
+        api_key_env=opts["api_key_env"],
+        max_concurrency=int(opts["max_concurrency"]),
+        timeout_s=float(opts["timeout_s"]),
+        max_retries=int(opts["max_retries"]),
+        backoff_s=float(opts["backoff_s"]),
+        cache_size=int(opts["cache_size"]),
+        rate_limit_rps=None if opts["rate_limit_rps"] is None else float(opts["rate_limit_rps"]),
+    )
+
+
+async def ask_downstream(client, prompt: str, opts: dict[str, Any]):
+    """One chat request; returns the client's ``Completion`` (never raises for server failures)."""
+    return await client.chat(
+        [{"role": "user", "content": prompt}],
+        max_tokens=int(opts["max_tokens"]),
+        temperature=float(opts["temperature"]),
+        top_p=float(opts["top_p"]),
+        seed=None if opts["seed"] is None else int(opts["seed"]),
+    )
+
+
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
+    """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer."""
+    from verl.toolkit.llm_client import get_client
+
+    opts = resolve_options(options)
+    question, choices = question_and_options(extra_info)
+    gold = parse_gold(ground_truth, len(choices))
+    prompt = build_downstream_prompt(question, choices, solution_str or "")
+    started = time.monotonic()
+    completion = await ask_downstream(get_client(client_config(opts)), prompt, opts)
+    latency = getattr(completion, "latency_s", None)
+    client_fields = {
+        "cache_hit": float(bool(getattr(completion, "cache_hit", False))),
+        "latency_s": float(latency) if latency is not None else time.monotonic() - started,
+    }
+    if not completion.ok:
+        if opts["on_failure"] == "raise":
+            raise DownstreamError(f"downstream model {opts['model']!r} at {opts['url']}: {completion.error}")
+        return {
+            "score": failure_score(opts["on_failure"], opts["variant"], len(choices)),
+            "acc": 0.0,
+            "parse_ok": math.nan,
+            "confidence": math.nan,
+            "downstream_ok": 0.0,
+            **client_fields,
+        }
+    parsed = parse_final_answer(completion.text, len(choices))
+    return {**result_for(parsed, gold, opts["variant"]), "downstream_ok": 1.0, **client_fields}

@@ -1,0 +1,137 @@
+"""``grade``: reward for training the Rubric Reward Model (RRM) to score solutions out of 10.
+
+The RRM reads (problem, rubric, candidate solution) and must end with a total score. Its reward is
+
+    r = (1 - |s/10 - gt|)^2,     s = parsed total score clamped to [0, 10],  gt in [0, 1]
+
+Fixes against the original: the score is clamped to [0, 10] before use (the original had no lower
+clamp, so a negative score could earn a positive reward again: the square is not monotone past
+|s/10 - gt| > 1), and the parser accepts the formats graders actually write instead of raising on
+anything but ``<number>/10`` (which silently became a 0). An unparseable reply still scores 0, but is
+flagged with ``parse_ok = 0`` so the rate is visible in the step metrics.
+
+Parsing (``parse_total_score``): the text after the LAST ``Total Score`` (case-insensitive) that is
+followed by a number is read,
+ignoring markdown/LaTeX decoration (``**``, ``|``, ``[ ]``, ``$``, ``\\boxed{}``), separators (``:``,
+``=``, ``is``) and a unit (``points``). A denominator (``7/10``, ``4/5``, ``7 out of 10``,
+``\\frac{7}{10}``, or a leading ``(out of 5)``) other than 10 rescales the score to 10 points
+(``4/5`` -> 8.0). With no ``Total Score`` marker, a reply that is only a score (``8``, ``8/10``) or whose
+last line is ``<n> out of <d>`` / ``<n>/<d>`` is accepted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+# Decoration between the marker and the number (markdown bold/italics/tables, brackets, LaTeX).
+_NOISE = re.compile(r"\\boxed\{|\\textbf\{|\\text\{|\\mathbf\{|[*_|\[\]$`{}#>]")
+_NUMBER = r"[-+−]?\d+(?:[.,]\d+)?"
+# What may sit between the marker and the number: separators, "is", "(out of 10)", "for the solution".
+_LEAD = re.compile(
+    r"^\s*(?:\(\s*(?:out\s+of|/)\s*(?P<pre_den>\d+(?:\.\d+)?)\s*(?:points?)?\s*\))?"
+    r"\s*(?:for\s+(?:the|this)\s+\w+\s*)?"
+    r"[:=\-–—]*\s*(?:is|of|equals|would\s+be|:)?\s*[:=]?\s*",
+    re.IGNORECASE,
+)
+_SCORE = re.compile(
+    rf"^(?P<num>{_NUMBER})(?!\d|[.,]\d|[eE]\d)\s*(?:points?|pts?\.?)?\s*"
+    rf"(?:(?:/|out\s+of|of)\s*(?P<den>{_NUMBER}))?",
+    re.IGNORECASE,
+)
+_FRAC_RAW = re.compile(r"^\\[dt]?frac\{([^{}]+)\}\{([^{}]+)\}")
+_MARKER = re.compile(r"total\s+score", re.IGNORECASE)
+_BARE = re.compile(rf"^\s*(?P<num>{_NUMBER})\s*(?:points?)?\s*(?:(?:/|out\s+of)\s*(?P<den>{_NUMBER}))?\s*\.?\s*$",
+                   re.IGNORECASE)
+_TAIL_WINDOW = 120  # characters after the marker that may hold the number
+
+
+def _to_float(text: str) -> float:
+    return float(text.replace("−", "-").replace(",", "."))
+
+
+def _scaled(num: str, den: str | None) -> float | None:
+    value = _to_float(num)
+    if den is not None:
+        denominator = _to_float(den)
+        if denominator <= 0:
+            return None
+        if denominator != 10:
+            value = value / denominator * 10.0
+    if not math.isfinite(value):
+        return None
+    return min(10.0, max(0.0, value))
+
+
+def _parse_after_marker(tail: str) -> float | None:
+    window = tail[:_TAIL_WINDOW]
+    frac = _FRAC_RAW.match(window.lstrip(" :=*"))
+    if frac:  # "Total Score: \frac{7}{10}" before the brace noise is stripped
+        try:
+            return _scaled(frac.group(1).strip(), frac.group(2).strip())
+        except ValueError:
+            return None
+    cleaned = _NOISE.sub(" ", window)
+    lead = _LEAD.match(cleaned)
+    pre_den = lead.group("pre_den") if lead else None
+    rest = cleaned[lead.end():] if lead else cleaned
+    match = _SCORE.match(rest)
+    if not match:
+        return None
+    den = match.group("den") or pre_den
+    return _scaled(match.group("num"), den)
+
+
+def parse_total_score(text: str) -> float | None:
+    """The total score out of 10 in a grader's reply, clamped to [0, 10]; None if there is none."""
+    if not isinstance(text, str) or not text:
+        return None
+    markers = list(_MARKER.finditer(text))
+    if markers:
+        # The last marker that is followed by a score ("Total Score: 7/10 ... see the Total Score
+        # breakdown above" reads 7), so a trailing mention of the phrase does not lose the score.
+        for marker in reversed(markers):
+            value = _parse_after_marker(text[marker.end():])
+            if value is not None:
+                return value
+        return None
+    # No marker: the whole reply is a score, or its last line is "<n>/<d>" or "<n> out of <d>".
+    cleaned = _NOISE.sub(" ", text).strip()
+    bare = _BARE.match(cleaned)
+    if bare:
+        return _scaled(bare.group("num"), bare.group("den"))
+    lines = [line for line in cleaned.splitlines() if line.strip()]
+    if lines:
+        found = re.findall(rf"({_NUMBER})\s*(?:points?\s*)?(?:/|out\s+of)\s*({_NUMBER})", lines[-1], re.IGNORECASE)
+        if found:
+            return _scaled(*found[-1])
+    return None
+
+
+def validate_ground_truth(ground_truth) -> float:
+    """The reference score as a float in [0, 1]; ValueError (a data error) otherwise."""
+    try:
+        gt = float(ground_truth)
+    except (TypeError, ValueError):
+        raise ValueError(f"grade: ground_truth must be a reference score in [0, 1], got {ground_truth!r}") from None
+    if not (math.isfinite(gt) and 0.0 <= gt <= 1.0):
+        raise ValueError(
+            f"grade: ground_truth must be a reference score in [0, 1] (a score out of 10 divided by 10), got {gt!r}"
+        )
+    return gt
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, acc_tolerance: float = 0.1) -> dict:
+    """Reward for one RRM reply. ``acc`` = 1 when the predicted score is within ``acc_tolerance`` of gt."""
+    gt = validate_ground_truth(ground_truth)
+    total = parse_total_score(solution_str)
+    if total is None:
+        return {"score": 0.0, "acc": 0.0, "parse_ok": 0.0, "grade_pred": math.nan}
+    pred = total / 10.0
+    error = abs(pred - gt)
+    return {
+        "score": (1.0 - error) ** 2,
+        "acc": float(error <= acc_tolerance + 1e-9),
+        "parse_ok": 1.0,
+        "grade_pred": pred,
+    }

@@ -1,0 +1,347 @@
+"""The one place that maps a row's ``data_source`` to a reward function.
+
+Adding a reward = one file in this folder + one ``RewardSpec`` line in ``REWARDS`` below.
+
+A reward function has verl's custom-reward signature and may be sync or ``async``::
+
+    def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> float | dict
+
+``options`` are the per-reward options (see "Options" below). It returns a float or a dict with
+``score``; any other numeric keys it returns must be declared in its spec's ``metrics``.
+
+Routing: an exact ``data_source`` match wins, then the longest matching prefix/suffix rule. Sources
+nobody here registers go to upstream verl's own dispatcher; a source upstream does not know either
+raises ``UnknownDataSourceError`` listing what is registered.
+
+Result schema: verl stacks each reward key across the batch and breaks when rows of one batch return
+different keys (``KeyError: 'score'``). So every call returns exactly ``result_keys()``: ``score``,
+``acc``, ``reward_error`` and the union of all specs' declared ``metrics``, as floats, with NaN where
+a key does not apply to the row's source. The trainer-side metric hook averages them ignoring NaN.
+
+Options: ``+reward.custom_reward_function.reward_kwargs.<spec name>.<option>=value`` on the hydra
+command line (verl passes ``reward_kwargs`` as keyword arguments), on top of defaults from the
+``VERLKIT_REWARD_OPTIONS`` environment variable (JSON ``{"<spec name>": {...}}``), on top of the
+reward function's own defaults. An option namespace that names no registered spec is an error.
+
+Failures: a reward function that raises never crashes training and never silently becomes a 0: the
+row gets ``score=0.0`` and ``reward_error=1.0``, which the step metrics count; the first traceback
+per (spec, exception type) is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+logger = logging.getLogger("verlkit.rewards")
+
+OPTIONS_ENV = "VERLKIT_REWARD_OPTIONS"
+BASE_KEYS = ("score", "acc", "reward_error")
+# kwargs verl itself may pass to a compute_score; forwarded to upstream's dispatcher only.
+_UPSTREAM_KWARGS = ("sandbox_fusion_url", "concurrent_semaphore", "memory_limit_mb")
+_VERL_CONTEXT_KWARGS = ("reward_router_address", "reward_model_tokenizer")
+
+
+@dataclass(frozen=True)
+class RewardSpec:
+    """How a family of data sources is scored.
+
+    name: option namespace and log name. target: ``"module:function"`` (a module of this folder) or
+    ``"package.module:function"`` or a callable. exact/prefixes/suffixes: routing rules on
+    ``data_source``. metrics: extra numeric keys the function may return (become step metrics).
+    required_extra_info: ``extra_info`` fields the validator demands for rows of this family.
+    """
+
+    name: str
+    target: str | Callable[..., Any]
+    exact: tuple[str, ...] = ()
+    prefixes: tuple[str, ...] = ()
+    suffixes: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ()
+    # Fields of ``extra_info`` every row of this family must carry (checked by data_prep.validate).
+    required_extra_info: tuple[str, ...] = ()
+    _fn: list = field(default_factory=list, compare=False, repr=False)
+
+    def function(self) -> Callable[..., Any]:
+        if not self._fn:
+            self._fn.append(_load_target(self.target))
+        return self._fn[0]
+
+
+def _load_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
+    if callable(target):
+        return target
+    module_name, _, attr = target.partition(":")
+    if "." not in module_name:
+        module_name = f"verl.utils.reward_score.{module_name}"
+    return getattr(importlib.import_module(module_name), attr or "compute_score")
+
+
+# ---------------------------------------------------------------------------------------------
+# The table. One line per reward family.
+# ---------------------------------------------------------------------------------------------
+REWARDS: list[RewardSpec] = [
+    RewardSpec("gsm8k", "gsm8k_exact:compute_score", exact=("openai/gsm8k",)),
+    RewardSpec("grade", "grade:compute_score", exact=("grade",), metrics=("parse_ok", "grade_pred")),
+    RewardSpec("tinyv", "tinyv:compute_score", exact=("zhangchenxu/HardVerify-Math",), suffixes=("_tinyv",),
+               metrics=("parse_ok", "verifier_called", "verifier_ok", "cache_hit", "latency_s", "rule_correct",
+                        "verifier_failed"),
+               required_extra_info=("question",)),
+    RewardSpec("cgp", "calibration:compute_score", exact=("medmcqa_cgp",), suffixes=("_cgp",),
+               metrics=("parse_ok", "confidence", "downstream_ok", "cache_hit", "latency_s"),
+               required_extra_info=("question", "options")),
+    RewardSpec("rlcr", "rlcr:compute_score", exact=("medmcqa_rlcr",), suffixes=("_rlcr",),
+               metrics=("format_ok", "confidence", "brier")),
+]
+
+
+class UnknownDataSourceError(KeyError):
+    pass
+
+
+class RewardOptionsError(ValueError):
+    """Raised by a reward function for invalid options: a configuration error, so it is not caught
+    as a per-row failure but stops the run at the first step."""
+
+
+_upstream_fallback: Callable[..., Any] | None = None
+_logged_failures: set[tuple[str, str]] = set()
+
+
+def set_upstream_fallback(fn: Callable[..., Any]) -> None:
+    """Called by the plugin with upstream's original ``default_compute_score``."""
+    global _upstream_fallback
+    if fn is not compute_score:
+        _upstream_fallback = fn
+
+
+def register_reward(spec: RewardSpec) -> RewardSpec:
+    """Register a spec at runtime (e.g. from a module listed in ``VERL_USE_EXTERNAL_MODULES``, which
+    verl imports in every process; a spec registered only in the driver changes the result schema
+    there and nowhere else)."""
+    if any(s.name == spec.name for s in REWARDS):
+        raise ValueError(f"a reward named {spec.name!r} is already registered")
+    REWARDS.append(spec)
+    return spec
+
+
+def registered_names() -> list[str]:
+    return [s.name for s in REWARDS]
+
+
+def describe_routes() -> str:
+    parts = []
+    for s in REWARDS:
+        rules = [*s.exact, *(f"{p}*" for p in s.prefixes), *(f"*{x}" for x in s.suffixes)]
+        parts.append(f"{s.name}: {', '.join(rules)}")
+    return "; ".join(parts)
+
+
+def result_keys() -> tuple[str, ...]:
+    keys = list(BASE_KEYS)
+    for spec in REWARDS:
+        keys.extend(k for k in spec.metrics if k not in keys)
+    return tuple(keys)
+
+
+def resolve(data_source: str) -> RewardSpec | None:
+    """The spec that scores ``data_source``, or None (then upstream verl decides)."""
+    for spec in REWARDS:
+        if data_source in spec.exact:
+            return spec
+    best, best_len = None, -1
+    for spec in REWARDS:
+        for rule in spec.prefixes:
+            if data_source.startswith(rule) and len(rule) > best_len:
+                best, best_len = spec, len(rule)
+        for rule in spec.suffixes:
+            if data_source.endswith(rule) and len(rule) > best_len:
+                best, best_len = spec, len(rule)
+    return best
+
+
+def is_known(data_source: str) -> bool:
+    """True if someone (us or upstream verl) scores this source. Used by the data validator."""
+    if resolve(data_source) is not None:
+        return True
+    fallback = _upstream_fallback or _import_upstream_default()
+    try:
+        fallback(data_source, "", "", {})
+    except NotImplementedError:
+        return False
+    except Exception:
+        return True  # upstream routes it (and failed on the empty solution, which is fine here)
+    return True
+
+
+def _import_upstream_default() -> Callable[..., Any]:
+    import verl.utils.reward_score as upstream
+
+    fn = upstream.default_compute_score
+    return _upstream_fallback if fn is compute_score else fn
+
+
+# ---------------------------------------------------------------------------------------------
+# Options
+# ---------------------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """DictConfig/ListConfig (what hydra hands over) to plain containers."""
+    if hasattr(value, "items"):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [_plain(v) for v in value]
+    return value
+
+
+def _env_options() -> dict[str, dict[str, Any]]:
+    raw = os.environ.get(OPTIONS_ENV, "").strip()
+    if not raw:
+        return {}
+    try:
+        parsed = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{OPTIONS_ENV} is not valid JSON: {e}") from e
+    if not isinstance(parsed, dict):
+        raise ValueError(f"{OPTIONS_ENV} must be a JSON object of {{reward name: {{option: value}}}}")
+    return parsed
+
+
+def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Separate per-reward option namespaces from verl's own keyword arguments."""
+    names = set(registered_names())
+    options: dict[str, dict[str, Any]] = {}
+    passthrough: dict[str, Any] = {}
+    for key, value in kwargs.items():
+        if key in _UPSTREAM_KWARGS or key in _VERL_CONTEXT_KWARGS:
+            passthrough[key] = value
+        elif key in names:
+            options[key] = _plain(value) or {}
+            if not isinstance(options[key], dict):
+                raise ValueError(f"reward_kwargs.{key} must be a mapping of options, got {value!r}")
+        else:
+            raise ValueError(
+                f"reward_kwargs.{key}: no reward named {key!r} is registered "
+                f"(registered: {', '.join(sorted(names))}); pass options as reward_kwargs.<name>.<option>=..."
+            )
+    return options, passthrough
+
+
+def options_for(spec: RewardSpec, call_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    merged = dict(_env_options().get(spec.name, {}))
+    merged.update(call_options.get(spec.name, {}))
+    return merged
+
+
+# ---------------------------------------------------------------------------------------------
+# Result coercion
+# ---------------------------------------------------------------------------------------------
+def _to_float(value: Any) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def normalize_result(raw: Any, allowed: tuple[str, ...] = ()) -> dict[str, float]:
+    """Any reward function output -> exactly ``result_keys()``, all floats."""
+    out = dict.fromkeys(result_keys(), math.nan)
+    out["reward_error"] = 0.0
+    if isinstance(raw, dict):
+        if "score" not in raw:
+            raise ValueError(f"reward result dict has no 'score' key: {sorted(raw)}")
+        for key, value in raw.items():
+            if key in out and (key in BASE_KEYS or key in allowed or not allowed):
+                out[key] = _to_float(value)
+    elif isinstance(raw, (list, tuple)):  # upstream convention: (score, ...)
+        out["score"] = _to_float(raw[0])
+    else:
+        out["score"] = _to_float(raw)
+    if not math.isfinite(out["score"]):
+        raise ValueError(f"reward score is not a finite number: {raw!r}")
+    if math.isnan(out["acc"]):
+        out["acc"] = out["score"]
+    return out
+
+
+def _failure(spec_name: str, data_source: str, exc: BaseException) -> dict[str, float]:
+    key = (spec_name, type(exc).__name__)
+    if key not in _logged_failures:
+        _logged_failures.add(key)
+        logger.error("reward %r failed on data_source=%r (first of its kind, further ones counted in "
+                     "reward_error): %r", spec_name, data_source, exc, exc_info=exc)
+    out = dict.fromkeys(result_keys(), math.nan)
+    out.update(score=0.0, acc=0.0, reward_error=1.0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Dispatch
+# ---------------------------------------------------------------------------------------------
+def _prepare(data_source, kwargs):
+    options, passthrough = split_kwargs(kwargs)
+    spec = resolve(data_source)
+    return spec, options, passthrough
+
+
+def _call_upstream(data_source, solution_str, ground_truth, extra_info, passthrough):
+    fallback = _upstream_fallback or _import_upstream_default()
+    upstream_kwargs = {k: v for k, v in passthrough.items() if k in _UPSTREAM_KWARGS}
+    try:
+        return fallback(data_source, solution_str, ground_truth, extra_info, **upstream_kwargs)
+    except NotImplementedError as e:
+        raise UnknownDataSourceError(
+            f"no reward function for data_source={data_source!r}. Registered here: {describe_routes()}; "
+            "upstream verl knows openai/gsm8k, MATH variants, math_dapo/aime*, numina_*, code sources, "
+            "geometry3k, searchR1_*. Add a module under verl/utils/reward_score/ and a line in REWARDS."
+        ) from e
+
+
+async def compute_score_async(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict[str, float]:
+    """Async dispatcher; recipes name it via ``reward.custom_reward_function``."""
+    spec, options, passthrough = _prepare(data_source, kwargs)
+    if spec is None:
+        raw = _call_upstream(data_source, solution_str, ground_truth, extra_info, passthrough)
+        return normalize_result(raw, allowed=("acc",))
+    try:
+        fn = spec.function()
+        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options))
+        if inspect.isawaitable(raw):
+            raw = await raw
+        return normalize_result(raw, allowed=spec.metrics)
+    except (asyncio.CancelledError, RewardOptionsError):
+        raise
+    except Exception as exc:
+        return _failure(spec.name, data_source, exc)
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict[str, float]:
+    """Sync dispatcher; replaces ``verl.utils.reward_score.default_compute_score``.
+
+    Async reward functions run on this process's background event loop (see
+    ``verl.toolkit.background_loop``), so sync callers (verl's legacy and ``remote`` managers) work too.
+    """
+    spec, options, passthrough = _prepare(data_source, kwargs)
+    if spec is None:
+        raw = _call_upstream(data_source, solution_str, ground_truth, extra_info, passthrough)
+        return normalize_result(raw, allowed=("acc",))
+    try:
+        fn = spec.function()
+        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options))
+        if inspect.isawaitable(raw):
+            from verl.toolkit.background_loop import run_sync
+
+            raw = run_sync(raw)
+        return normalize_result(raw, allowed=spec.metrics)
+    except RewardOptionsError:
+        raise
+    except Exception as exc:
+        return _failure(spec.name, data_source, exc)

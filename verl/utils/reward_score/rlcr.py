@@ -1,0 +1,196 @@
+"""RLCR-style calibration reward: the policy answers and states its own confidence.
+
+Design (reference-methods §2.9): the response must be
+
+    <think>...</think> <answer>...</answer> <analysis>...</analysis> <confidence>...</confidence>
+
+with nothing after the last ``</confidence>`` (the opening ``<think>`` may be part of the prompt),
+and the last ``<confidence>`` must parse as a float in [0, 1]. Then, with q that confidence::
+
+    reward = 0.5·format + 0.5·acc + 0.5·(1 - (acc - q)^2)
+
+where ``acc`` is 0 and the Brier term is 0 when the format fails. The score lies in [0, 1.5]; a
+malformed response scores 0, a well-formed one at least 0.5.
+
+Accuracy: multiple choice (``extra_info["options"]`` present, ground truth = 1-based option number
+as a string) accepts ``2``, ``(2)``, ``2.``, ``Option 2``, the letter ``B``/``(B)``, the option's
+text, or ``2) <option text>``; math (``extra_info["answer_type"] == "math"``) uses math-verify;
+anything else: normalized exact match (lowercase, no punctuation/articles/extra spaces).
+
+Routing: ``data_source == "medmcqa_rlcr"`` or any source ending in ``_rlcr`` (spec name ``rlcr``).
+Result keys: score, acc, format_ok, confidence (q, NaN if it did not parse), brier ((acc - q)^2, the
+Brier score of the row, lower is better; the reward term is 1 - brier; NaN if format fails).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from typing import Any, Sequence
+
+EXACT_SOURCES = ("medmcqa_rlcr",)
+SOURCE_SUFFIXES = ("_rlcr",)
+FORMAT_WEIGHT = ACCURACY_WEIGHT = BRIER_WEIGHT = 0.5
+RESULT_KEYS = ("score", "acc", "format_ok", "confidence", "brier")
+
+SYSTEM_PROMPT = (
+    "Work through the question in four tagged sections, in this order and with nothing after the "
+    "last one:\n"
+    "<think> your step-by-step reasoning </think>\n"
+    "<answer> your final answer only </answer>\n"
+    "<analysis> what could make your answer wrong: the specific facts you are unsure of and any "
+    "option you could not rule out; do not change the answer here </analysis>\n"
+    "<confidence> the probability that your answer is correct, a number between 0 and 1 such as 0.7 "
+    "</confidence>"
+)
+MCQ_ANSWER_INSTRUCTION = "In <answer>, give the number of the option you choose, for example <answer>2</answer>."
+
+# Whole response: optional <think>, then the four sections in order, nothing after.
+FORMAT_RE = re.compile(
+    r"^\s*(?:<think>)?(?P<think>.*?)</think>\s*"
+    r"<answer>(?P<answer>.*?)</answer>\s*"
+    r"<analysis>(?P<analysis>.*?)</analysis>\s*"
+    r"<confidence>(?P<confidence>.*?)</confidence>\s*$",
+    re.DOTALL,
+)
+_ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+_CONFIDENCE_RE = re.compile(r"<confidence>(.*?)</confidence>", re.DOTALL)
+
+
+def build_user_prompt(question: str, options: Sequence[str] | None = None) -> str:
+    """The user message for one question (options numbered ``(1)``..)."""
+    text = f"Question: {str(question).strip()}"
+    if options:
+        rendered = "\n".join(f"({i}) {str(o).strip()}" for i, o in enumerate(options, start=1))
+        text += f"\nOptions:\n{rendered}\n\n{MCQ_ANSWER_INSTRUCTION}"
+    return text
+
+
+def parse_response(text: str) -> tuple[str, float] | None:
+    """(last answer, last confidence) if the response is well formed, else None."""
+    if not isinstance(text, str) or FORMAT_RE.match(text) is None:
+        return None
+    answer = _ANSWER_RE.findall(text)[-1].strip()
+    conf_raw = _CONFIDENCE_RE.findall(text)[-1].strip()
+    if not answer:
+        return None
+    try:
+        confidence = float(conf_raw)
+    except ValueError:
+        return None
+    if not (math.isfinite(confidence) and 0.0 <= confidence <= 1.0):
+        return None
+    return answer, confidence
+
+
+def normalize_text(text: str) -> str:
+    """Lowercase, drop punctuation, articles and extra whitespace (SQuAD/HotpotQA style)."""
+    text = str(text).lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+_OPTION_MARKER_RE = re.compile(
+    r"^(?:(?:the\s+)?(?:final\s+)?answer\s*(?:is)?\s*:?\s*)?(?:(?:option|choice)\s*)?"
+    r"[\(\[]?\s*(?P<marker>\d+|[a-z])(?P<close>\s*[\)\]])?(?P<tail>.*)$",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def choice_index(answer: str, options: Sequence[str]) -> int | None:
+    """The 1-based option an answer names, or None.
+
+    A marker (number or letter) counts only when it stands alone or is set off from the rest, and
+    any text after it must then be that option's text: ``2``, ``(B)``, ``Option 2: aspirin``.
+    Otherwise the whole answer is compared with each option's text.
+    """
+    cleaned = answer.strip().strip("*_`").strip()
+    normalized_options = [normalize_text(o) for o in options]
+    m = _OPTION_MARKER_RE.match(cleaned)
+    tail = m.group("tail") if m else ""
+    if m and (not tail or m.group("close") or tail[0] in ".:-" or tail[0].isspace()):
+        marker = m.group("marker").lower()
+        index = int(marker) if marker.isdigit() else ord(marker) - ord("a") + 1
+        rest = tail.strip().lstrip(".:-").strip()
+        if 1 <= index <= len(options) and (not rest or normalize_text(rest) == normalized_options[index - 1]):
+            return index
+        if not rest:
+            return None  # a lone marker that names no option
+    target = normalize_text(cleaned)
+    if target:
+        for i, option in enumerate(normalized_options, start=1):
+            if target == option:
+                return i
+    return None
+
+
+def math_equal(answer: str, ground_truth: str) -> bool:
+    """math-verify equivalence. Timeouts off: they rely on SIGALRM, unusable in reward threads."""
+    from math_verify import parse, verify
+
+    def _parse(text: str):
+        text = text.strip()
+        if "\\boxed" not in text and "$" not in text:
+            text = f"${text}$"
+        return parse(text, parsing_timeout=None)
+
+    try:
+        gold, pred = _parse(str(ground_truth)), _parse(answer)
+        if not gold or not pred:
+            return normalize_text(answer) == normalize_text(str(ground_truth))
+        return bool(verify(gold, pred, timeout_seconds=None))
+    except Exception:
+        return False
+
+
+def is_correct(answer: str, ground_truth: Any, extra_info: dict[str, Any] | None) -> bool:
+    extra_info = extra_info or {}
+    if extra_info.get("answer_type") == "math":
+        return math_equal(answer, str(ground_truth))
+    options = extra_info.get("options")
+    if options is not None and not isinstance(options, str) and len(options) > 0:
+        try:
+            gold = int(float(str(ground_truth).strip()))
+        except ValueError:
+            return False
+        return choice_index(answer, [str(o) for o in options]) == gold
+    return normalize_text(answer) == normalize_text(str(ground_truth))
+
+
+def score_response(text: str, ground_truth: Any, extra_info: dict[str, Any] | None = None) -> dict[str, float]:
+    """The full reward result for one response (pure)."""
+    parsed = parse_response(text)
+    if parsed is None:
+        return {"score": 0.0, "acc": 0.0, "format_ok": 0.0, "confidence": math.nan, "brier": math.nan}
+    answer, confidence = parsed
+    acc = 1.0 if is_correct(answer, ground_truth, extra_info) else 0.0
+    brier = (acc - confidence) ** 2
+    score = FORMAT_WEIGHT * 1.0 + ACCURACY_WEIGHT * acc + BRIER_WEIGHT * (1.0 - brier)
+    return {"score": score, "acc": acc, "format_ok": 1.0, "confidence": confidence, "brier": brier}
+
+
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
+    """verl custom-reward entry point (no options)."""
+    if options:
+        from verl.utils.reward_score.registry import RewardOptionsError
+
+        raise RewardOptionsError(f"rlcr takes no options, got {sorted(options)}")
+    return score_response(solution_str, ground_truth, extra_info)
+
+
+def validate_row(row: dict) -> list[str]:
+    """Row-level hook for ``data_prep.validate``: MC rows need a ground truth naming an option."""
+    extra_info = row.get("extra_info") or {}
+    options = extra_info.get("options")
+    if extra_info.get("answer_type") == "math" or not options:
+        return []
+    gt = (row.get("reward_model") or {}).get("ground_truth")
+    try:
+        gold = int(float(str(gt).strip()))
+    except ValueError:
+        return [f"reward_model.ground_truth: must be a 1-based option number, got {gt!r}"]
+    if not 1 <= gold <= len(options):
+        return [f"reward_model.ground_truth: must be in 1..{len(options)}, got {gt!r}"]
+    return []

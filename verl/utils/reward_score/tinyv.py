@@ -1,0 +1,299 @@
+"""``*_tinyv``: policy reward from a served verifier model, alone or combined with the rule check.
+
+Setups (``v`` = verifier score in [0, 1], ``P`` = rule-based correctness in {0, 1}, ``w`` = weight):
+
+- ``tinyv_only``: r = v
+- ``addon``:      r = 1 if P else w * v      (the verifier is called only when the rule says wrong)
+- ``mixed``:      r = w * v + (1 - w) * P
+
+Templates:
+
+- ``rubric`` (RRM): question + rubric ``extra_info["criteria"]`` + the FULL response; v = total score
+  out of 10 (parsed like the ``grade`` reward, clamped) / 10.
+- ``tinyv`` (binary): question + ground truth + the answer extracted by the rule checker; v = 1 for a
+  final whole-word "True", 0 for "False" (``parse_verdict``). For think-style verifiers only the text
+  after ``</think>`` counts.
+
+Failures never crash training and never become a silent 0. A verifier the client could not reach
+(after its bounded retries) sets ``verifier_failed = 1``, ``verifier_ok = 0`` and the row is scored
+by ``on_failure``: ``rule`` (default) = the rule-based result P, ``zero`` = 0. A reply that arrived
+but holds no verdict/score is a verifier answer of 0 with ``parse_ok = 0``. Parse failures are not
+re-asked (at temperature 0 the same prompt gives the same reply).
+
+Options (``+reward.custom_reward_function.reward_kwargs.tinyv.<option>=...``): see ``TinyVOptions``.
+Importing this module does no I/O; the HTTP client and rule-check workers start on first use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, fields
+
+from verl.toolkit import rule_check
+from verl.toolkit.llm_client import ClientConfig, get_client
+from verl.utils.reward_score.grade import parse_total_score
+from verl.utils.reward_score.registry import RewardOptionsError
+from verl.utils.reward_score.verifier_prompts import rubric_prompt, tinyv_prompt
+
+URL_ENV = "VERLKIT_VERIFIER_URL"
+MODEL_ENV = "VERLKIT_VERIFIER_MODEL"
+DEFAULT_URL = "http://127.0.0.1:8000/v1"
+SETUPS = ("tinyv_only", "addon", "mixed")
+TEMPLATES = ("rubric", "tinyv")
+FAILURE_POLICIES = ("rule", "zero")
+_ANSWER_TAIL_CHARS = 1000  # sent as "the answer" when the rule checker extracted none
+
+
+@dataclass(frozen=True)
+class TinyVOptions:
+    url: str = ""  # default: $VERLKIT_VERIFIER_URL or http://127.0.0.1:8000/v1
+    model: str = ""  # served model name; default $VERLKIT_VERIFIER_MODEL (required one way or the other)
+    template: str = "tinyv"  # rubric | tinyv
+    setup: str = "addon"  # tinyv_only | addon | mixed
+    weight: float = 1.0
+    max_concurrency: int = 64
+    timeout_s: float = 60.0  # per HTTP attempt
+    max_retries: int = 3
+    on_failure: str = "rule"  # rule | zero
+    max_tokens: int = 0  # 0 = by template: tinyv 8 (512 for think models), rubric 2048
+    temperature: float = 0.0
+    is_think_model: bool = False
+    api_key_env: str | None = None
+    rule_timeout_s: float = rule_check.DEFAULT_TIMEOUT_S
+
+    def client_config(self) -> ClientConfig:
+        return ClientConfig(base_url=self.url, model=self.model, api_key_env=self.api_key_env,
+                            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s,
+                            max_retries=self.max_retries)
+
+
+_FIELD_TYPES = {f.name: f.type for f in fields(TinyVOptions)}
+_options_cache: dict[tuple, TinyVOptions] = {}
+
+
+def _coerce(name: str, value, kind: str):
+    try:
+        if kind == "bool":
+            if isinstance(value, str):
+                if value.strip().lower() in ("1", "true", "yes"):
+                    return True
+                if value.strip().lower() in ("0", "false", "no"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if kind == "int":
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if kind == "float":
+            return float(value)
+        if kind == "str | None":
+            return None if value in (None, "") else str(value)
+        return str(value)
+    except (TypeError, ValueError):
+        raise RewardOptionsError(f"tinyv option {name}={value!r}: expected {kind}") from None
+
+
+def parse_options(options: dict) -> TinyVOptions:
+    """Validated options (RewardOptionsError on unknown names or bad values). Memoised per distinct dict."""
+    try:
+        key = tuple(sorted(options.items())) + ((URL_ENV, os.environ.get(URL_ENV)), (MODEL_ENV, os.environ.get(MODEL_ENV)))
+        cached = _options_cache.get(key)
+    except TypeError:  # unhashable values: validate without memoising
+        key, cached = None, None
+    if cached is not None:
+        return cached
+    unknown = sorted(set(options) - set(_FIELD_TYPES))
+    if unknown:
+        raise RewardOptionsError(f"tinyv: unknown option(s) {unknown}; known: {sorted(_FIELD_TYPES)}")
+    values = {name: _coerce(name, value, str(_FIELD_TYPES[name])) for name, value in options.items()}
+    values.setdefault("url", "")
+    values.setdefault("model", "")
+    values["url"] = values["url"] or os.environ.get(URL_ENV) or DEFAULT_URL
+    values["model"] = values["model"] or os.environ.get(MODEL_ENV, "")
+    opts = TinyVOptions(**values)
+    problems = []
+    if not opts.url.startswith(("http://", "https://")):
+        problems.append(f"url must be an http(s) URL, got {opts.url!r}")
+    if not opts.model:
+        problems.append(f"model is required (the served model name), or set ${MODEL_ENV}")
+    if opts.template not in TEMPLATES:
+        problems.append(f"template must be one of {TEMPLATES}, got {opts.template!r}")
+    if opts.setup not in SETUPS:
+        problems.append(f"setup must be one of {SETUPS}, got {opts.setup!r}")
+    if opts.on_failure not in FAILURE_POLICIES:
+        problems.append(f"on_failure must be one of {FAILURE_POLICIES}, got {opts.on_failure!r}")
+    if not (math.isfinite(opts.weight) and 0.0 <= opts.weight <= 1.0):
+        problems.append(f"weight must be in [0, 1], got {opts.weight!r}")
+    if opts.max_concurrency < 1:
+        problems.append(f"max_concurrency must be >= 1, got {opts.max_concurrency}")
+    if not opts.timeout_s > 0 or not opts.rule_timeout_s > 0:
+        problems.append("timeout_s and rule_timeout_s must be > 0")
+    if opts.max_retries < 0:
+        problems.append(f"max_retries must be >= 0, got {opts.max_retries}")
+    if opts.max_tokens < 0:
+        problems.append(f"max_tokens must be >= 1 (or 0 for the template default), got {opts.max_tokens}")
+    if not (0.0 <= opts.temperature <= 2.0):
+        problems.append(f"temperature must be in [0, 2], got {opts.temperature}")
+    if opts.api_key_env and not os.environ.get(opts.api_key_env):
+        problems.append(f"api_key_env={opts.api_key_env!r} but that environment variable is not set")
+    if problems:
+        raise RewardOptionsError("tinyv: " + "; ".join(problems))
+    if key is not None:
+        _options_cache[key] = opts
+    return opts
+
+
+def max_tokens_for(opts: TinyVOptions) -> int:
+    if opts.max_tokens:
+        return opts.max_tokens
+    if opts.template == "rubric":
+        return 2048
+    return 512 if opts.is_think_model else 8
+
+
+# ---------------------------------------------------------------------------------------------
+# Verdict parsing (binary verifier)
+# ---------------------------------------------------------------------------------------------
+_VERDICT_WORD = re.compile(r"\b(true|false)\b", re.IGNORECASE)
+_NEGATION_BEFORE = re.compile(r"(?:\bnot|n't|\bnever|\bno)\s*[*_`'\"]*\s*$", re.IGNORECASE)
+_MARKED = re.compile(
+    r"\b(?:final\s+answer|answer|verdict|judg(?:e)?ment|decision|output|result)\s*(?:is)?\s*[:=\-]?\s*"
+    r"(?:[*_`'\"(\[{]|\\boxed|\\text)*\s*(true|false)\b",
+    re.IGNORECASE,
+)
+_DECORATION = re.compile(r"[*_`'\"\s.!()\[\]{}$]|\\boxed|\\text")
+
+
+def parse_verdict(reply: str | None, is_think_model: bool = False) -> bool | None:
+    """True/False if the reply's final verdict is a whole-word True/False, else None.
+
+    Strict on purpose: "untrue", "not true", "isn't false" or a line naming both words without a
+    marker are not verdicts. For think-style models only the text after the last ``</think>`` is
+    read (no ``</think>`` = the model never finished thinking = no verdict).
+    """
+    if not isinstance(reply, str):
+        return None
+    text = reply
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    elif is_think_model:
+        return None
+    text = text.strip()
+    if not text:
+        return None
+    # 1. The whole reply is the verdict ("True", "**False**.", "`True`", "\boxed{True}").
+    bare = _DECORATION.sub("", text).lower()
+    if bare in ("true", "false"):
+        return bare == "true"
+    # 2. The last explicitly marked verdict ("Answer: True", "Final answer: **False**").
+    marked = list(_MARKED.finditer(text))
+    if marked:
+        last = marked[-1]
+        if not _NEGATION_BEFORE.search(text[: last.start(1)]):
+            return last.group(1).lower() == "true"
+        return None
+    # 3. The last line that holds a verdict word, if it holds only one kind and it is not negated.
+    for line in reversed(text.splitlines()):
+        words = list(_VERDICT_WORD.finditer(line))
+        if not words:
+            continue
+        kinds = {w.group(1).lower() for w in words}
+        if len(kinds) != 1:
+            return None
+        if any(_NEGATION_BEFORE.search(line[: w.start()]) for w in words):
+            return None
+        return kinds.pop() == "true"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The reward
+# ---------------------------------------------------------------------------------------------
+def combine(setup: str, weight: float, v: float, rule_correct: bool | None) -> float:
+    """The setup's formula; ``rule_correct`` may be None only for ``tinyv_only``."""
+    if setup == "tinyv_only":
+        return v
+    p = 1.0 if rule_correct else 0.0
+    if setup == "addon":
+        return 1.0 if rule_correct else weight * v
+    return weight * v + (1.0 - weight) * p
+
+
+def _question(extra_info: dict) -> str:
+    question = (extra_info or {}).get("question")
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError("tinyv: extra_info['question'] is missing or empty (the verifier prompt needs the question)")
+    return question
+
+
+def build_messages(opts: TinyVOptions, solution_str: str, ground_truth: str, extra_info: dict,
+                   extracted: str | None) -> list[dict]:
+    question = _question(extra_info)
+    if opts.template == "rubric":
+        criteria = (extra_info or {}).get("criteria")
+        if not isinstance(criteria, str) or not criteria.strip():
+            raise ValueError("tinyv: template=rubric needs extra_info['criteria'] (the problem's rubric)")
+        prompt = rubric_prompt(question, criteria, solution_str)
+    else:
+        answer = extracted if extracted else solution_str.strip()[-_ANSWER_TAIL_CHARS:]
+        prompt = tinyv_prompt(question, str(ground_truth), answer or "(no answer)")
+    return [{"role": "user", "content": prompt}]
+
+
+def parse_verifier_score(opts: TinyVOptions, reply: str | None) -> float | None:
+    """v in [0, 1] from the verifier's reply, or None when it holds no score/verdict."""
+    if opts.template == "rubric":
+        text = reply
+        if isinstance(text, str) and "</think>" in text:
+            text = text.rsplit("</think>", 1)[1]
+        elif opts.is_think_model:
+            return None
+        total = parse_total_score(text)
+        return None if total is None else total / 10.0
+    verdict = parse_verdict(reply, opts.is_think_model)
+    return None if verdict is None else float(verdict)
+
+
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict:
+    opts = parse_options(options)
+    extra_info = extra_info or {}
+    _question(extra_info)  # a data error is reported before any work
+    nan = math.nan
+    result = {"score": 0.0, "acc": 0.0, "parse_ok": nan, "verifier_called": 0.0, "verifier_ok": nan,
+              "cache_hit": nan, "latency_s": nan, "rule_correct": nan, "verifier_failed": 0.0}
+
+    rule = None
+    if opts.setup != "tinyv_only" or opts.template == "tinyv":  # formula or prompt needs the rule check
+        rule = await rule_check.check_async(solution_str, str(ground_truth), timeout_s=opts.rule_timeout_s)
+        result["rule_correct"] = float(rule.correct)
+    if opts.setup == "addon" and rule is not None and rule.correct:
+        result.update(score=1.0, acc=1.0)
+        return result
+
+    messages = build_messages(opts, solution_str, ground_truth, extra_info, rule.extracted if rule else None)
+    completion = await get_client(opts.client_config()).chat(
+        messages, max_tokens=max_tokens_for(opts), temperature=opts.temperature
+    )
+    result.update(verifier_called=1.0, verifier_ok=float(completion.ok), cache_hit=float(completion.cache_hit),
+                  latency_s=completion.latency_s)
+    if not completion.ok:
+        result["verifier_failed"] = 1.0
+        if opts.on_failure == "zero":
+            result.update(score=0.0, acc=0.0)
+            return result
+        if rule is None:
+            rule = await rule_check.check_async(solution_str, str(ground_truth), timeout_s=opts.rule_timeout_s)
+            result["rule_correct"] = float(rule.correct)
+        result.update(score=float(rule.correct), acc=float(rule.correct))
+        return result
+
+    v = parse_verifier_score(opts, completion.text)
+    result["parse_ok"] = float(v is not None)
+    v = 0.0 if v is None else v
+    score = combine(opts.setup, opts.weight, v, rule.correct if rule else None)
+    verdict = v >= 0.5 or (opts.setup == "addon" and bool(rule and rule.correct))
+    result.update(score=float(min(1.0, max(0.0, score))), acc=float(verdict))
+    return result
