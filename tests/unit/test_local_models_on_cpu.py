@@ -150,3 +150,16 @@ def test_smollm2_builds_and_generates(tmp_path_factory):
     ids = tok(prompt, return_tensors="pt")
     out_ids = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert out_ids.shape[1] > ids["input_ids"].shape[1]
+
+
+def test_stale_cached_build_is_replaced(tiny_dir, tmp_path):
+    """A directory from an older recipe (or a half-written one) is rebuilt, not reused."""
+    stale = tmp_path / "stale"
+    stale.mkdir()
+    for f in tiny_dir.iterdir():
+        (stale / f.name).write_bytes(f.read_bytes())
+    (stale / "verlkit_build.json").write_text(json.dumps({"recipe": "tiny-qwen2-v1", "version": 0}))
+    (stale / "model.safetensors").write_bytes(b"old")
+    out = build_tiny_qwen2(stale)
+    assert _dir_hashes(out) == _dir_hashes(tiny_dir)
+    assert [p.name for p in tmp_path.iterdir()] == ["stale"]  # no temp/stale dirs left behind

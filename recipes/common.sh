@@ -1,0 +1,70 @@
+# Shared by every run_*.sh: profile detection, served models through the one launcher, data
+# validation, cleanup of everything this run started, and the end-of-run summary.
+# Source it; do not execute it.
+
+VK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VK_PY="${VK_PYTHON:-python}"
+VK_STATES=()
+
+vk_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+# PROFILE=gpu|cpu (override with VK_PROFILE). The CPU profile exports the env verl's processes need.
+vk_detect_profile() {
+  if [[ -n "${VK_PROFILE:-}" ]]; then PROFILE="$VK_PROFILE"
+  elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then PROFILE=gpu
+  else PROFILE=cpu; fi
+  if [[ "$PROFILE" == cpu ]]; then
+    while IFS= read -r kv; do export "$kv"; done < <("$VK_PY" -m verl.cpu_profile.overrides env)
+  fi
+  export WANDB_MODE="${WANDB_MODE:-offline}"
+  vk_log "profile: $PROFILE"
+}
+
+# vk_serve NAME MODEL [launcher options...]: start (or reuse, with VERLKIT_<NAME>_URL / --external-url)
+# a served model, wait until it answered a real generation, and set VK_URL. Stopped by vk_cleanup.
+vk_serve() {
+  local name="$1" model="$2"; shift 2
+  local state="$RUN_DIR/$name.server.json"
+  "$VK_PY" -m verl.toolkit.launcher serve --name "$name" --model "$model" --run-dir "$RUN_DIR" "$@" \
+    >"$RUN_DIR/$name.launcher.out" 2>"$RUN_DIR/$name.launcher.err" &
+  VK_STATES+=("$state")
+  if ! VK_URL="$("$VK_PY" -m verl.toolkit.launcher wait-ready --state "$state" --timeout "${VK_READY_TIMEOUT:-900}")"; then
+    vk_log "the $name server did not become ready:"; tail -n 40 "$RUN_DIR/$name.launcher.err" >&2
+    return 1
+  fi
+  vk_log "$name ready at $VK_URL (log: $RUN_DIR/$name.vllm.log)"
+}
+
+vk_cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  for state in "${VK_STATES[@]}"; do
+    [[ -f "$state" ]] && "$VK_PY" -m verl.toolkit.launcher stop --state "$state" >&2 || true
+  done
+  # verl's own processes (Ray) started by this run: stop the local Ray instance if we started one.
+  if [[ -n "${VK_TRAIN_PID:-}" ]] && kill -0 "$VK_TRAIN_PID" 2>/dev/null; then
+    kill -TERM -- "-$VK_TRAIN_PID" 2>/dev/null || kill -TERM "$VK_TRAIN_PID" 2>/dev/null || true
+    for _ in $(seq 1 30); do kill -0 "$VK_TRAIN_PID" 2>/dev/null || break; sleep 1; done
+    kill -KILL -- "-$VK_TRAIN_PID" 2>/dev/null || true
+  fi
+  exit "$rc"
+}
+
+vk_install_cleanup() { trap vk_cleanup EXIT; trap 'exit 130' INT; trap 'exit 143' TERM; }
+
+vk_validate() { "$VK_PY" -m data_prep.validate "$@"; }
+
+# vk_train LOG ARGS...: run a trainer in its own process group (so cleanup can stop all of it), tee the log.
+vk_train() {
+  local log="$1"; shift
+  setsid "$@" >"$log" 2>&1 &
+  VK_TRAIN_PID=$!
+  echo "$VK_TRAIN_PID" >"$RUN_DIR/train.pgid"
+  tail -n +1 -f "$log" --pid "$VK_TRAIN_PID" &
+  local tail_pid=$!
+  local rc=0
+  wait "$VK_TRAIN_PID" || rc=$?
+  wait "$tail_pid" 2>/dev/null || true
+  VK_TRAIN_PID=""
+  return "$rc"
+}

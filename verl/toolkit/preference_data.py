@@ -1,0 +1,235 @@
+"""Preference data for the preference trainer (DPO, C3PO's LCDPO and their SFT baselines).
+
+Parquet rows (one file or a list of files):
+
+* ``kind`` (optional, default ``pair``): ``pair``, ``near_scope`` or ``out_of_scope``.
+* ``prompt``: a list of chat messages (``{"role", "content"}``) or a plain string (one user turn).
+* pair rows: ``chosen`` and ``rejected``, each an assistant reply string or a list of messages.
+* constraint rows (``near_scope``/``out_of_scope``): ``response``, the original model's baseline
+  completion (string or list of messages).
+
+One dataset item is one row and yields one sequence per side: ``[chosen, rejected]`` for a pair,
+``[response]`` for a constraint row. Each sequence is the chat template applied to prompt + reply;
+the loss mask covers exactly the tokens after the prompt's generation header (the reply, its
+end-of-turn token included). The collator keeps a pair's two sequences adjacent (chosen first) and
+pads every rank's batch to the same number of sequences with zero-weight dummy rows, because the
+engine's gloo all-gathers need equal counts on every rank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+KIND_CHOSEN = 0
+KIND_REJECTED = 1
+KIND_OUT_OF_SCOPE = 2
+KIND_NEAR_SCOPE = 3
+KIND_PADDING = -1
+
+ROW_KINDS = ("pair", "near_scope", "out_of_scope")
+# The most sequences one row yields (a pair); the collator pads every rank to this many per row.
+MAX_SEQS_PER_ROW = 2
+
+
+class PreferenceDataError(ValueError):
+    """A row of a preference parquet cannot be used; the message names file, row and field."""
+
+
+def _to_python(value: Any) -> Any:
+    """Parquet gives numpy arrays for lists; turn nested arrays into plain lists."""
+    if isinstance(value, np.ndarray):
+        return [_to_python(v) for v in value.tolist()]
+    if isinstance(value, list):
+        return [_to_python(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_python(v) for k, v in value.items()}
+    return value
+
+
+def _is_missing(value: Any) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, float) and np.isnan(value):
+        return True
+    return isinstance(value, str) and not value.strip()
+
+
+class PreferenceDataset(Dataset):
+    """Tokenized preference rows; see the module docstring for the format.
+
+    The constructor signature is the one verl's ``create_sft_dataset`` uses for ``data.custom_cls``.
+    ``kinds`` restricts which row kinds are kept (the plain ``dpo``/``sft`` objectives drop
+    constraint rows instead of paying for their forward passes).
+    """
+
+    def __init__(
+        self,
+        parquet_files: str | Sequence[str],
+        tokenizer,
+        config: Any = None,
+        processor=None,
+        max_samples: int = -1,
+        kinds: Optional[Sequence[str]] = None,
+    ):
+        config = config or {}
+        get = config.get if hasattr(config, "get") else (lambda k, d=None: d)
+        self.tokenizer = tokenizer
+        self.max_length = int(get("max_length", 1024))
+        self.truncation = get("truncation", "error")
+        if self.truncation not in ("error", "right"):
+            raise ValueError(f"data.truncation={self.truncation!r}: the preference dataset supports 'error' or 'right'")
+        self.chat_kwargs = dict(get("apply_chat_template_kwargs", {}) or {})
+        keep = set(kinds or ROW_KINDS)
+        unknown = keep - set(ROW_KINDS)
+        if unknown:
+            raise ValueError(f"unknown row kinds {sorted(unknown)}; expected a subset of {ROW_KINDS}")
+        files = [parquet_files] if isinstance(parquet_files, str) else list(parquet_files)
+        self.items: list[dict[str, Any]] = []
+        for path in files:
+            frame = pd.read_parquet(path)
+            if "prompt" not in frame.columns:
+                raise PreferenceDataError(f"{path}: no 'prompt' column (columns: {list(frame.columns)})")
+            for row_index, row in enumerate(frame.to_dict(orient="records")):
+                kind = row.get("kind")
+                kind = "pair" if _is_missing(kind) else str(kind)
+                if kind not in ROW_KINDS:
+                    raise PreferenceDataError(f"{path}: row {row_index}: field 'kind': {kind!r} is not one of {ROW_KINDS}")
+                if kind not in keep:
+                    continue
+                self.items.append(self._tokenize_row(path, row_index, kind, row))
+                if 0 < max_samples <= len(self.items):
+                    break
+        if not self.items:
+            raise PreferenceDataError(f"{files}: no usable rows of kinds {sorted(keep)}")
+        # Filled by the trainer before the first update: summed reference log-prob per sequence.
+        self.ref_logps: Optional[dict[int, list[float]]] = None
+
+    # -- tokenization -------------------------------------------------------------------------
+
+    def _template_ids(self, messages: list[dict], add_generation_prompt: bool) -> list[int]:
+        out = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=True, **self.chat_kwargs
+        )
+        if hasattr(out, "keys"):  # transformers 5 returns a BatchEncoding
+            out = out["input_ids"]
+        return list(out)
+
+    @staticmethod
+    def _messages(where: str, field: str, value: Any, default_role: str) -> list[dict]:
+        value = _to_python(value)
+        if _is_missing(value):
+            raise PreferenceDataError(f"{where}: field '{field}' is missing or empty")
+        if isinstance(value, str):
+            return [{"role": default_role, "content": value}]
+        if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+            return [{"role": m["role"], "content": m["content"]} for m in value]
+        raise PreferenceDataError(
+            f"{where}: field '{field}' must be a string or a non-empty list of {{role, content}} messages, got {type(value).__name__}"
+        )
+
+    def _sequence(self, where: str, field: str, prompt_ids: list[int], prompt: list[dict], reply: Any) -> dict:
+        reply_msgs = self._messages(where, field, reply, "assistant")
+        full = self._template_ids(prompt + reply_msgs, add_generation_prompt=False)
+        if full[: len(prompt_ids)] != prompt_ids or len(full) <= len(prompt_ids):
+            raise PreferenceDataError(
+                f"{where}: field '{field}': the chat template of prompt+reply does not start with the prompt's "
+                "generation prompt, so the reply tokens cannot be separated"
+            )
+        if len(full) > self.max_length:
+            if self.truncation == "error":
+                raise PreferenceDataError(
+                    f"{where}: field '{field}': {len(full)} tokens exceed data.max_length={self.max_length} "
+                    "(set data.truncation=right to cut the reply)"
+                )
+            if len(prompt_ids) >= self.max_length:
+                raise PreferenceDataError(
+                    f"{where}: field 'prompt': {len(prompt_ids)} prompt tokens leave no room for the reply "
+                    f"within data.max_length={self.max_length}"
+                )
+            full = full[: self.max_length]
+        loss_mask = [0] * len(prompt_ids) + [1] * (len(full) - len(prompt_ids))
+        return {"input_ids": full, "loss_mask": loss_mask}
+
+    def _tokenize_row(self, path: str, row_index: int, kind: str, row: dict) -> dict:
+        where = f"{path}: row {row_index}"
+        prompt = self._messages(where, "prompt", row.get("prompt"), "user")
+        prompt_ids = self._template_ids(prompt, add_generation_prompt=True)
+        if kind == "pair":
+            seqs = [
+                self._sequence(where, "chosen", prompt_ids, prompt, row.get("chosen")),
+                self._sequence(where, "rejected", prompt_ids, prompt, row.get("rejected")),
+            ]
+            kinds = [KIND_CHOSEN, KIND_REJECTED]
+        else:
+            seqs = [self._sequence(where, "response", prompt_ids, prompt, row.get("response"))]
+            kinds = [KIND_NEAR_SCOPE if kind == "near_scope" else KIND_OUT_OF_SCOPE]
+        return {"sequences": seqs, "kinds": kinds}
+
+    # -- Dataset --------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        n = len(item["sequences"])
+        ref = self.ref_logps.get(index) if self.ref_logps is not None else None
+        return {
+            "index": index,
+            "sequences": item["sequences"],
+            "kinds": item["kinds"],
+            "ref_logps": list(ref) if ref is not None else [0.0] * n,
+        }
+
+    def kind_counts(self) -> dict[int, int]:
+        counts: dict[int, int] = {}
+        for item in self.items:
+            for k in item["kinds"]:
+                counts[k] = counts.get(k, 0) + 1
+        return counts
+
+
+class PreferenceCollator:
+    """Flatten items into one sequence per row, pairs adjacent (chosen, rejected), and pad to
+    ``rows_per_batch`` sequences with dummy rows (kind ``KIND_PADDING``, empty loss mask)."""
+
+    def __init__(self, rows_per_batch: int, pad_token_id: int):
+        self.rows_per_batch = rows_per_batch
+        self.pad_token_id = int(pad_token_id)
+
+    def __call__(self, items: list[dict]) -> dict[str, Any]:
+        ids, masks, kinds, refs, example, slot = [], [], [], [], [], []
+        for item in items:
+            for j, (seq, kind, ref) in enumerate(zip(item["sequences"], item["kinds"], item["ref_logps"])):
+                ids.append(torch.tensor(seq["input_ids"], dtype=torch.long))
+                masks.append(torch.tensor(seq["loss_mask"], dtype=torch.long))
+                kinds.append(kind)
+                refs.append(ref)
+                example.append(item["index"])
+                slot.append(j)
+        if len(ids) > self.rows_per_batch:
+            raise ValueError(f"{len(ids)} sequences exceed the {self.rows_per_batch} rows reserved per batch")
+        while len(ids) < self.rows_per_batch:
+            ids.append(torch.full((2,), self.pad_token_id, dtype=torch.long))
+            masks.append(torch.zeros(2, dtype=torch.long))
+            kinds.append(KIND_PADDING)
+            refs.append(0.0)
+            example.append(-1)
+            slot.append(-1)
+        nested = lambda ts: torch.nested.as_nested_tensor(ts, layout=torch.jagged)  # noqa: E731
+        return {
+            "input_ids": nested(ids),
+            "position_ids": nested([torch.arange(len(t), dtype=torch.long) for t in ids]),
+            "loss_mask": nested(masks),
+            "row_kind": torch.tensor(kinds, dtype=torch.long),
+            # float64: summed log-probs of long replies are large; keep the reference exact.
+            "ref_logp": torch.tensor(refs, dtype=torch.float64),
+            "example_index": torch.tensor(example, dtype=torch.long),
+            "example_slot": torch.tensor(slot, dtype=torch.long),
+        }
