@@ -12,6 +12,7 @@ lr 9e-6, no KL and no entropy bonus by default, verifier colocated at 20 % of ea
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 
@@ -37,6 +38,7 @@ class RubricRun:
     verifier_max_concurrency: int = 64
     verifier_timeout_s: float = 120.0
     on_failure: str = "rule"
+    verifier_max_tokens: int | None = None  # None: the reward's default (2048 for the rubric template)
     extra: list[str] = field(default_factory=list)
 
 
@@ -53,7 +55,7 @@ def reward_overrides(run: RubricRun) -> list[str]:
         f"{kw}.max_concurrency={run.verifier_max_concurrency}",
         f"{kw}.timeout_s={run.verifier_timeout_s}",
         f"{kw}.on_failure={run.on_failure}",
-    ]
+    ] + ([f"{kw}.max_tokens={run.verifier_max_tokens}"] if run.verifier_max_tokens else [])
 
 
 def _kl_entropy(run: RubricRun) -> list[str]:
@@ -133,6 +135,10 @@ def gpu_overrides(run: RubricRun) -> list[str]:
 def cpu_overrides(run: RubricRun) -> list[str]:
     """A few steps of the same recipe sized for a laptop: tiny batches and lengths."""
     from verl.cpu_profile.overrides import ppo
+
+    if run.verifier_max_tokens is None:
+        # the CPU verifier serves a 2048-token context: prompt + a 2048-token grading budget won't fit
+        run = dataclasses.replace(run, verifier_max_tokens=256)
 
     out = _common(run) + [
         "data.train_batch_size=4",

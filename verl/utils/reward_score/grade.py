@@ -135,3 +135,12 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, acc_
         "parse_ok": 1.0,
         "grade_pred": pred,
     }
+
+
+def validate_row(row: dict) -> list[str]:
+    """Row-level hook for ``data_prep.validate``: the reference score must be a number in [0, 1]."""
+    try:
+        validate_ground_truth((row.get("reward_model") or {}).get("ground_truth"))
+    except ValueError as e:
+        return [f"reward_model.ground_truth: {e}"]
+    return []

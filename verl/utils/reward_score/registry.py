@@ -31,6 +31,7 @@ per (spec, exception type) is logged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import json
@@ -144,11 +145,19 @@ def describe_routes() -> str:
     return "; ".join(parts)
 
 
+_keys_cache: dict[tuple, tuple[str, ...]] = {}
+
+
 def result_keys() -> tuple[str, ...]:
-    keys = list(BASE_KEYS)
-    for spec in REWARDS:
-        keys.extend(k for k in spec.metrics if k not in keys)
-    return tuple(keys)
+    """The fixed result schema: BASE_KEYS + every spec's metrics (cached per registry content)."""
+    signature = tuple((s.name, s.metrics) for s in REWARDS)
+    keys = _keys_cache.get(signature)
+    if keys is None:
+        ordered = list(BASE_KEYS)
+        for spec in REWARDS:
+            ordered.extend(k for k in spec.metrics if k not in ordered)
+        keys = _keys_cache.setdefault(signature, tuple(ordered))
+    return keys
 
 
 def resolve(data_source: str) -> RewardSpec | None:
@@ -201,7 +210,11 @@ def _plain(value: Any) -> Any:
 
 
 def _env_options() -> dict[str, dict[str, Any]]:
-    raw = os.environ.get(OPTIONS_ENV, "").strip()
+    return _parse_env_options(os.environ.get(OPTIONS_ENV, "").strip())
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_env_options(raw: str) -> dict[str, dict[str, Any]]:
     if not raw:
         return {}
     try:
@@ -215,6 +228,8 @@ def _env_options() -> dict[str, dict[str, Any]]:
 
 def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Separate per-reward option namespaces from verl's own keyword arguments."""
+    if not kwargs:
+        return {}, {}
     names = set(registered_names())
     options: dict[str, dict[str, Any]] = {}
     passthrough: dict[str, Any] = {}
@@ -234,7 +249,7 @@ def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dic
 
 
 def options_for(spec: RewardSpec, call_options: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    merged = dict(_env_options().get(spec.name, {}))
+    merged = dict(_env_options().get(spec.name, {}))  # a copy: the parsed env JSON is cached
     merged.update(call_options.get(spec.name, {}))
     return merged
 
@@ -267,8 +282,8 @@ def normalize_result(raw: Any, allowed: tuple[str, ...] = ()) -> dict[str, float
         out["score"] = _to_float(raw)
     if not math.isfinite(out["score"]):
         raise ValueError(f"reward score is not a finite number: {raw!r}")
-    if math.isnan(out["acc"]):
-        out["acc"] = out["score"]
+    if not (isinstance(raw, dict) and "acc" in raw):
+        out["acc"] = out["score"]  # verl's convention for plain scores; an explicit acc (even NaN) is kept
     return out
 
 

@@ -1,0 +1,201 @@
+"""The preference trainer (``torchrun -m verl.trainer.preference_trainer``) on the CPU profile.
+
+Real torchrun/gloo/FSDP2 engine, real parquet, the tiny local Qwen2. One LCDPO data file (pairs plus
+near- and out-of-scope constraint rows); every step sees the whole file (batch = 16 rows), so the
+engine-computed terms can be checked against a plain transformers forward of the initial model:
+
+* step 1: the DPO term is ln 2 (policy = reference), and the constraint terms are the NLL of the
+  baseline completions (λ = 0);
+* 1 and 2 processes give the same losses for 3 steps (global-batch normalisation is right);
+* resuming from the step-2 checkpoint reproduces step 3 (the reference is the initial model,
+  not the resumed one).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+pytestmark = pytest.mark.integration
+
+RUN_TIMEOUT_S = float(os.environ.get("VERLKIT_TEST_TORCHRUN_TIMEOUT", "600"))
+STEP_LINE = re.compile(r"(?<![\w/])step:(\d+) - ([^\n]*)")
+LN2 = math.log(2.0)
+
+
+def run_torchrun(module: str, n_procs: int, overrides: list[str], log_path: Path) -> str:
+    """``torchrun --standalone -m module`` in its own process group (killed on timeout/any error)."""
+    from verl.cpu_profile.overrides import env
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_procs}", "-m", module]
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            cmd + overrides,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env(), "OMP_NUM_THREADS": "1"},
+            cwd=log_path.parent,
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(timeout=RUN_TIMEOUT_S)
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+    text = log_path.read_text()
+    assert rc == 0, f"{module} with {n_procs} processes exited {rc}; last output:\n{text[-4000:]}"
+    return text
+
+
+def parse_metrics(text: str) -> dict[int, dict[str, float]]:
+    """``{step: {metric: value}}`` from verl's console logger lines."""
+    out: dict[int, dict[str, float]] = {}
+    for step, rest in STEP_LINE.findall(text):
+        metrics = {}
+        for part in rest.split(" - "):
+            key, _, value = part.partition(":")
+            try:
+                metrics[key.strip()] = float(value)
+            except ValueError:
+                pass
+        out[int(step)] = metrics
+    return out
+
+
+def write_preference_parquet(path: Path) -> Path:
+    user = lambda text: [{"role": "user", "content": text}]  # noqa: E731
+    rows = []
+    for i in range(8):
+        rows.append(
+            {
+                "kind": "pair",
+                "prompt": user(f"What is {i} + {i}? Answer with ####."),
+                "chosen": f"{i} + {i} = {2 * i}. The answer is #### {2 * i}",
+                "rejected": f"I think it is {2 * i + 1}.",
+                "response": None,
+            }
+        )
+    for i in range(4):
+        rows.append(
+            {
+                "kind": "near_scope",
+                "prompt": user(f"What is {i} * 3?"),
+                "chosen": None,
+                "rejected": None,
+                "response": f"So the final answer is \\boxed{{{3 * i}}}.",
+            }
+        )
+        rows.append(
+            {
+                "kind": "out_of_scope",
+                "prompt": user(f"How many clips did Natalia sell in {i + 1} days?"),
+                "chosen": None,
+                "rejected": None,
+                "response": f"She sold {48 * (i + 1)} clips altogether.",
+            }
+        )
+    pd.DataFrame(rows).to_parquet(path)
+    return path
+
+
+def overrides(model_dir: Path, train: Path, ckpt: Path, n_procs: int, steps: int, save_freq: int) -> list[str]:
+    from verl.cpu_profile.overrides import sft
+
+    return sft(n_procs) + [
+        f"model.path={model_dir}",
+        f"data.train_files={train}",
+        "data.train_batch_size=16",
+        "data.max_length=128",
+        "optim.lr=1e-3",
+        f"trainer.total_training_steps={steps}",
+        f"trainer.save_freq={save_freq}",
+        f"trainer.default_local_dir={ckpt}",
+        "trainer.logger=[console]",
+        "trainer.resume_mode=auto",
+        "preference.loss=lcdpo",
+    ]
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("preference_cpu")
+    train = write_preference_parquet(work / "prefs.parquet")
+    two = run_torchrun(
+        "verl.trainer.preference_trainer", 2, overrides(tiny_model_dir, train, work / "ckpt2", 2, 3, 2), work / "two.log"
+    )
+    one = run_torchrun(
+        "verl.trainer.preference_trainer", 1, overrides(tiny_model_dir, train, work / "ckpt1", 1, 3, -1), work / "one.log"
+    )
+    return {"work": work, "train": train, "two": parse_metrics(two), "one": parse_metrics(one)}
+
+
+def hf_reply_nll(model_dir: Path, train: Path, kind: str) -> float:
+    """Mean over rows of ``kind`` of the token-mean NLL of the reply, by a plain HF forward."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from verl.toolkit.preference_data import PreferenceDataset
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="sdpa").eval()
+    ds = PreferenceDataset(str(train), tokenizer, {"max_length": 128}, kinds=[kind])
+    values = []
+    for item in ds.items:
+        seq = item["sequences"][0]
+        ids = torch.tensor([seq["input_ids"]])
+        mask = torch.tensor(seq["loss_mask"][1:], dtype=torch.float32)
+        with torch.no_grad():
+            logp = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+        token_logp = logp.gather(-1, ids[0, 1:, None])[:, 0]
+        values.append(float(-(token_logp * mask).sum() / mask.sum()))
+    return sum(values) / len(values)
+
+
+def test_first_step_dpo_is_ln2_and_constraints_are_baseline_nll(runs, tiny_model_dir: Path):
+    for name in ("one", "two"):
+        step1 = runs[name][1]
+        assert step1["pref/dpo"] == pytest.approx(LN2, abs=1e-5), name
+        assert step1["pref/n_dpo"] == 8 and step1["pref/n_soft_nll"] == 4 and step1["pref/n_hard_nll"] == 4
+    step1 = runs["two"][1]
+    soft = hf_reply_nll(tiny_model_dir, runs["train"], "out_of_scope")
+    hard = hf_reply_nll(tiny_model_dir, runs["train"], "near_scope")
+    assert step1["pref/soft_kd"] == pytest.approx(soft, rel=1e-5)
+    assert step1["pref/hard_kd"] == pytest.approx(hard, rel=1e-5)
+    assert step1["train/loss"] == pytest.approx(LN2 + 0.2 * soft + 0.1 * hard, rel=1e-5)
+    # Training moves the policy away from the reference in the preferred direction.
+    assert runs["two"][3]["pref/dpo"] < LN2
+    assert runs["two"][3]["pref/margin"] > 0
+
+
+def test_one_and_two_processes_give_the_same_losses(runs):
+    assert sorted(runs["one"]) == sorted(runs["two"]) == [1, 2, 3]
+    for step in (1, 2, 3):
+        for key in ("train/loss", "pref/dpo", "pref/soft_kd", "pref/hard_kd"):
+            assert runs["two"][step][key] == pytest.approx(runs["one"][step][key], rel=1e-5, abs=1e-7), (step, key)
+
+
+def test_resume_reproduces_the_uninterrupted_run(runs, tiny_model_dir: Path):
+    work = runs["work"]
+    ckpt = work / "ckpt_resume"
+    shutil.copytree(work / "ckpt2" / "global_step_2", ckpt / "global_step_2")
+    (ckpt / "latest_checkpointed_iteration.txt").write_text("2")
+    text = run_torchrun(
+        "verl.trainer.preference_trainer",
+        2,
+        overrides(tiny_model_dir, runs["train"], ckpt, 2, 3, 2),
+        work / "resume.log",
+    )
+    resumed = parse_metrics(text)
+    assert sorted(resumed) == [3]
+    for key in ("train/loss", "pref/dpo", "pref/soft_kd"):
+        assert resumed[3][key] == pytest.approx(runs["two"][3][key], rel=1e-5, abs=1e-7), key
