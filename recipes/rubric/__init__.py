@@ -149,6 +149,7 @@ def cpu_overrides(run: RubricRun) -> list[str]:
         "actor_rollout_ref.actor.ppo_mini_batch_size=4",
         "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
         "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+        "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4",
         "actor_rollout_ref.rollout.n=2",
         "trainer.val_before_train=False",
         "trainer.save_freq=-1",

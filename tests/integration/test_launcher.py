@@ -238,8 +238,8 @@ def test_session_server_is_ready_and_recorded(vllm_server):
     assert state["state"] == "ready" and state["base_url"] == vllm_server.base_url
     assert state["pgid"] == vllm_server.pgid == vllm_server.pid
     assert Path(state["log_path"]) == vllm_server.log_path and vllm_server.log_path.stat().st_size > 0
-    assert vllm_server.pid in _recorded_pids(vllm_server.state_path)
-    assert all(_alive(p) for p in _recorded_pids(vllm_server.state_path))
+    assert vllm_server.pid in _recorded_pids(vllm_server.state_path) and _alive(vllm_server.pid)
+    assert len([p for p in _recorded_pids(vllm_server.state_path) if _alive(p)]) >= 2
     # Bound to loopback only.
     assert state["host"] == "127.0.0.1"
 
@@ -324,8 +324,10 @@ def test_cli_serve_in_background_then_sigterm_leaves_no_process(tiny_model_dir, 
         state = read_state(state_path)
         assert state["state"] == "ready" and state["supervised"]
         pids = _recorded_pids(state_path)
-        assert state["pgid"] in pids and len(pids) >= 2  # API server + engine (+ helpers)
-        assert all(_alive(p) for p in pids)
+        # API server + engine core alive; short-lived helpers vLLM ran during start-up (model
+        # registry inspection) are recorded too and may already be gone.
+        assert state["pgid"] in pids and _alive(state["pgid"])
+        assert len([p for p in pids if _alive(p)]) >= 2
         assert probe(base_url, "cli-verifier")[0]
 
         cli.send_signal(signal.SIGTERM)

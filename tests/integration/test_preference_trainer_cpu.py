@@ -74,7 +74,7 @@ def parse_metrics(text: str) -> dict[int, dict[str, float]]:
 
 
 def write_preference_parquet(path: Path) -> Path:
-    user = lambda text: [{"role": "user", "content": text}]  # noqa: E731
+    user = lambda text: [{"role": "user", "content": text}]
     rows = []
     for i in range(8):
         rows.append(
@@ -199,3 +199,41 @@ def test_resume_reproduces_the_uninterrupted_run(runs, tiny_model_dir: Path):
     assert sorted(resumed) == [3]
     for key in ("train/loss", "pref/dpo", "pref/soft_kd"):
         assert resumed[3][key] == pytest.approx(runs["two"][3][key], rel=1e-5, abs=1e-7), key
+
+
+def test_kl_term_is_zero_at_the_reference_and_grows_after_updates(runs, tiny_model_dir: Path):
+    """λ > 0: the reference's top-k come from the same engine; at step 1 KL = 0, so
+    L_KD = (1-λ)·NLL; after an update the KL part is positive."""
+    work = runs["work"]
+    lam, temp = 0.5, 2.0
+    args = overrides(tiny_model_dir, runs["train"], work / "ckpt_kl", 2, 2, -1) + [
+        f"preference.kd_lambda={lam}",
+        f"preference.kd_temperature={temp}",
+        "preference.kd_topk=8",
+    ]
+    metrics = parse_metrics(run_torchrun("verl.trainer.preference_trainer", 2, args, work / "kl.log"))
+    assert sorted(metrics) == [1, 2]
+    for term in ("soft", "hard"):
+        assert metrics[1][f"pref/{term}_kd"] == pytest.approx((1 - lam) * metrics[1][f"pref/{term}_nll"], rel=1e-5)
+        assert metrics[2][f"pref/{term}_kd"] > (1 - lam) * metrics[2][f"pref/{term}_nll"] + 1e-6
+    assert metrics[1]["pref/dpo"] == pytest.approx(LN2, abs=1e-5)
+
+
+def test_lora_adapter_trains_on_cpu(runs, tiny_model_dir: Path):
+    """verl's model.lora_rank/lora_alpha: the adapter starts at B = 0, so step 1 is still ln 2."""
+    import json
+
+    work = runs["work"]
+    ckpt = work / "ckpt_lora"
+    args = overrides(tiny_model_dir, runs["train"], ckpt, 1, 2, -1) + [
+        "model.lora_rank=4",
+        "model.lora_alpha=8",
+        "optim.lr=1e-2",
+    ]
+    text = run_torchrun("verl.trainer.preference_trainer", 1, args, work / "lora.log")
+    assert "PeftModelForCausalLM" in text
+    metrics = parse_metrics(text)
+    assert metrics[1]["pref/dpo"] == pytest.approx(LN2, abs=1e-5)
+    assert metrics[2]["pref/dpo"] < LN2
+    meta = json.loads((ckpt / "global_step_2" / "lora_train_meta.json").read_text())
+    assert meta["r"] == 4 and meta["lora_alpha"] == 8

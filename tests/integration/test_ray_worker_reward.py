@@ -11,11 +11,11 @@ pytestmark = pytest.mark.integration
 TREE = Path(__file__).resolve().parents[2] / "verl"
 
 
-def test_registered_module_runs_inside_a_ray_worker(tmp_path):
+def test_registered_module_runs_inside_a_ray_worker():
     ray = pytest.importorskip("ray")
     env = {"env_vars": {"PYTHONPATH": ""}, "working_dir": None}
     # address="local": never join a cluster some other process left running.
-    ray.init(address="local", num_cpus=1, include_dashboard=False, runtime_env=env, _temp_dir=str(tmp_path / "ray"))
+    ray.init(address="local", num_cpus=1, include_dashboard=False, runtime_env=env)
     try:
         @ray.remote
         def score_in_worker():

@@ -97,6 +97,7 @@ def _wait_for(path: Path, text: str, proc, timeout: float):
     raise AssertionError(f"{text!r} never appeared in {path}")
 
 
+@pytest.mark.own_vllm_server
 def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
     run_dir = tmp_path / "run"
     proc = _start(run_dir)
@@ -115,10 +116,10 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
     _assert_nothing_left(run_dir, snapshot)
 
 
+@pytest.mark.own_vllm_server
 def test_sigint_during_training_leaves_nothing_alive(tmp_path, tiny_model_dir):
     run_dir = tmp_path / "run"
-    # the tiny model as the verifier: the test is about processes, not verdicts
-    proc = _start(run_dir, str(tiny_model_dir), "1", "", "True", str(tiny_model_dir), STEPS="50")
+    proc = _start(run_dir, str(tiny_model_dir), "1", "", "True", "", STEPS="50")
     snapshot = _wait_for(run_dir / "train.log", "Training Progress", proc, timeout=1500)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     proc.communicate(timeout=300)

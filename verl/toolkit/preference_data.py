@@ -19,7 +19,7 @@ engine's gloo all-gathers need equal counts on every rank.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,7 +75,7 @@ class PreferenceDataset(Dataset):
         config: Any = None,
         processor=None,
         max_samples: int = -1,
-        kinds: Optional[Sequence[str]] = None,
+        kinds: Sequence[str] | None = None,
     ):
         config = config or {}
         get = config.get if hasattr(config, "get") else (lambda k, d=None: d)
@@ -107,8 +107,11 @@ class PreferenceDataset(Dataset):
                     break
         if not self.items:
             raise PreferenceDataError(f"{files}: no usable rows of kinds {sorted(keep)}")
-        # Filled by the trainer before the first update: summed reference log-prob per sequence.
-        self.ref_logps: Optional[dict[int, list[float]]] = None
+        # Filled by the trainer before the first update: summed reference log-prob per sequence,
+        # and (only for a KL term) the reference's top-k next-token log-probs of constraint rows:
+        # ``{index: (ids (len, k) long, logprobs (len, k) float)}``.
+        self.ref_logps: dict[int, list[float]] | None = None
+        self.ref_topk: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     # -- tokenization -------------------------------------------------------------------------
 
@@ -185,6 +188,7 @@ class PreferenceDataset(Dataset):
             "sequences": item["sequences"],
             "kinds": item["kinds"],
             "ref_logps": list(ref) if ref is not None else [0.0] * n,
+            "ref_topk": self.ref_topk.get(index) if self.ref_topk is not None else None,
         }
 
     def kind_counts(self) -> dict[int, int]:
@@ -197,11 +201,17 @@ class PreferenceDataset(Dataset):
 
 class PreferenceCollator:
     """Flatten items into one sequence per row, pairs adjacent (chosen, rejected), and pad to
-    ``rows_per_batch`` sequences with dummy rows (kind ``KIND_PADDING``, empty loss mask)."""
+    ``rows_per_batch`` sequences with dummy rows (kind ``KIND_PADDING``, empty loss mask).
 
-    def __init__(self, rows_per_batch: int, pad_token_id: int):
+    With ``topk > 0`` it also emits the reference's top-k next-token ids and log-probs per token as
+    ``ref_topk_id_{j}``/``ref_topk_lp_{j}`` (one jagged tensor per j, shaped like ``input_ids``);
+    rows without them (pairs, padding) get a uniform placeholder that the loss masks out.
+    """
+
+    def __init__(self, rows_per_batch: int, pad_token_id: int, topk: int = 0):
         self.rows_per_batch = rows_per_batch
         self.pad_token_id = int(pad_token_id)
+        self.topk = int(topk)
 
     def __call__(self, items: list[dict]) -> dict[str, Any]:
         ids, masks, kinds, refs, example, slot = [], [], [], [], [], []
@@ -222,8 +232,9 @@ class PreferenceCollator:
             refs.append(0.0)
             example.append(-1)
             slot.append(-1)
-        nested = lambda ts: torch.nested.as_nested_tensor(ts, layout=torch.jagged)  # noqa: E731
-        return {
+        nested = lambda ts: torch.nested.as_nested_tensor(ts, layout=torch.jagged)
+        out = self._topk_fields(items, [len(t) for t in ids], nested) if self.topk > 0 else {}
+        return out | {
             "input_ids": nested(ids),
             "position_ids": nested([torch.arange(len(t), dtype=torch.long) for t in ids]),
             "loss_mask": nested(masks),
@@ -233,3 +244,30 @@ class PreferenceCollator:
             "example_index": torch.tensor(example, dtype=torch.long),
             "example_slot": torch.tensor(slot, dtype=torch.long),
         }
+
+    def _topk_fields(self, items: list[dict], lengths: list[int], nested) -> dict[str, Any]:
+        k = self.topk
+        per_row: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for item in items:
+            topk = item.get("ref_topk")
+            for j in range(len(item["sequences"])):
+                per_row.append(topk if (topk is not None and item["kinds"][j] >= KIND_OUT_OF_SCOPE) else None)
+        per_row += [None] * (len(lengths) - len(per_row))
+        ids_cols: list[list[torch.Tensor]] = [[] for _ in range(k)]
+        lp_cols: list[list[torch.Tensor]] = [[] for _ in range(k)]
+        for n, topk in zip(lengths, per_row):
+            if topk is None:
+                ids = torch.zeros(n, k, dtype=torch.long)
+                lps = torch.full((n, k), -float(np.log(k)), dtype=torch.float32)
+            else:
+                ids, lps = topk
+                if ids.shape != (n, k):
+                    raise ValueError(f"reference top-k of shape {tuple(ids.shape)} does not fit a {n}-token row (k={k})")
+            for j in range(k):
+                ids_cols[j].append(ids[:, j].contiguous())
+                lp_cols[j].append(lps[:, j].float().contiguous())
+        out: dict[str, Any] = {}
+        for j in range(k):
+            out[f"ref_topk_id_{j}"] = nested(ids_cols[j])
+            out[f"ref_topk_lp_{j}"] = nested(lp_cols[j])
+        return out

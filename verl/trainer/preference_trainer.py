@@ -17,7 +17,8 @@ Objectives (``preference.loss``), all built from the pure functions below:
 * ``dpo``: ``-log σ(β[(π_c - ref_c) - (π_r - ref_r)])`` with SUMMED reply log-probs, mean over pairs.
 * ``lcdpo`` (C3PO): ``L_DPO + σ_soft·L_KD(out_of_scope) + σ_hard·L_KD(near_scope)``, with
   ``L_KD = (1-λ)·NLL + λ·T²·KL(p_ref,T ‖ p_θ,T)``; NLL is the token mean over the baseline
-  completion, averaged over rows. Only λ=0 (the C3PO reference config) is wired into the engine.
+  completion, averaged over rows; the KL (λ > 0) is taken over the reference's top-k tokens per
+  position plus a "rest" bucket, summed over the reply (see :func:`topk_kl`).
 * ``sft``: NLL of the chosen replies. ``sft_neg``: ``NLL(chosen) + σ_soft·NLL(out_of_scope) +
   σ_hard·NLL(near_scope)`` (the reference's "SCD + negatives", weighted form).
 
@@ -39,7 +40,7 @@ import os
 import sys
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torch.distributed
@@ -49,7 +50,6 @@ from verl.toolkit.preference_data import (
     KIND_CHOSEN,
     KIND_NEAR_SCOPE,
     KIND_OUT_OF_SCOPE,
-    KIND_PADDING,
     KIND_REJECTED,
     MAX_SEQS_PER_ROW,
 )
@@ -67,6 +67,8 @@ class PreferenceOptions:
     sigma_hard: float = 0.1
     kd_lambda: float = 0.0
     kd_temperature: float = 1.0
+    # Reference tokens kept per position for the KL term (only used when kd_lambda > 0).
+    kd_topk: int = 16
 
     def __post_init__(self):
         if self.loss not in LOSSES:
@@ -79,6 +81,13 @@ class PreferenceOptions:
             raise ValueError(f"preference.kd_lambda={self.kd_lambda}: must be in [0, 1]")
         if not self.kd_temperature > 0:
             raise ValueError(f"preference.kd_temperature={self.kd_temperature}: must be > 0")
+        if self.kd_topk < 1:
+            raise ValueError(f"preference.kd_topk={self.kd_topk}: must be >= 1")
+
+    @property
+    def uses_kl(self) -> bool:
+        """Whether the objective has a KL-to-reference term (then reference top-k are needed)."""
+        return self.loss == "lcdpo" and self.kd_lambda > 0
 
     def row_kinds(self) -> tuple[str, ...]:
         """Row kinds of the data file this objective reads (the others are not even tokenized)."""
@@ -127,7 +136,7 @@ def dpo_losses(
     return -F.logsigmoid(beta * margin), margin
 
 
-def kd_losses(nll: torch.Tensor, kl: Optional[torch.Tensor], kd_lambda: float, temperature: float) -> torch.Tensor:
+def kd_losses(nll: torch.Tensor, kl: torch.Tensor | None, kd_lambda: float, temperature: float) -> torch.Tensor:
     """``L_KD = (1-λ)·NLL + λ·T²·KL`` per row; ``kl`` may be None only when λ = 0."""
     if kd_lambda == 0.0:
         return nll
@@ -164,7 +173,7 @@ def objective_terms(
     ref_logp: torch.Tensor,
     kinds: torch.Tensor,
     opts: PreferenceOptions,
-    kl: Optional[torch.Tensor] = None,
+    kl: torch.Tensor | None = None,
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Per-term ``(sum over rows, number of rows)`` for one batch of sequences.
 
@@ -242,17 +251,27 @@ class PreferenceEngineLoss:
     def __init__(self, opts: PreferenceOptions):
         self.opts = opts
 
-    def __call__(self, model_output, data, dp_group=None, **kwargs):
-        if "student_logits" in kwargs:
-            raise NotImplementedError("kd_lambda > 0 (KL to the reference) is not wired into the engine yet")
+    def __call__(self, model_output=None, data=None, dp_group=None, student_logits=None):
+        if student_logits is not None:
+            # Called by the engine as its logits processor (``distillation_use_topk``): per-token
+            # KL to the reference's top-k, returned as (1, tokens) and handed back in model_output.
+            return {"kd_kl": self.token_kl(student_logits[0], data).unsqueeze(0)}
         log_probs = list(model_output["log_probs"].unbind())
         masks = list(data["loss_mask"].unbind())
         seq_logp, seq_tokens = sequence_logps(log_probs, masks)
         seq_logp = seq_logp.to(torch.float64)
         seq_tokens = seq_tokens.to(torch.float64)
+        kl = None
+        if self.opts.uses_kl:
+            if "kd_kl" not in model_output:
+                raise RuntimeError("kd_lambda > 0 but the engine did not run the KL logits processor")
+            # KL at position t is about token t+1: the same shift as the log-probs; summed over
+            # the reply tokens, as in the reference implementation.
+            kl, _ = sequence_logps(list(model_output["kd_kl"].unbind()), masks)
+            kl = kl.to(torch.float64)
         kinds = data["row_kind"].to(seq_logp.device)
         ref_logp = data["ref_logp"].to(device=seq_logp.device, dtype=torch.float64)
-        terms = objective_terms(seq_logp, seq_tokens, ref_logp, kinds, self.opts)
+        terms = objective_terms(seq_logp, seq_tokens, ref_logp, kinds, self.opts, kl=kl)
 
         names = sorted(terms)
         stats = torch.stack([terms[k][1] for k in names] + [terms[k][0].detach() for k in names]).to(torch.float64)
@@ -269,6 +288,34 @@ class PreferenceEngineLoss:
         metrics.update({f"pref/n_{k}": float(counts[k]) for k in ("dpo", "soft_nll", "hard_nll")})
         metrics["pref/objective"] = float(combine_terms(global_sums, counts, self.opts))
         return loss.to(torch.float32), metrics
+
+    def token_kl(self, logits: torch.Tensor, data) -> torch.Tensor:
+        k = self.opts.kd_topk
+        ids = torch.stack([data[f"ref_topk_id_{j}"].values() for j in range(k)], dim=-1).to(logits.device)
+        lps = torch.stack([data[f"ref_topk_lp_{j}"].values() for j in range(k)], dim=-1).to(logits.device)
+        return topk_kl(logits, ids, lps, self.opts.kd_temperature)
+
+
+class ReferenceTopK:
+    """A loss-function stand-in for the reference pass: as the engine's logits processor it returns
+    the temperature-T top-k next-token ids and log-probs per token; as the loss it returns 0."""
+
+    def __init__(self, k: int, temperature: float):
+        self.k = k
+        self.temperature = temperature
+
+    def __call__(self, model_output=None, data=None, dp_group=None, student_logits=None):
+        if student_logits is None:
+            return torch.zeros(()), {}
+        logp = torch.log_softmax(student_logits[0].float() / self.temperature, dim=-1)
+        if self.k > logp.shape[-1]:
+            raise ValueError(f"preference.kd_topk={self.k} exceeds the vocabulary size {logp.shape[-1]}")
+        values, ids = logp.topk(self.k, dim=-1)
+        out = {}
+        for j in range(self.k):
+            out[f"ref_topk_id_{j}"] = ids[:, j].to(torch.float32).unsqueeze(0)  # exact below 2^24
+            out[f"ref_topk_lp_{j}"] = values[:, j].unsqueeze(0)
+        return out
 
 
 def _flatten_metric(value: Any) -> Any:
@@ -333,7 +380,7 @@ class _PreferenceTrainerMixin:
 
         data = self.config.data
         tokenizer = self.model_config.tokenizer
-        make = lambda files, n: PreferenceDataset(  # noqa: E731
+        make = lambda files, n: PreferenceDataset(
             files, tokenizer, data, max_samples=n, kinds=self.pref_opts.row_kinds()
         )
         self.train_dataset = make(data.train_files, data.get("train_max_samples", -1))
@@ -348,6 +395,8 @@ class _PreferenceTrainerMixin:
         def train_batch(data):
             from verl.utils import tensordict_utils as tu
 
+            if self.pref_opts.uses_kl:
+                tu.assign_non_tensor(data, distillation_use_topk=True)
             output = original(data=data)
             if output is None:
                 return output
@@ -355,6 +404,18 @@ class _PreferenceTrainerMixin:
             return tu.get_tensordict(tensor_dict={}, non_tensor_dict={"metrics": metrics})
 
         self.training_client.train_batch = train_batch
+
+        if self.pref_opts.uses_kl:
+            original_infer = self.training_client.infer_batch
+
+            def infer_batch(data):
+                from verl.utils import tensordict_utils as tu
+
+                if "distillation_use_topk" not in data:
+                    tu.assign_non_tensor(data, distillation_use_topk=True)
+                return original_infer(data)
+
+            self.training_client.infer_batch = infer_batch
 
     def _build_dataloader(self):
         from torch.utils.data import DistributedSampler
@@ -369,7 +430,8 @@ class _PreferenceTrainerMixin:
         pad_id = self.model_config.tokenizer.pad_token_id
         if pad_id is None:
             pad_id = self.model_config.tokenizer.eos_token_id
-        self.collate_fn = PreferenceCollator(self.rows_per_rank, pad_id)
+        topk = self.pref_opts.kd_topk if self.pref_opts.uses_kl else 0
+        self.collate_fn = PreferenceCollator(self.rows_per_rank, pad_id, topk=topk)
 
         def loader(dataset, shuffle: bool):
             sampler = DistributedSampler(dataset, shuffle=shuffle, num_replicas=dp_size, rank=dp_rank, drop_last=True)
@@ -399,12 +461,16 @@ class _PreferenceTrainerMixin:
         # frozen reference is exactly this model, on resume too.
         for dataset in (self.train_dataset, self.val_dataset):
             if dataset is not None:
-                dataset.ref_logps = self.compute_reference_logps(dataset)
+                dataset.ref_logps, dataset.ref_topk = self.compute_reference(dataset)
         super()._build_ckpt_handler()
 
-    def compute_reference_logps(self, dataset) -> dict[int, list[float]]:
-        """Summed log-probs of every sequence under the current (initial) model, on every rank."""
+    def compute_reference(self, dataset) -> tuple[dict[int, list[float]], dict | None]:
+        """Summed log-probs of every sequence under the current (initial) model, on every rank, and
+        (for a KL term) the top-k next-token log-probs of every constraint row."""
         from verl.utils import tensordict_utils as tu
+
+        want_topk = self.pref_opts.uses_kl
+        k = self.pref_opts.kd_topk
 
         dp_rank = self.engine.get_data_parallel_rank()
         dp_size = self.engine.get_data_parallel_size()
@@ -422,22 +488,41 @@ class _PreferenceTrainerMixin:
             "temperature": 1.0,
             "pad_mode": "no_padding",
             "pad_token_id": self.collate_fn.pad_token_id,
-            "compute_loss": False,
+            "compute_loss": want_topk,
+            "distillation_use_topk": want_topk,
         }
-        for start in range(0, len(mine), batch):
-            items = [dataset[i] for i in mine[start : start + batch]]
-            td = tu.get_tensordict(tensor_dict=self.collate_fn(items), non_tensor_dict=meta)
-            example, slot = td["example_index"].tolist(), td["example_slot"].tolist()
-            masks = list(td["loss_mask"].unbind())
-            output = self.training_client.infer_batch(td)
-            if output is None:
-                continue
-            sums, _ = sequence_logps(list(output["log_probs"].unbind()), masks)
-            for e, s, v in zip(example, slot, sums.tolist()):
-                if e >= 0:
-                    found.setdefault(e, {})[s] = v
-        gathered: list[Optional[dict]] = [None] * dp_size
-        torch.distributed.all_gather_object(gathered, found, group=self.engine.get_data_parallel_group())
+        topk_found: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        saved_loss = self.training_client.loss_fn
+        if want_topk:
+            self.training_client.loss_fn = ReferenceTopK(k, self.pref_opts.kd_temperature)
+        try:
+            for start in range(0, len(mine), batch):
+                items = [dataset[i] for i in mine[start : start + batch]]
+                td = tu.get_tensordict(tensor_dict=self.collate_fn(items), non_tensor_dict=meta)
+                example, slot = td["example_index"].tolist(), td["example_slot"].tolist()
+                kinds = td["row_kind"].tolist()
+                masks = list(td["loss_mask"].unbind())
+                output = self.training_client.infer_batch(td)
+                if output is None:
+                    continue
+                sums, _ = sequence_logps(list(output["log_probs"].unbind()), masks)
+                for e, s, v in zip(example, slot, sums.tolist()):
+                    if e >= 0:
+                        found.setdefault(e, {})[s] = v
+                if want_topk:
+                    ids = [list(output[f"ref_topk_id_{j}"].unbind()) for j in range(k)]
+                    lps = [list(output[f"ref_topk_lp_{j}"].unbind()) for j in range(k)]
+                    for r, (e, kind) in enumerate(zip(example, kinds)):
+                        if e >= 0 and kind >= KIND_OUT_OF_SCOPE:
+                            topk_found[e] = (
+                                torch.stack([ids[j][r] for j in range(k)], dim=-1).round().long(),
+                                torch.stack([lps[j][r] for j in range(k)], dim=-1).float(),
+                            )
+        finally:
+            self.training_client.loss_fn = saved_loss
+        group = self.engine.get_data_parallel_group()
+        gathered: list[dict | None] = [None] * dp_size
+        torch.distributed.all_gather_object(gathered, found, group=group)
         merged: dict[int, dict[int, float]] = {}
         for part in gathered:
             for e, slots in (part or {}).items():
@@ -445,7 +530,15 @@ class _PreferenceTrainerMixin:
         missing = [i for i in range(n) if i not in merged]
         if missing:
             raise RuntimeError(f"reference log-probs missing for rows {missing[:10]}")
-        return {e: [slots[s] for s in sorted(slots)] for e, slots in merged.items()}
+        ref_logps = {e: [slots[s] for s in sorted(slots)] for e, slots in merged.items()}
+        if not want_topk:
+            return ref_logps, None
+        gathered_topk: list[dict | None] = [None] * dp_size
+        torch.distributed.all_gather_object(gathered_topk, topk_found, group=group)
+        ref_topk: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        for part in gathered_topk:
+            ref_topk.update(part or {})
+        return ref_logps, ref_topk
 
 
 # ---- configuration and entry point --------------------------------------------------------------
@@ -466,7 +559,7 @@ def build_config(overrides: list[str]):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    pref = [o for o in overrides if o.startswith("preference.") or o.startswith("+preference.")]
+    pref = [o for o in overrides if o.startswith(("preference.", "+preference."))]
     rest = [o for o in overrides if o not in pref]
     with initialize_config_dir(config_dir=str(verl_config_dir()), version_base=None):
         config = compose(config_name="sft_trainer_engine", overrides=rest)
@@ -485,7 +578,10 @@ def build_config(overrides: list[str]):
 
 
 def run_preference(config) -> None:
-    from verl.utils.distributed import destroy_global_process_group, initialize_global_process_group
+    from verl.utils.distributed import (
+        destroy_global_process_group,
+        initialize_global_process_group,
+    )
 
     initialize_global_process_group()
     trainer = __getattr__("PreferenceTrainer")(config=config)
@@ -493,7 +589,7 @@ def run_preference(config) -> None:
     destroy_global_process_group()
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     from verl.utils.device import auto_set_device
 
     args = list(sys.argv[1:] if argv is None else argv)

@@ -145,23 +145,46 @@ def describe_routes() -> str:
     return "; ".join(parts)
 
 
-_keys_cache: dict[tuple, tuple[str, ...]] = {}
+class _Derived:
+    """Schema and routing derived from REWARDS, rebuilt whenever the list's content changes
+    (specs are frozen, so their identities are a complete signature). Hot path of every reward call."""
+
+    signature: tuple = ()
+    keys: tuple[str, ...] = ()
+    template: dict[str, float] = {}
+    routes: dict[str, "RewardSpec | None"] = {}
+
+    @classmethod
+    def current(cls) -> type["_Derived"]:
+        signature = tuple(map(id, REWARDS))
+        if signature != cls.signature:
+            ordered = list(BASE_KEYS)
+            for spec in REWARDS:
+                ordered.extend(k for k in spec.metrics if k not in ordered)
+            cls.keys = tuple(ordered)
+            cls.template = dict.fromkeys(cls.keys, math.nan)
+            cls.template["reward_error"] = 0.0
+            cls.routes = {}
+            cls.signature = signature
+        return cls
 
 
 def result_keys() -> tuple[str, ...]:
-    """The fixed result schema: BASE_KEYS + every spec's metrics (cached per registry content)."""
-    signature = tuple((s.name, s.metrics) for s in REWARDS)
-    keys = _keys_cache.get(signature)
-    if keys is None:
-        ordered = list(BASE_KEYS)
-        for spec in REWARDS:
-            ordered.extend(k for k in spec.metrics if k not in ordered)
-        keys = _keys_cache.setdefault(signature, tuple(ordered))
-    return keys
+    """The fixed result schema: BASE_KEYS + every spec's metrics."""
+    return _Derived.current().keys
 
 
 def resolve(data_source: str) -> RewardSpec | None:
     """The spec that scores ``data_source``, or None (then upstream verl decides)."""
+    routes = _Derived.current().routes
+    try:
+        return routes[data_source]
+    except KeyError:
+        routes[data_source] = spec = _resolve_uncached(data_source)
+        return spec
+
+
+def _resolve_uncached(data_source: str) -> RewardSpec | None:
     for spec in REWARDS:
         if data_source in spec.exact:
             return spec
@@ -258,8 +281,8 @@ def options_for(spec: RewardSpec, call_options: dict[str, dict[str, Any]]) -> di
 # Result coercion
 # ---------------------------------------------------------------------------------------------
 def _to_float(value: Any) -> float:
-    if isinstance(value, bool):
-        return float(value)
+    if type(value) is float:
+        return value
     try:
         return float(value)
     except (TypeError, ValueError):
@@ -268,8 +291,7 @@ def _to_float(value: Any) -> float:
 
 def normalize_result(raw: Any, allowed: tuple[str, ...] = ()) -> dict[str, float]:
     """Any reward function output -> exactly ``result_keys()``, all floats."""
-    out = dict.fromkeys(result_keys(), math.nan)
-    out["reward_error"] = 0.0
+    out = dict(_Derived.current().template)
     if isinstance(raw, dict):
         if "score" not in raw:
             raise ValueError(f"reward result dict has no 'score' key: {sorted(raw)}")
@@ -293,7 +315,7 @@ def _failure(spec_name: str, data_source: str, exc: BaseException) -> dict[str, 
         _logged_failures.add(key)
         logger.error("reward %r failed on data_source=%r (first of its kind, further ones counted in "
                      "reward_error): %r", spec_name, data_source, exc, exc_info=exc)
-    out = dict.fromkeys(result_keys(), math.nan)
+    out = dict(_Derived.current().template)
     out.update(score=0.0, acc=0.0, reward_error=1.0)
     return out
 

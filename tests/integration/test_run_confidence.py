@@ -1,0 +1,145 @@
+"""``bash run_confidence.sh`` on the CPU default end to end (data, downstream server, GRPO, export, served
+policy, evaluation), and its refusals before anything is started.
+
+The end-to-end run tracks every process of the run two ways: the PIDs the launcher recorded in
+``<run>/{downstream,policy}.server.json`` and a snapshot of the script's whole process tree taken
+while it runs; none may survive the script.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from verl.toolkit.train_summary import parse_step_metrics
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+METRIC_FIELDS = ("accuracy", "ece", "brier", "auroc", "mean_confidence")
+
+
+def _env(**extra):
+    drop = ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES", "DOWNSTREAM_URL", "DOWNSTREAM_API_KEY_ENV", "MEDMCQA_DIR",
+            "TRAIN_DEVICES", "DOWNSTREAM_DEVICES", "STEPS")
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env.update(VK_PROFILE="cpu", LOGGER="console", VK_PYTHON=sys.executable, **extra)
+    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
+    return env
+
+
+def _start(run_dir: Path, *args, **env):
+    return subprocess.Popen(["bash", str(REPO / "run_confidence.sh"), *args], cwd=REPO,
+                            env=_env(RUN_DIR=str(run_dir), **env), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def _tree(pid: int) -> set:
+    try:
+        root = psutil.Process(pid)
+        return {root, *root.children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def _alive(procs) -> list[str]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def _run_to_end(proc, timeout: float):
+    """Wait for the script, snapshotting its process tree; returns (output, every process seen)."""
+    seen = set()
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, 15)
+            proc.wait(60)
+            raise AssertionError(f"run_confidence.sh did not finish in {timeout:.0f}s")
+        seen |= _tree(proc.pid)
+        time.sleep(1)  # polling the process tree for the snapshot; bounded by the deadline
+    return proc.stdout.read(), seen
+
+
+def _assert_report(report: dict):
+    assert report["n"] > 0 and report["request_failures"] == 0
+    assert 0.0 <= report["parse_failure_rate"] <= 1.0
+    for view in ("all", "parseable"):
+        assert set(METRIC_FIELDS) <= set(report[view])
+    a = report["all"]
+    assert 0.0 <= a["accuracy"] <= 1.0 and 0.0 <= a["ece"] <= 1.0 and 0.0 <= a["brier"] <= 1.0
+    assert 0.0 <= a["mean_confidence"] <= 1.0
+    # AUROC is undefined (null) when every row is right or every row is wrong
+    assert a["auroc"] is None or 0.0 <= a["auroc"] <= 1.0
+
+
+def test_cpu_default_trains_exports_and_evaluates(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = _start(run_dir)
+    out, seen = _run_to_end(proc, timeout=2400)
+    assert proc.returncode == 0, out[-6000:]
+
+    # training: the requested steps ran, every rollout's hint went to the real downstream server
+    steps = parse_step_metrics((run_dir / "train.log").read_text())
+    assert sorted(steps) == [1, 2]
+    for m in steps.values():
+        assert m["reward/downstream_ok/mean"] == 1.0 and "reward/parse_ok/mean" in m
+
+    # export: a Hugging Face directory of the last step
+    assert (run_dir / "checkpoints" / "global_step_2" / "actor").is_dir()
+    assert (run_dir / "policy_hf" / "config.json").is_file()
+
+    # evaluation: both conditions, every field, the reliability diagrams
+    metrics = json.loads((run_dir / "eval" / "metrics.json").read_text())
+    assert metrics["design"] == "cgp" and metrics["data"].endswith("cgp/dev.parquet")
+    assert set(metrics["conditions"]) == {"with_hint", "baseline"}
+    for report in metrics["conditions"].values():
+        _assert_report(report)
+        assert report["n"] == 16  # the bundled sample's dev split
+    for png in ("reliability.png", "reliability_baseline.png"):
+        data = (run_dir / "eval" / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    predictions = (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()
+    assert len(predictions) == 32
+    assert f"{run_dir}/eval/metrics.json" in out and "reliability diagram:" in out
+
+    # nothing of the run survives it: neither server, nor Ray, nor the trainer
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and _alive(seen):
+        time.sleep(0.5)  # polling for process exit; bounded
+    assert _alive(seen) == []
+    for name in ("downstream", "policy"):
+        state = json.loads((run_dir / f"{name}.server.json").read_text())
+        assert state["host"] == "127.0.0.1"
+        for entry in state.get("pids", []):
+            pid = entry["pid"] if isinstance(entry, dict) else entry
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_overlapping_gpu_devices_are_refused_before_anything_starts(tmp_path):
+    proc = _start(tmp_path / "run", "/models/policy", "cgp", "/models/downstream",
+                  VK_PROFILE="gpu", TRAIN_DEVICES="0,1", DOWNSTREAM_DEVICES="1,2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 2, out
+    assert "share device(s) 1" in out
+    assert not (tmp_path / "run" / "data").exists() and not list((tmp_path / "run").glob("*.server.json"))
+
+
+def test_hosted_downstream_without_its_key_is_refused(tmp_path):
+    proc = _start(tmp_path / "run", "", "cgp", "gpt-4o-mini",
+                  DOWNSTREAM_URL="http://127.0.0.1:9/v1", DOWNSTREAM_API_KEY_ENV="VERLKIT_TEST_UNSET_KEY")
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 1, out
+    assert "VERLKIT_TEST_UNSET_KEY is empty or unset" in out
+    assert not (tmp_path / "run" / "train.log").exists()
