@@ -274,3 +274,24 @@ def check_chat(url: str, model: str, api_key_env: str | None = None, timeout_s: 
     finally:
         close_session()
     return None if reply.ok else f"downstream model {model!r} at {url} did not answer a chat request: {reply.error}"
+
+
+REPORT_FIELDS = ("accuracy", "ece", "brier", "auroc", "mean_confidence")
+
+
+def eval_report(metrics: dict) -> tuple[str, list[str]]:
+    """The evaluation's ``metrics.json`` as a table (one row per condition, the ``all`` view) and the
+    problems that make the run a failure: a condition with no answered row at all."""
+    header = ["condition", "n", *REPORT_FIELDS, "parse_failure_rate", "request_failures"]
+    rows, problems = [header], []
+    for name, report in metrics.get("conditions", {}).items():
+        if not report.get("n"):
+            problems.append(f"{name}: no answered rows ({report.get('request_failures', '?')} request failures)")
+            continue
+        view = report["all"]
+        values = [view.get(k) for k in REPORT_FIELDS] + [report.get("parse_failure_rate")]
+        rows.append([name, str(report["n"])] + ["n/a" if v is None else f"{v:.3f}" for v in values]
+                    + [str(report.get("request_failures", 0))])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
+    return table, problems

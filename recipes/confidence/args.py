@@ -10,6 +10,8 @@
         print the path of the servable tiny policy of the CPU default (built once)
     python -m recipes.confidence.args check-chat URL MODEL [--api-key-env NAME]
         one chat request to a hosted downstream API; exit 1 with a message if it fails
+    python -m recipes.confidence.args report METRICS_JSON
+        print the evaluation's metrics table; exit 1 if a condition got no answer at all
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from recipes.confidence import (
     ConfidenceRun,
     check_chat,
     check_devices,
+    eval_report,
     latest_actor_checkpoint,
     overrides,
     servable_tiny_policy,
@@ -72,6 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("url")
     p.add_argument("model")
     p.add_argument("--api-key-env", default="")
+    p = sub.add_parser("report")
+    p.add_argument("metrics_json")
     a = parser.parse_args(argv)
     if a.command == "overrides":
         try:
@@ -97,6 +102,15 @@ def main(argv: list[str] | None = None) -> int:
             print(problem, file=sys.stderr)
             return 1
         return 0
+    if a.command == "report":
+        import json
+        from pathlib import Path
+
+        table, problems = eval_report(json.loads(Path(a.metrics_json).read_text()))
+        print(table)
+        for problem in problems:
+            print(f"error: {a.metrics_json}: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     print(servable_tiny_policy())
     return 0
 

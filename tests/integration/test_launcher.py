@@ -121,6 +121,17 @@ def test_port_in_use_is_a_clear_error_before_starting_vllm(tiny_model_dir, tmp_p
     assert read_state(tmp_path / "busy.server.json")["state"] == "failed"
 
 
+def test_missing_model_fails_fast_and_wait_ready_sees_it(tmp_path):
+    with pytest.raises(ServerStartError, match="not found"):
+        launch(ServerSpec(model=tmp_path / "nope", name="gone", run_dir=tmp_path))
+    wait = subprocess.run(
+        [PY, "-m", "verl.toolkit.launcher", "wait-ready", "--state", str(tmp_path / "gone.server.json"),
+         "--timeout", "5"],
+        check=False, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert wait.returncode == 1 and "failed" in wait.stderr and "gone.vllm.log" in wait.stderr
+
+
 @pytest.mark.own_vllm_server
 def test_never_ready_within_timeout_names_log_and_leaves_nothing(tiny_model_dir, tmp_path):
     spec = ServerSpec(model=tiny_model_dir, name="slow", run_dir=tmp_path, ready_timeout_s=3)
@@ -208,7 +219,7 @@ def test_stop_command_escalates_to_sigkill(tmp_path):
         # Generous timeout: `import verl` alone takes 5-45 s on these shared 2-core machines.
         out = subprocess.run(
             [PY, "-m", "verl.toolkit.launcher", "stop", "--state", str(state_path), "--grace", "1"],
-            capture_output=True, text=True, timeout=300,
+            check=False, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     finally:
         if _group_alive(group.pid):
@@ -232,7 +243,7 @@ def test_kill_process_group_returns_true_on_clean_exit():
 def test_session_server_is_ready_and_recorded(vllm_server):
     assert vllm_server.base_url.startswith("http://127.0.0.1:") and vllm_server.base_url.endswith("/v1")
     assert vllm_server.model_name == "tiny-verifier" and not vllm_server.external
-    ok, reason, served = probe(vllm_server.base_url, "tiny-verifier")
+    ok, reason, _ = probe(vllm_server.base_url, "tiny-verifier")
     assert ok, reason
     state = read_state(vllm_server.state_path)
     assert state["state"] == "ready" and state["base_url"] == vllm_server.base_url
@@ -287,7 +298,7 @@ def test_cli_serve_external_url_wait_ready_and_stop(vllm_server, tmp_path):
         wait = subprocess.run(
             [PY, "-m", "verl.toolkit.launcher", "wait-ready", "--state", str(tmp_path / "ext.server.json"),
              "--timeout", "120"],
-            capture_output=True, text=True, timeout=180,
+            check=False, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
         assert wait.returncode == 0, wait.stderr
         assert wait.stdout.strip() == vllm_server.base_url
@@ -316,7 +327,7 @@ def test_cli_serve_in_background_then_sigterm_leaves_no_process(tiny_model_dir, 
     try:
         wait = subprocess.run(
             [PY, "-m", "verl.toolkit.launcher", "wait-ready", "--state", str(state_path), "--timeout", "480"],
-            capture_output=True, text=True, timeout=540,
+            check=False, capture_output=True, text=True, timeout=540,
         )  # fmt: skip
         assert wait.returncode == 0, wait.stderr + (cli.stderr.read() if cli.poll() is not None else "")
         base_url = wait.stdout.strip()
@@ -336,7 +347,7 @@ def test_cli_serve_in_background_then_sigterm_leaves_no_process(tiny_model_dir, 
         if cli.poll() is None:
             cli.kill()
             cli.wait()
-            subprocess.run([PY, "-m", "verl.toolkit.launcher", "stop", "--state", str(state_path)], timeout=300)
+            subprocess.run([PY, "-m", "verl.toolkit.launcher", "stop", "--state", str(state_path)], check=False, timeout=300)
     assert not [p for p in pids if _alive(p)]
     assert not _group_alive(state["pgid"])
     assert read_state(state_path)["state"] == "stopped"

@@ -1,7 +1,6 @@
 """Our reward modules are used inside Ray workers, with no PYTHONPATH set, through the plugin alone."""
 
 import os
-import sys
 from pathlib import Path
 
 import pytest

@@ -28,7 +28,7 @@ def _env(**extra):
     drop = ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES", "DOWNSTREAM_URL", "DOWNSTREAM_API_KEY_ENV", "MEDMCQA_DIR",
             "TRAIN_DEVICES", "DOWNSTREAM_DEVICES", "STEPS")
     env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update(VK_PROFILE="cpu", LOGGER="console", VK_PYTHON=sys.executable, **extra)
+    env.update({"VK_PROFILE": "cpu", "LOGGER": "console", "VK_PYTHON": sys.executable, **extra})
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
 

@@ -111,3 +111,15 @@ def test_args_cli_prints_one_override_per_line(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "trainer.n_gpus_per_node=4" in lines and "algorithm.norm_adv_by_std_in_grpo=False" in lines
     compose_ppo(lines)
+
+
+def test_eval_report_tables_the_metrics_and_fails_on_a_condition_without_answers():
+    from recipes.confidence import eval_report
+
+    answered = {"n": 16, "parse_failure_rate": 0.25, "request_failures": 1,
+                "all": {"accuracy": 0.5, "ece": 0.125, "brier": 0.25, "auroc": None, "mean_confidence": 0.6}}
+    table, problems = eval_report({"conditions": {"with_hint": answered, "baseline": {"n": 0, "request_failures": 16}}})
+    assert problems == ["baseline: no answered rows (16 request failures)"]
+    row = table.splitlines()[1].split()
+    assert row == ["with_hint", "16", "0.500", "0.125", "0.250", "n/a", "0.600", "0.250", "1"]
+    assert eval_report({"conditions": {"policy": answered}})[1] == []

@@ -110,7 +110,6 @@ def test_tiny_per_turn_tokenization_concatenates(tiny_dir, tmp_path):
     """verl's MultiTurnSFTDataset tokenizes turns separately and asserts they equal the whole."""
     import pandas as pd
     from transformers import AutoTokenizer
-
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
     tok = AutoTokenizer.from_pretrained(tiny_dir)

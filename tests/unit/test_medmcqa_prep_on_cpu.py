@@ -128,7 +128,7 @@ def test_bad_rows_are_rejected_naming_file_line_and_field(tmp_path, patch, drop,
     with pytest.raises(medmcqa.MedMCQAFormatError) as err:
         medmcqa.build(folder, tmp_path / "out", ("cgp",), 10, 5, 42)
     message = str(err.value)
-    assert f"train.json:7:" in message and f"'{field}'" in message and needle in message
+    assert "train.json:7:" in message and f"'{field}'" in message and needle in message
     # the CLI reports it and exits 1 without a traceback; --skip-invalid skips and counts it
     assert medmcqa.main(["--input", str(folder), "--out", str(tmp_path / "cli")]) == 1
     assert medmcqa.main(["--input", str(folder), "--out", str(tmp_path / "skip"), "--skip-invalid"]) == 0

