@@ -109,6 +109,7 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
     for m in steps.values():
         # every rollout went to the real verifier, and its counters are step metrics
         assert m["reward/verifier_called/mean"] == 1.0
+        assert m["reward/verifier_ok/mean"] == 1.0, "the verifier answered every request"
         assert "reward/verifier_ok/mean" in m and "reward/cache_hit/mean" in m and "reward/latency_s/mean" in m
         assert "reward/verifier_failed/count" in m and "critic/score/mean" in m
     assert json.loads((run_dir / "metrics.json").read_text())["2"]["reward/verifier_called/mean"] == 1.0
