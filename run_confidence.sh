@@ -20,6 +20,24 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/recipes/common.sh"
 cd "$VK_REPO"
 
+# Replaces common.sh's vk_train until it gets the same two fixes (reported): the log exists before its
+# follower starts (else `tail` finds no file and shows nothing), and the follower is stopped once the
+# trainer has exited (GNU tail 9.1 in inotify mode was seen to outlive its --pid by minutes).
+vk_train() {
+  local log="$1"; shift
+  : >"$log"
+  setsid "$@" >>"$log" 2>&1 &
+  VK_TRAIN_PID=$!
+  echo "$VK_TRAIN_PID" >"$RUN_DIR/train.pgid"
+  tail -n +1 -f "$log" --pid "$VK_TRAIN_PID" &
+  local tail_pid=$! rc=0
+  wait "$VK_TRAIN_PID" || rc=$?
+  VK_TRAIN_PID=""
+  kill "$tail_pid" 2>/dev/null || true  # its last lines may be cut short; train.log has them all
+  wait "$tail_pid" 2>/dev/null || true
+  return "$rc"
+}
+
 USAGE="usage: bash run_confidence.sh [policy_model] [cgp|rlcr] [downstream_model] [epochs] [-- hydra overrides]"
 POSITIONAL=(); EXTRA=()
 while (($#)); do
@@ -61,12 +79,13 @@ if [[ "$PROFILE" == gpu ]]; then
       DOWNSTREAM_DEVICES="${ALL_GPUS[-1]}"
     fi
     if [[ -z "${TRAIN_DEVICES:-}" ]]; then
-      TRAIN_DEVICES="$(printf '%s\n' "${ALL_GPUS[@]}" | grep -vxF -f <(tr ',' '\n' <<<"$DOWNSTREAM_DEVICES") | paste -sd,)"
+      TRAIN_DEVICES="$(printf '%s\n' "${ALL_GPUS[@]}" | { grep -vxF -f <(tr ',' '\n' <<<"$DOWNSTREAM_DEVICES") || true; } | paste -sd,)"
     fi
+    [[ -n "$TRAIN_DEVICES" ]] || { vk_log "no GPU left for training (DOWNSTREAM_DEVICES=$DOWNSTREAM_DEVICES)"; exit 2; }
     "$VK_PY" -m recipes.confidence.args check-devices "$TRAIN_DEVICES" "$DOWNSTREAM_DEVICES" || exit 2
   fi
   TRAIN_DEVICES="${TRAIN_DEVICES:-$(IFS=,; echo "${ALL_GPUS[*]}")}"
-  [[ -n "$TRAIN_DEVICES" ]] || { vk_log "no GPU left for training"; exit 2; }
+  [[ -n "$TRAIN_DEVICES" ]] || { vk_log "no GPU found for training"; exit 2; }
   N_GPUS_PER_NODE="${N_GPUS_PER_NODE:-$(tr ',' '\n' <<<"$TRAIN_DEVICES" | grep -c .)}"
 fi
 

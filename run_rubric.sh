@@ -8,7 +8,7 @@
 # dataset: a directory with train.parquet and test.parquet (*_tinyv rows; see data_prep/rubric.py).
 # Environment knobs (all optional): ALGORITHM=gae|grpo, TEMPLATE=rubric|tinyv, N_GPUS_PER_NODE, NNODES,
 # VERIFIER_TP, VERIFIER_GPU_MEM (colocated fraction, default 0.2), VERIFIER_DEVICES (dedicated GPUs),
-# VERIFIER_MAX_MODEL_LEN, VERIFIER_HOST, VERLKIT_VERIFIER_URL (use a running server), RUN_DIR, STEPS,
+# VERIFIER_MAX_MODEL_LEN, VERIFIER_HOST, VERIFIER_NAME, VERLKIT_VERIFIER_URL (use a running server), RUN_DIR, STEPS,
 # LOGGER, ON_FAILURE=rule|zero. RAY_ADDRESS joins an existing Ray cluster (multi-node).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/recipes/common.sh"
@@ -49,20 +49,25 @@ if [[ -z "$DATASET" ]]; then
 fi
 vk_validate "$DATASET/train.parquet" "$DATASET/test.parquet"
 
-SERVE_ARGS=(--served-model-name verifier --max-model-len "${VERIFIER_MAX_MODEL_LEN:-15000}")
+SERVE_ARGS=(--max-model-len "${VERIFIER_MAX_MODEL_LEN:-15000}")
 if [[ "$PROFILE" == cpu ]]; then
-  SERVE_ARGS=(--served-model-name verifier --max-model-len "${VERIFIER_MAX_MODEL_LEN:-2048}")
+  SERVE_ARGS=(--max-model-len "${VERIFIER_MAX_MODEL_LEN:-2048}")
 elif [[ -n "${VERIFIER_DEVICES:-}" ]]; then
   SERVE_ARGS+=(--devices "$VERIFIER_DEVICES" --tp "${VERIFIER_TP:-1}" --gpu-memory-utilization "${VERIFIER_GPU_MEM:-0.9}")
 else
   SERVE_ARGS+=(--tp "${VERIFIER_TP:-8}" --gpu-memory-utilization "${VERIFIER_GPU_MEM:-0.2}")
 fi
 [[ -n "${VERIFIER_HOST:-}" ]] && SERVE_ARGS+=(--host "$VERIFIER_HOST")
-[[ -n "${VERLKIT_VERIFIER_URL:-}" ]] && SERVE_ARGS+=(--external-url "$VERLKIT_VERIFIER_URL")
+if [[ -n "${VERLKIT_VERIFIER_URL:-}" ]]; then
+  SERVE_ARGS+=(--external-url "$VERLKIT_VERIFIER_URL")  # served name: the server's own (or VERIFIER_NAME)
+  [[ -n "${VERIFIER_NAME:-}" ]] && SERVE_ARGS+=(--served-model-name "$VERIFIER_NAME")
+else
+  SERVE_ARGS+=(--served-model-name "${VERIFIER_NAME:-verifier}")
+fi
 vk_serve verifier "$VERIFIER_MODEL" "${SERVE_ARGS[@]}"
 
 mapfile -t ARGS < <("$VK_PY" -m recipes.rubric.args --profile "$PROFILE" --model "$MODEL" \
-  --train "$DATASET/train.parquet" --val "$DATASET/test.parquet" --verifier-url "$VK_URL" \
+  --train "$DATASET/train.parquet" --val "$DATASET/test.parquet" --verifier-url "$VK_URL" --verifier-name "$VK_MODEL_NAME" \
   --epochs "$EPOCHS" --no-entropy-loss-and-kl "$NO_ENTROPY_LOSS_AND_KL" --setup "$SETUP" --weight "$WEIGHT" \
   --template "${TEMPLATE:-rubric}" --algorithm "$ALGORITHM" --n-gpus-per-node "${N_GPUS_PER_NODE:-8}" \
   --nnodes "${NNODES:-1}" --run-dir "$RUN_DIR" --experiment "$(basename "$RUN_DIR")" \

@@ -21,7 +21,8 @@ vk_detect_profile() {
 }
 
 # vk_serve NAME MODEL [launcher options...]: start (or reuse, with VERLKIT_<NAME>_URL / --external-url)
-# a served model, wait until it answered a real generation, and set VK_URL. Stopped by vk_cleanup.
+# a served model, wait until it answered a real generation, and set VK_URL and VK_MODEL_NAME.
+# Stopped by vk_cleanup.
 vk_serve() {
   local name="$1" model="$2"; shift 2
   local state="$RUN_DIR/$name.server.json"
@@ -32,7 +33,9 @@ vk_serve() {
     vk_log "the $name server did not become ready:"; tail -n 40 "$RUN_DIR/$name.launcher.err" >&2
     return 1
   fi
-  vk_log "$name ready at $VK_URL (log: $RUN_DIR/$name.vllm.log)"
+  # the name clients must send (an external server decides its own)
+  VK_MODEL_NAME="$("$VK_PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["served_model_name"])' "$state")"
+  vk_log "$name ready at $VK_URL as '$VK_MODEL_NAME' (log: $RUN_DIR/$name.vllm.log)"
 }
 
 vk_cleanup() {

@@ -219,6 +219,7 @@ def test_kl_term_is_zero_at_the_reference_and_grows_after_updates(runs, tiny_mod
     assert metrics[1]["pref/dpo"] == pytest.approx(LN2, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_lora_adapter_trains_on_cpu(runs, tiny_model_dir: Path):
     """verl's model.lora_rank/lora_alpha: the adapter starts at B = 0, so step 1 is still ln 2."""
     import json

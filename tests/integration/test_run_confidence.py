@@ -34,9 +34,25 @@ def _env(**extra):
 
 
 def _start(run_dir: Path, *args, **env):
-    return subprocess.Popen(["bash", str(REPO / "run_confidence.sh"), *args], cwd=REPO,
-                            env=_env(RUN_DIR=str(run_dir), **env), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    """Start the script; its output goes to a file next to the run (a pipe nobody reads during a
+    long run fills up and blocks the script)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    out = open(run_dir.parent / "script.out", "w+")
+    proc = subprocess.Popen(["bash", str(REPO / "run_confidence.sh"), *args], cwd=REPO,
+                            env=_env(RUN_DIR=str(run_dir), **env), stdout=out, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    proc.out_file = out
+    return proc
+
+
+def _output(proc) -> str:
+    proc.out_file.seek(0)
+    return proc.out_file.read()
+
+
+def _finish(proc, timeout: float) -> str:
+    proc.wait(timeout)
+    return _output(proc)
 
 
 def _tree(pid: int) -> set:
@@ -66,10 +82,10 @@ def _run_to_end(proc, timeout: float):
         if time.monotonic() > deadline:
             os.killpg(proc.pid, 15)
             proc.wait(60)
-            raise AssertionError(f"run_confidence.sh did not finish in {timeout:.0f}s")
+            raise AssertionError(f"run_confidence.sh did not finish in {timeout:.0f}s: {_output(proc)[-4000:]}")
         seen |= _tree(proc.pid)
         time.sleep(1)  # polling the process tree for the snapshot; bounded by the deadline
-    return proc.stdout.read(), seen
+    return _output(proc), seen
 
 
 def _assert_report(report: dict):
@@ -130,7 +146,7 @@ def test_cpu_default_trains_exports_and_evaluates(tmp_path):
 def test_overlapping_gpu_devices_are_refused_before_anything_starts(tmp_path):
     proc = _start(tmp_path / "run", "/models/policy", "cgp", "/models/downstream",
                   VK_PROFILE="gpu", TRAIN_DEVICES="0,1", DOWNSTREAM_DEVICES="1,2")
-    out, _ = proc.communicate(timeout=300)
+    out = _finish(proc, timeout=300)
     assert proc.returncode == 2, out
     assert "share device(s) 1" in out
     assert not (tmp_path / "run" / "data").exists() and not list((tmp_path / "run").glob("*.server.json"))
@@ -139,7 +155,7 @@ def test_overlapping_gpu_devices_are_refused_before_anything_starts(tmp_path):
 def test_hosted_downstream_without_its_key_is_refused(tmp_path):
     proc = _start(tmp_path / "run", "", "cgp", "gpt-4o-mini",
                   DOWNSTREAM_URL="http://127.0.0.1:9/v1", DOWNSTREAM_API_KEY_ENV="VERLKIT_TEST_UNSET_KEY")
-    out, _ = proc.communicate(timeout=600)
+    out = _finish(proc, timeout=600)
     assert proc.returncode == 1, out
     assert "VERLKIT_TEST_UNSET_KEY is empty or unset" in out
     assert not (tmp_path / "run" / "train.log").exists()

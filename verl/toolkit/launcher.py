@@ -788,6 +788,10 @@ def _serve(args: argparse.Namespace) -> int:
             server = launch(spec)
         except ServerStartError as e:
             print(f"launcher: {e}", file=sys.stderr)
+            # wait-ready polls the state file: say "failed" instead of leaving it to time out
+            state_path = Path(args.run_dir) / f"{spec.role}.server.json"
+            previous = read_state(state_path) if state_path.exists() else {}
+            _write_json_atomic(state_path, {**previous, "name": spec.role, "state": "failed", "error": str(e)})
             return 1
         server._update_state(supervised=True)
         print(server.base_url, flush=True)
