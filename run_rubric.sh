@@ -14,16 +14,11 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/recipes/common.sh"
 cd "$VK_REPO"
 
-POSITIONAL=(); EXTRA=()
-while (($#)); do
-  if [[ "$1" == "--" ]]; then shift; EXTRA=("$@"); break; fi
-  POSITIONAL+=("$1"); shift
-done
+vk_args "$@"
 set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}"
 
 vk_detect_profile
-RUN_DIR="${RUN_DIR:-runs/rubric-$(date +%Y%m%d-%H%M%S)}"
-mkdir -p "$RUN_DIR" && RUN_DIR="$(cd "$RUN_DIR" && pwd)" && export RUN_DIR
+vk_run_dir rubric
 vk_install_cleanup
 
 if [[ "$PROFILE" == cpu ]]; then

