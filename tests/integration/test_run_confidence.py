@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from process_checks import alive, process_tree
 
 from verl.toolkit.train_summary import parse_step_metrics
 
@@ -55,23 +56,6 @@ def _finish(proc, timeout: float) -> str:
     return _output(proc)
 
 
-def _tree(pid: int) -> set:
-    try:
-        root = psutil.Process(pid)
-        return {root, *root.children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def _alive(procs) -> list[str]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _run_to_end(proc, timeout: float):
@@ -83,7 +67,7 @@ def _run_to_end(proc, timeout: float):
             os.killpg(proc.pid, 15)
             proc.wait(60)
             raise AssertionError(f"run_confidence.sh did not finish in {timeout:.0f}s: {_output(proc)[-4000:]}")
-        seen |= _tree(proc.pid)
+        seen |= process_tree(proc.pid)
         time.sleep(1)  # polling the process tree for the snapshot; bounded by the deadline
     return _output(proc), seen
 
@@ -132,9 +116,9 @@ def test_cpu_default_trains_exports_and_evaluates(tmp_path):
 
     # nothing of the run survives it: neither server, nor Ray, nor the trainer
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and _alive(seen):
+    while time.monotonic() < deadline and alive(seen):
         time.sleep(0.5)  # polling for process exit; bounded
-    assert _alive(seen) == []
+    assert alive(seen) == []
     for name in ("downstream", "policy"):
         state = json.loads((run_dir / f"{name}.server.json").read_text())
         assert state["host"] == "127.0.0.1"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from process_checks import alive, process_tree
 
 from verl.toolkit.train_summary import parse_step_metrics
 
@@ -49,23 +50,6 @@ def _output(proc) -> str:
     return Path(proc.console.name).read_text(errors="replace")
 
 
-def _tree(pid: int) -> set[psutil.Process]:
-    try:
-        root = psutil.Process(pid)
-        return {root, *root.children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def _alive(procs) -> list[str]:
-    out = []
-    for p in procs:
-        try:
-            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
-                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
-        except psutil.NoSuchProcess:
-            pass
-    return out
 
 
 def _recorded_pids(run_dir: Path) -> list[int]:
@@ -81,9 +65,9 @@ def _recorded_pids(run_dir: Path) -> list[int]:
 
 def _assert_nothing_left(run_dir: Path, snapshot):
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and _alive(snapshot):
+    while time.monotonic() < deadline and alive(snapshot):
         time.sleep(0.5)  # polling for process exit; bounded
-    assert _alive(snapshot) == [], "processes of the run survived it"
+    assert alive(snapshot) == [], "processes of the run survived it"
     for pid in _recorded_pids(run_dir):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE, pid
     pgid_file = run_dir / "train.pgid"
@@ -98,7 +82,7 @@ def _wait_for(path: Path, text: str, proc, timeout: float):
     seen = set()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        seen |= _tree(proc.pid)
+        seen |= process_tree(proc.pid)
         if path.exists() and text in path.read_text(errors="replace"):
             return seen
         if proc.poll() is not None:
@@ -149,7 +133,7 @@ def test_trainer_crash_leaves_nothing_alive_with_external_verifier(tmp_path, tin
                   VERLKIT_VERIFIER_URL=vllm_server.base_url)
     seen = set()
     while proc.poll() is None:
-        seen |= _tree(proc.pid)
+        seen |= process_tree(proc.pid)
         time.sleep(0.5)
     out = _output(proc)
     assert proc.returncode != 0

@@ -1,0 +1,24 @@
+"""Process-tree checks shared by the recipe end-to-end tests: what a run started, and what survived it."""
+
+import psutil
+
+
+def process_tree(pid: int) -> set:
+    """The process and all its descendants (empty if it is gone)."""
+    try:
+        root = psutil.Process(pid)
+        return {root, *root.children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def alive(procs) -> list[str]:
+    """'pid cmdline' of every process in procs still running (zombies count as dead)."""
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
+        except psutil.NoSuchProcess:
+            pass
+    return out
