@@ -21,18 +21,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/recipes/common.sh"
 cd "$VK_REPO"
 
 USAGE="usage: bash run_confidence.sh [policy_model] [cgp|rlcr] [downstream_model] [epochs] [-- hydra overrides]"
-vk_args "$@"
+vk_begin confidence "$@"
 set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}"
-
-vk_detect_profile
-vk_run_dir confidence
-vk_install_cleanup
 
 DESIGN="${2:-cgp}"
 [[ "$DESIGN" == cgp || "$DESIGN" == rlcr ]] || { vk_log "design must be cgp or rlcr, got '$DESIGN'. $USAGE"; exit 2; }
 if [[ "$PROFILE" == cpu ]]; then
-  POLICY="${1:-$("$VK_PY" -m verl.toolkit.local_models tiny)}"
-  DOWNSTREAM="${3:-$("$VK_PY" -m verl.toolkit.local_models smollm2)}"
+  POLICY="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"
+  DOWNSTREAM="${3:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" smollm2)}"
   EPOCHS="${4:-1}"
   STEPS="${STEPS:-2}"
 else

@@ -14,18 +14,14 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/recipes/common.sh"
 cd "$VK_REPO"
 
-vk_args "$@"
+vk_begin rubric "$@"
 set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}"
 
-vk_detect_profile
-vk_run_dir rubric
-vk_install_cleanup
-
 if [[ "$PROFILE" == cpu ]]; then
-  MODEL="${1:-$("$VK_PY" -m verl.toolkit.local_models tiny)}"
+  MODEL="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"
   EPOCHS="${2:-1}"
   DATASET="${3:-}"
-  VERIFIER_MODEL="${5:-$("$VK_PY" -m verl.toolkit.local_models smollm2)}"
+  VERIFIER_MODEL="${5:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" smollm2)}"
   ALGORITHM="${ALGORITHM:-grpo}"
 else
   MODEL="${1:?usage: bash run_rubric.sh <model> <epochs> [dataset] [no_entropy_loss_and_kl] [verifier_model] [setup] [weight]}"

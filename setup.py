@@ -25,5 +25,5 @@ def tree_packages():
 setup(
     packages=[*tree_packages(), "data_prep"],
     package_dir={SHIP_AS: TREE, "data_prep": "data_prep"},
-    package_data={SHIP_AS: ["**/*.json", "**/*.jinja", "**/*.txt", "**/*.jsonl"], "data_prep": ["assets/*"]},
+    package_data={SHIP_AS: ["**/*.json", "**/*.jinja", "**/*.txt", "**/*.jsonl"], "data_prep": ["assets/*", "assets/*/*"]},
 )

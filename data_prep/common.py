@@ -3,13 +3,14 @@ subsets and splits, and writing parquet that is validated before it is put in pl
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
-from data_prep.validate import DataValidationError, validate_file  # noqa: F401  (re-exported)
+from data_prep.validate import ROLES, DataValidationError, validate_file  # noqa: F401  (re-exported)
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_SEED = 42
@@ -95,6 +96,53 @@ def require_field(record: dict[str, Any], name: str, *, source: str, index: int,
         names = " or ".join(t.__name__ for t in types)
         raise InputError(f"{source}: record {index}: {name}: expected {names}, got {type(value).__name__}")
     return value
+
+
+def require_messages(record: dict[str, Any], name: str, *, source: str, index: int) -> list[dict[str, str]]:
+    """``record[name]`` as a non-empty list of ``{"role", "content"}`` chat messages with known roles
+    and non-empty text, copied to plain dicts of exactly those two keys; else an InputError naming
+    file, record and field (``messages[2].role``)."""
+    value = record.get(name)
+    if value is None:
+        raise InputError(f"{source}: record {index}: {name}: missing")
+    if not isinstance(value, list):
+        raise InputError(f"{source}: record {index}: {name}: expected a list of chat messages, got {type(value).__name__}")
+    if not value:
+        raise InputError(f"{source}: record {index}: {name}: empty list of messages")
+    messages = []
+    for position, message in enumerate(value):
+        where = f"{source}: record {index}: {name}[{position}]"
+        if not isinstance(message, dict):
+            raise InputError(f"{where}: expected a dict with 'role' and 'content', got {type(message).__name__}")
+        role, content = message.get("role"), message.get("content")
+        if role not in ROLES:
+            raise InputError(f"{where}.role: must be one of {', '.join(ROLES)}, got {role!r}")
+        if not isinstance(content, str):
+            raise InputError(f"{where}.content: expected str, got {type(content).__name__}")
+        if not content.strip():
+            raise InputError(f"{where}.content: empty")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def normalize_text(text: str) -> str:
+    """The form two texts are compared in when looking for duplicates or leaks: case and runs of
+    whitespace do not make a prompt a different prompt."""
+    return " ".join(text.split()).casefold()
+
+
+def text_sha256(text: str) -> str:
+    """Hex sha256 of the UTF-8 text (how UltraFeedback-binarized derives ``prompt_id`` from a prompt)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes, for manifests that record exactly which input was used."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

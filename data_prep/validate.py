@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m data_prep.validate FILE [FILE...] [--kind rl|sft|preference] [--max-problems 50]
+    python -m data_prep.validate FILE [FILE...] [--kind rl|sft|preference|prompts] [--max-problems 50]
 
 Prints one line per problem, ``<file>: row <i>: <field>: <what is wrong>`` (file-level problems
 omit the row), at most ``--max-problems`` per file followed by a count of the rest, and exits 1 if
@@ -16,7 +16,12 @@ Kinds:
   ``required_extra_info`` fields must be present and non-empty, and if the reward function's module
   defines ``validate_row(row) -> list[str]`` that hook is called on every row.
 * ``sft``: a ``messages`` column of chat messages with at least one assistant turn.
-* ``preference``: ``prompt``, ``chosen`` and ``rejected`` message lists.
+* ``preference``: a ``prompt`` message list that does not end with an assistant turn, and
+  ``chosen`` and ``rejected`` replies, each a non-empty string or a message list with an assistant
+  turn; optional ``prompt_id`` (non-empty str) and ``score_chosen``/``score_rejected`` (numbers, NaN
+  allowed).
+* ``prompts``: prompts to generate from (evaluation): a ``prompt`` message list ending with a user
+  turn and a ``prompt_id`` (non-empty str, unique in the file).
 
 Python API: :func:`validate_files` / :func:`validate_file` return :class:`Problem` objects.
 
@@ -38,11 +43,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 ROLES = ("system", "user", "assistant")
-KINDS = ("rl", "sft", "preference")
+KINDS = ("rl", "sft", "preference", "prompts")
 REQUIRED_COLUMNS = {
     "rl": ("prompt", "data_source", "reward_model"),
     "sft": ("messages",),
     "preference": ("prompt", "chosen", "rejected"),
+    "prompts": ("prompt", "prompt_id"),
 }
 DEFAULT_MAX_PROBLEMS = 50
 _BATCH_ROWS = 4096
@@ -140,12 +146,14 @@ def check_messages(field: str, value: Any, *, need_role: str | None = None) -> I
         yield field, f"has no {need_role!r} message (roles: {', '.join(map(str, roles))})"
 
 
-def _check_ground_truth(value: Any) -> Iterator[tuple[str, str]]:
+def _check_ground_truth(value: Any, style: Any = None) -> Iterator[tuple[str, str]]:
     field = "reward_model.ground_truth"
     if value is None or (isinstance(value, float) and math.isnan(value)):
         yield field, "missing"
     elif isinstance(value, str):
-        if not value.strip():
+        # A reward model scores the response alone, so model-style rows have no reference to give
+        # (the empty string keeps the column a string column); rule-style rows always need one.
+        if not value.strip() and style != "model":
             yield field, "empty string"
     elif _is_number(value):
         if not math.isfinite(value):
@@ -235,8 +243,8 @@ def check_rl_row(row: dict, columns: set[str], registry: _RegistryView) -> Itera
         elif not isinstance(reward_model, dict):
             yield "reward_model", f"expected a dict with 'ground_truth', got {_type_name(reward_model)}"
         else:
-            yield from _check_ground_truth(reward_model.get("ground_truth"))
             style = reward_model.get("style")
+            yield from _check_ground_truth(reward_model.get("ground_truth"), style)
             if style is not None and not isinstance(style, str):
                 yield "reward_model.style", f"expected str, got {_type_name(style)}"
 
@@ -263,13 +271,59 @@ def check_sft_row(row: dict, columns: set[str]) -> Iterator[tuple[str, str]]:
         yield from check_messages("messages", row.get("messages"), need_role="assistant")
 
 
+def _check_prompt_id(row: dict, columns: set[str]) -> Iterator[tuple[str, str]]:
+    if "prompt_id" in columns:
+        value = row.get("prompt_id")
+        if not isinstance(value, str) or not value.strip():
+            yield "prompt_id", "missing" if value is None else f"expected a non-empty str, got {value!r}"
+
+
+def _last_role(messages: Any) -> Any:
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        return messages[-1].get("role")
+    return None
+
+
+def _check_reply(field: str, value: Any) -> Iterator[tuple[str, str]]:
+    """A reply is the assistant's text (what the preference trainer appends to the prompt) or a
+    message list holding an assistant turn."""
+    if isinstance(value, str):
+        if not value.strip():
+            yield field, "empty reply"
+        return
+    yield from check_messages(field, value, need_role="assistant")
+
+
 def check_preference_row(row: dict, columns: set[str]) -> Iterator[tuple[str, str]]:
-    for field, role in (("prompt", "user"), ("chosen", "assistant"), ("rejected", "assistant")):
+    if "prompt" in columns:
+        prompt = row.get("prompt")
+        yield from check_messages("prompt", prompt, need_role="user")
+        # The reply is appended after the prompt; a prompt that already ends with an assistant turn
+        # means a reply was left inside it (the bug of the original DPO data, reference-methods §5.7).
+        if _last_role(prompt) == "assistant":
+            yield "prompt", "ends with an assistant turn; the reply belongs in chosen/rejected"
+    for field in ("chosen", "rejected"):
         if field in columns:
-            yield from check_messages(field, row.get(field), need_role=role)
+            yield from _check_reply(field, row.get(field))
     chosen, rejected = row.get("chosen"), row.get("rejected")
     if chosen is not None and chosen == rejected:
         yield "rejected", "identical to chosen"
+    yield from _check_prompt_id(row, columns)
+    for field in ("score_chosen", "score_rejected"):
+        value = row.get(field)
+        if field in columns and value is not None and not _is_number(value):
+            yield field, f"expected a number (NaN when unknown), got {_type_name(value)}"
+
+
+def check_prompt_row(row: dict, columns: set[str]) -> Iterator[tuple[str, str]]:
+    """A prompt to generate a reply for: it must end with the user's turn."""
+    if "prompt" in columns:
+        prompt = row.get("prompt")
+        yield from check_messages("prompt", prompt, need_role="user")
+        role = _last_role(prompt)
+        if role is not None and role != "user":
+            yield "prompt", f"must end with a user turn (the model replies to it), ends with {role!r}"
+    yield from _check_prompt_id(row, columns)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,6 +368,7 @@ def validate_rows(rows: Iterable[dict], columns: Iterable[str], *, name: str, ki
     if kind == "rl":
         registry = registry or _RegistryView()
     count = 0
+    first_row_of_prompt_id: dict[str, int] = {}
     for index, row in enumerate(rows):
         count += 1
         row = to_plain(row)
@@ -321,8 +376,16 @@ def validate_rows(rows: Iterable[dict], columns: Iterable[str], *, name: str, ki
             found = check_rl_row(row, columns, registry)
         elif kind == "sft":
             found = check_sft_row(row, columns)
-        else:
+        elif kind == "preference":
             found = check_preference_row(row, columns)
+        else:
+            found = list(check_prompt_row(row, columns))
+            # Results are keyed by prompt_id downstream, so two rows with one id would collide.
+            prompt_id = row.get("prompt_id")
+            if isinstance(prompt_id, str) and prompt_id.strip():
+                first = first_row_of_prompt_id.setdefault(prompt_id, index)
+                if first != index:
+                    found.append(("prompt_id", f"{prompt_id!r} already used by row {first}"))
         problems.extend(Problem(name, index, field, message) for field, message in found)
     if count == 0:
         problems.append(Problem(name, None, "rows", "no rows"))

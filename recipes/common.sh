@@ -4,6 +4,9 @@
 
 VK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VK_PY="${VK_PYTHON:-python}"
+# Our stdlib-only command-line tools (launcher, CPU overrides, local models) run under the package's
+# shipped name: as verl.<module> every call would first import upstream verl (5-40 s on 2 cores).
+VK_TOOLS=verlkit_tree
 VK_STATES=()
 
 vk_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -14,22 +17,31 @@ vk_detect_profile() {
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then PROFILE=gpu
   else PROFILE=cpu; fi
   if [[ "$PROFILE" == cpu ]]; then
-    while IFS= read -r kv; do export "$kv"; done < <("$VK_PY" -m verl.cpu_profile.overrides env)
+    while IFS= read -r kv; do export "$kv"; done < <("$VK_PY" -m "$VK_TOOLS.cpu_profile.overrides" env)
   fi
   export WANDB_MODE="${WANDB_MODE:-offline}"
   vk_log "profile: $PROFILE"
 }
 
 # vk_serve NAME MODEL [launcher options...]: start (or reuse, with VERLKIT_<NAME>_URL / --external-url)
-# a served model, wait until it answered a real generation, and set VK_URL and VK_MODEL_NAME.
-# Stopped by vk_cleanup.
-vk_serve() {
+# a served model, wait until it answered a real generation (or classification, --task classify), and
+# set VK_URL and VK_MODEL_NAME. Stopped by vk_cleanup (or earlier by vk_stop NAME).
+vk_serve() { vk_serve_start "$@" && vk_serve_wait "$1"; }
+
+# vk_serve_start NAME MODEL [options...] starts without waiting, so several servers can start at
+# once; vk_serve_wait NAME then waits for one and sets VK_URL and VK_MODEL_NAME.
+vk_serve_start() {
   local name="$1" model="$2"; shift 2
   local state="$RUN_DIR/$name.server.json"
-  "$VK_PY" -m verl.toolkit.launcher serve --name "$name" --model "$model" --run-dir "$RUN_DIR" "$@" \
+  rm -f "$state"
+  "$VK_PY" -m "$VK_TOOLS.toolkit.launcher" serve --name "$name" --model "$model" --run-dir "$RUN_DIR" "$@" \
     >"$RUN_DIR/$name.launcher.out" 2>"$RUN_DIR/$name.launcher.err" &
   VK_STATES+=("$state")
-  if ! VK_URL="$("$VK_PY" -m verl.toolkit.launcher wait-ready --state "$state" --timeout "${VK_READY_TIMEOUT:-900}")"; then
+}
+
+vk_serve_wait() {
+  local name="$1" state="$RUN_DIR/$1.server.json"
+  if ! VK_URL="$("$VK_PY" -m "$VK_TOOLS.toolkit.launcher" wait-ready --state "$state" --timeout "${VK_READY_TIMEOUT:-900}")"; then
     vk_log "the $name server did not become ready:"; tail -n 40 "$RUN_DIR/$name.launcher.err" >&2
     return 1
   fi
@@ -38,11 +50,17 @@ vk_serve() {
   vk_log "$name ready at $VK_URL as '$VK_MODEL_NAME' (log: $RUN_DIR/$name.vllm.log)"
 }
 
+# vk_stop NAME: stop a server this run started, before the run ends (frees its memory or GPU).
+vk_stop() {
+  local state="$RUN_DIR/$1.server.json"
+  [[ -f "$state" ]] && "$VK_PY" -m "$VK_TOOLS.toolkit.launcher" stop --state "$state" >&2 || true
+}
+
 vk_cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   for state in "${VK_STATES[@]}"; do
-    [[ -f "$state" ]] && "$VK_PY" -m verl.toolkit.launcher stop --state "$state" >&2 || true
+    [[ -f "$state" ]] && "$VK_PY" -m "$VK_TOOLS.toolkit.launcher" stop --state "$state" >&2 || true
   done
   # verl's own processes (Ray) started by this run: stop the local Ray instance if we started one.
   if [[ -n "${VK_TRAIN_PID:-}" ]] && kill -0 "$VK_TRAIN_PID" 2>/dev/null; then
@@ -82,6 +100,17 @@ vk_args() {
     if [[ "$1" == "--" ]]; then shift; EXTRA=("$@"); return; fi
     POSITIONAL+=("$1"); shift
   done
+}
+
+# vk_begin PREFIX "$@": what every run_*.sh does first — split its arguments (vk_args), pick the
+# profile, create RUN_DIR (runs/PREFIX-<timestamp>) and install the cleanup. The caller then does
+# set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}" (a function cannot reset its caller's arguments).
+vk_begin() {
+  local prefix="$1"; shift
+  vk_args "$@"
+  vk_detect_profile
+  vk_run_dir "$prefix"
+  vk_install_cleanup
 }
 
 # vk_run_dir PREFIX: create RUN_DIR (default runs/PREFIX-<timestamp>), absolute, exported.

@@ -78,10 +78,11 @@ def _install_dispatcher() -> None:
 
 
 def _arm_step_metrics() -> None:
-    from verl.toolkit import reward_metrics
+    from verl.toolkit import advantage_dump, reward_metrics
     from verl.toolkit.import_hooks import on_import
 
     reward_metrics.arm(on_import)
+    advantage_dump.arm(on_import)
 
 
 def _maybe_load_cpu_profile() -> None:

@@ -20,6 +20,8 @@ saves the last step so the recipe can export and evaluate it.
 
 from __future__ import annotations
 
+from recipes import cpu_profile_overrides
+
 from dataclasses import dataclass, field
 
 DESIGNS = ("cgp", "rlcr")
@@ -148,7 +150,7 @@ def gpu_overrides(run: ConfidenceRun) -> list[str]:
 
 def cpu_overrides(run: ConfidenceRun) -> list[str]:
     """A few steps of the same algorithm sized for a laptop; the last step is saved for export."""
-    from verl.cpu_profile.overrides import ppo
+    ppo = cpu_profile_overrides().ppo
 
     return _common(run) + _grpo() + [
         "data.train_batch_size=4",

@@ -12,6 +12,8 @@ lr 9e-6, no KL and no entropy bonus by default, verifier colocated at 20 % of ea
 
 from __future__ import annotations
 
+from recipes import cpu_profile_overrides
+
 import dataclasses
 from dataclasses import dataclass, field
 
@@ -134,7 +136,7 @@ def gpu_overrides(run: RubricRun) -> list[str]:
 
 def cpu_overrides(run: RubricRun) -> list[str]:
     """A few steps of the same recipe sized for a laptop: tiny batches and lengths."""
-    from verl.cpu_profile.overrides import ppo
+    ppo = cpu_profile_overrides().ppo
 
     if run.verifier_max_tokens is None:
         # the CPU verifier serves a 2048-token context: prompt + a 2048-token grading budget won't fit

@@ -15,7 +15,7 @@ vk_detect_profile
 vk_run_dir rrm
 vk_install_cleanup
 if [[ "$PROFILE" == cpu ]]; then
-  MODEL="${1:-$("$VK_PY" -m verl.toolkit.local_models tiny)}"; EPOCHS="${2:-1}"; ALGORITHM="${ALGORITHM:-grpo}"
+  MODEL="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"; EPOCHS="${2:-1}"; ALGORITHM="${ALGORITHM:-grpo}"
 else
   MODEL="${1:?usage: bash recipes/rubric/train_rrm.sh <rrm_sft_model> <epochs> [dataset]}"; EPOCHS="${2:-12}"
   ALGORITHM="${ALGORITHM:-gae}"

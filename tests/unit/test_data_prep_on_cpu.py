@@ -12,17 +12,8 @@ import pytest
 from data_prep import gsm8k, rubric
 from data_prep.common import InputError, rl_row, chat, seeded_sample, split_train_test, write_parquet
 from data_prep.validate import DataValidationError, validate_files
+from file_io import read, write_jsonl
 from verl.utils.reward_score import registry
-
-
-def read(path: Path) -> list[dict]:
-    return pq.read_table(path).to_pylist()
-
-
-def write_jsonl(path: Path, records: list[dict]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(r) + "\n" for r in records))
-    return path
 
 
 def _never_called(*args, **kwargs):

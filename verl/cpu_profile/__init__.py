@@ -15,8 +15,6 @@ from __future__ import annotations
 import logging
 import os
 
-from verl.toolkit.import_hooks import on_import
-
 logger = logging.getLogger("verlkit.cpu_profile")
 
 _activated = False
@@ -31,6 +29,7 @@ def activate() -> None:
 
     from verl.cpu_profile import platform  # noqa: F401  (registers PlatformRegistry "cpu")
     from verl.cpu_profile import patches
+    from verl.toolkit.import_hooks import on_import
 
     # verl's engine registry knows cuda/npu only; the FSDP engine itself runs on CPU tensors.
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")

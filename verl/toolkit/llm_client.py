@@ -93,6 +93,7 @@ class Completion:
     attempts: int  # HTTP attempts made for this call (0 when served from cache or a shared request)
     deduped: bool = False  # True when it shared another caller's in-flight request
     raw: dict | None = field(default=None, repr=False)  # the parsed JSON reply, when there was one
+    value: float | None = None  # classify(): the reward model's output
 
 
 class _RetryableError(Exception):
@@ -181,6 +182,17 @@ class LLMClient:
         payload["prompt"] = prompt
         return await run_async(self._call("/completions", payload, _completion_text))
 
+    async def classify(self, input_ids: list[int] | str) -> Completion:
+        """One vLLM ``/classify`` call (a served ``*ForSequenceClassification`` reward model) on a
+        token-id list (exact: what the model was trained on) or a text. The head's raw output, no
+        activation, as ``Completion.value``; ``text`` holds the same number printed exactly."""
+        payload = {"model": self.config.model, "input": list(input_ids) if not isinstance(input_ids, str) else input_ids,
+                   "use_activation": False}
+        done = await run_async(self._call("/classify", payload, _classify_value, deterministic=True, root=True))
+        if done.ok:
+            done.value = float(done.text)
+        return done
+
     def stats(self) -> dict:
         """Counters since creation: requests (logical calls), http_attempts, ok, failed, retries,
         cache_hits, dedup_hits, in_flight, cache_entries, mean_latency_s (over calls that made a request)."""
@@ -217,12 +229,14 @@ class LLMClient:
             for key, delta in deltas.items():
                 self._counters[key] += delta
 
-    async def _call(self, path: str, payload: dict, extract) -> Completion:
-        """Runs on the background loop: cache, dedupe, then the HTTP request."""
+    async def _call(self, path: str, payload: dict, extract, deterministic: bool | None = None, root: bool = False) -> Completion:
+        """Runs on the background loop: cache, dedupe, then the HTTP request. ``root``: the path
+        hangs off the server root (``/classify``), not off the ``/v1`` base URL."""
         self._count(requests=1)
-        deterministic = payload["temperature"] == 0.0 or "seed" in payload
+        if deterministic is None:
+            deterministic = payload["temperature"] == 0.0 or "seed" in payload
         if not deterministic:
-            return await self._send(path, payload, extract)
+            return await self._send(path, payload, extract, root)
         key = path + "\x00" + json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
         cached = self._cache.get(key)
         if cached is not None:
@@ -240,7 +254,7 @@ class LLMClient:
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            result = await self._send(path, payload, extract)
+            result = await self._send(path, payload, extract, root)
         except BaseException as exc:  # cancellation of the leader: followers must not hang
             result = Completion(text=None, ok=False, error=f"cancelled: {exc!r}", cache_hit=False,
                                 latency_s=0.0, attempts=0)
@@ -273,9 +287,12 @@ class LLMClient:
         if wait > 0:
             await asyncio.sleep(wait)
 
-    async def _send(self, path: str, payload: dict, extract) -> Completion:
+    async def _send(self, path: str, payload: dict, extract, root: bool = False) -> Completion:
         cfg = self.config
-        url = cfg.base_url.rstrip("/") + path
+        base = cfg.base_url.rstrip("/")
+        if root and base.endswith("/v1"):
+            base = base[: -len("/v1")]
+        url = base + path
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -358,6 +375,16 @@ def _chat_text(body: dict) -> str:
         raise _FinalError(f"reply choice has no message: {json.dumps(body)[:_ERROR_BODY_CHARS]}")
     content = message.get("content")
     return content if isinstance(content, str) else ""  # None = the model produced no visible text
+
+
+def _classify_value(body: dict) -> str:
+    try:
+        value = float(body["data"][0]["probs"][0])
+    except (TypeError, KeyError, IndexError, ValueError):
+        raise _FinalError(f"reply has no classification: {json.dumps(body)[:_ERROR_BODY_CHARS]}") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise _FinalError(f"classification is not finite: {value}")
+    return repr(value)
 
 
 def _completion_text(body: dict) -> str:

@@ -19,7 +19,7 @@ import numpy as np
 logger = logging.getLogger("verlkit.reward_metrics")
 
 # Counted (as well as averaged): flags whose absolute number matters when they are rare.
-COUNTED = ("reward_error", "verifier_failed", "downstream_failed", "cache_hit", "parse_fail")
+COUNTED = ("reward_error", "verifier_failed", "downstream_failed", "rm_failed", "cache_hit", "parse_fail")
 
 
 def summarize(columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:

@@ -31,7 +31,9 @@ def parse_step_metrics(text: str) -> dict[int, dict[str, float]]:
             number = _NUMBER.match(raw.strip()) if sep else None
             if number:
                 metrics[key.strip()] = float(number.group(1))
-        steps[int(match.group(1))] = metrics  # the last line for a step wins (verl may repeat it)
+        # several lines may carry one step (verl's SFT trainer logs val/loss on a line of its own, and
+        # may repeat a line): merge them, a later value of the same key winning
+        steps.setdefault(int(match.group(1)), {}).update(metrics)
     return steps
 
 
@@ -52,9 +54,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("log", type=Path)
     parser.add_argument("--json", type=Path, help="also write {step: {metric: value}} here")
+    parser.add_argument("--prefixes", default=",".join(SUMMARY_PREFIXES), help="comma-separated metric prefixes to print")
     args = parser.parse_args(argv)
     steps = parse_step_metrics(args.log.read_text(errors="replace"))
-    print(summary_table(steps))
+    print(summary_table(steps, tuple(p for p in args.prefixes.split(",") if p)))
     if args.json:
         args.json.write_text(json.dumps({str(k): v for k, v in sorted(steps.items())}, indent=1))
     return 0 if steps else 1

@@ -1,4 +1,5 @@
-"""Offline preference optimization on verl's SFT trainer engine: DPO, C3PO's LCDPO, SFT baselines.
+"""Offline preference optimization on verl's SFT trainer engine: DPO, C3PO's LCDPO, SFT baselines and
+Bradley–Terry reward models.
 
 verl 0.9.1 has no DPO trainer. This module reuses verl's ``SFTTrainer`` (FSDP/FSDP2 engine,
 dataloader, checkpoints, resume, console/wandb tracking) and changes four things:
@@ -21,6 +22,13 @@ Objectives (``preference.loss``), all built from the pure functions below:
   position plus a "rest" bucket, summed over the reply (see :func:`topk_kl`).
 * ``sft``: NLL of the chosen replies. ``sft_neg``: ``NLL(chosen) + σ_soft·NLL(out_of_scope) +
   σ_hard·NLL(near_scope)`` (the reference's "SCD + negatives", weighted form).
+* ``bt`` (a scalar reward model): the engine loads the model with a one-output token-classification
+  head (verl's ``value_model`` engine, the critic's), the reward of a sequence is the head's output
+  at its LAST token (what ``*ForSequenceClassification`` and vLLM's ``LAST`` pooling compute), and
+  the loss is ``-log σ(r_chosen - r_rejected)``, mean over pairs. ``verl.toolkit.reward_model_export``
+  turns its checkpoint into a ``*ForSequenceClassification`` directory that vLLM serves.
+
+Only ``dpo`` and ``lcdpo`` need the frozen reference; the others skip its forward pass.
 
 Every term is a mean over the rows of its kind in the GLOBAL batch (counts all-reduced over the
 data-parallel group), so 1 and N processes optimise the same number; a term with no rows in a batch
@@ -54,7 +62,7 @@ from verl.toolkit.preference_data import (
     MAX_SEQS_PER_ROW,
 )
 
-LOSSES = ("sft", "sft_neg", "dpo", "lcdpo")
+LOSSES = ("sft", "sft_neg", "dpo", "lcdpo", "bt")
 
 
 @dataclass
@@ -89,6 +97,16 @@ class PreferenceOptions:
         """Whether the objective has a KL-to-reference term (then reference top-k are needed)."""
         return self.loss == "lcdpo" and self.kd_lambda > 0
 
+    @property
+    def needs_reference(self) -> bool:
+        """Whether the objective compares with the frozen initial model (DPO-style margins)."""
+        return self.loss in ("dpo", "lcdpo")
+
+    @property
+    def model_type(self) -> str:
+        """verl engine model type: a scalar head for reward models, the LM head otherwise."""
+        return "value_model" if self.loss == "bt" else "language_model"
+
     def row_kinds(self) -> tuple[str, ...]:
         """Row kinds of the data file this objective reads (the others are not even tokenized)."""
         if self.loss in ("sft_neg", "lcdpo"):
@@ -103,6 +121,8 @@ class PreferenceOptions:
             return {"chosen_nll": 1.0, "soft_nll": self.sigma_soft, "hard_nll": self.sigma_hard}
         if self.loss == "dpo":
             return {"dpo": 1.0}
+        if self.loss == "bt":
+            return {"bt": 1.0}
         return {"dpo": 1.0, "soft_kd": self.sigma_soft, "hard_kd": self.sigma_hard}
 
 
@@ -134,6 +154,45 @@ def dpo_losses(
     """Per-pair DPO loss ``-log σ(β·margin)`` and the margin (implicit reward difference / β)."""
     margin = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
     return -F.logsigmoid(beta * margin), margin
+
+
+def pair_indices(kinds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions of the chosen rows and of their rejected rows (the row right after each)."""
+    chosen_idx = torch.nonzero(kinds == KIND_CHOSEN).flatten()
+    rejected_idx = chosen_idx + 1
+    if len(chosen_idx) and (
+        int(rejected_idx[-1]) >= len(kinds) or not bool((kinds[rejected_idx] == KIND_REJECTED).all())
+    ):
+        raise ValueError("every chosen row must be immediately followed by its rejected row")
+    return chosen_idx, rejected_idx
+
+
+def last_token_values(values: list[torch.Tensor]) -> torch.Tensor:
+    """The scalar head's output at each sequence's last token: the sequence's reward."""
+    return torch.stack([v[-1] for v in values])
+
+
+def bradley_terry_terms(rewards: torch.Tensor, kinds: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Per-term ``(sum over pairs, number of pairs)`` of the Bradley–Terry objective.
+
+    Rows are ordered as the collator emits them (a chosen row immediately followed by its rejected
+    row); other rows (padding) are ignored. Terms: ``bt`` (``-log σ(r_c - r_r)``) and statistics
+    ``rm_acc`` (share of pairs with ``r_c > r_r``), ``rm_margin``, ``rm_chosen``, ``rm_rejected``.
+    """
+    chosen_idx, rejected_idx = pair_indices(kinds)
+    n = torch.tensor(float(len(chosen_idx)), dtype=torch.float64)
+    if not len(chosen_idx):
+        zero = rewards.sum() * 0.0
+        return {k: (zero, n) for k in ("bt", "rm_acc", "rm_margin", "rm_chosen", "rm_rejected")}
+    r_c, r_r = rewards[chosen_idx], rewards[rejected_idx]
+    margin = r_c - r_r
+    return {
+        "bt": (-F.logsigmoid(margin).sum(), n),
+        "rm_acc": ((margin > 0).to(rewards.dtype).sum().detach(), n),
+        "rm_margin": (margin.sum().detach(), n),
+        "rm_chosen": (r_c.sum().detach(), n),
+        "rm_rejected": (r_r.sum().detach(), n),
+    }
 
 
 def kd_losses(nll: torch.Tensor, kl: torch.Tensor | None, kd_lambda: float, temperature: float) -> torch.Tensor:
@@ -184,10 +243,7 @@ def objective_terms(
     ``reward_acc``, ``margin`` (per pair).
     """
     zero = seq_logp.sum() * 0.0
-    chosen_idx = torch.nonzero(kinds == KIND_CHOSEN).flatten()
-    rejected_idx = chosen_idx + 1
-    if len(chosen_idx) and not bool((kinds[rejected_idx] == KIND_REJECTED).all()):
-        raise ValueError("every chosen row must be immediately followed by its rejected row")
+    chosen_idx, rejected_idx = pair_indices(kinds)
     terms: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     n_pairs = torch.tensor(float(len(chosen_idx)), dtype=torch.float64)
     if len(chosen_idx):
@@ -236,6 +292,13 @@ def preference_loss(
     return combine_terms(sums, counts, opts), means
 
 
+def bradley_terry_loss(rewards: torch.Tensor, kinds: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """The ``bt`` objective on one (non-distributed) batch of sequence rewards, with its statistics."""
+    terms = bradley_terry_terms(rewards, kinds)
+    means = {k: float(s.detach() / n.clamp(min=1)) for k, (s, n) in terms.items()}
+    return terms["bt"][0] / terms["bt"][1].clamp(min=1), means
+
+
 # ---- the engine side ----------------------------------------------------------------------------
 
 
@@ -256,6 +319,10 @@ class PreferenceEngineLoss:
             # Called by the engine as its logits processor (``distillation_use_topk``): per-token
             # KL to the reference's top-k, returned as (1, tokens) and handed back in model_output.
             return {"kd_kl": self.token_kl(student_logits[0], data).unsqueeze(0)}
+        if self.opts.loss == "bt":
+            rewards = last_token_values(list(model_output["values"].unbind())).to(torch.float64)
+            terms = bradley_terry_terms(rewards, data["row_kind"].to(rewards.device))
+            return self._reduce(terms, dp_group, counted=("bt",))
         log_probs = list(model_output["log_probs"].unbind())
         masks = list(data["loss_mask"].unbind())
         seq_logp, seq_tokens = sequence_logps(log_probs, masks)
@@ -272,7 +339,11 @@ class PreferenceEngineLoss:
         kinds = data["row_kind"].to(seq_logp.device)
         ref_logp = data["ref_logp"].to(device=seq_logp.device, dtype=torch.float64)
         terms = objective_terms(seq_logp, seq_tokens, ref_logp, kinds, self.opts, kl=kl)
+        return self._reduce(terms, dp_group, counted=("dpo", "soft_nll", "hard_nll"))
 
+    def _reduce(self, terms: dict[str, tuple[torch.Tensor, torch.Tensor]], dp_group, counted: tuple[str, ...]):
+        """All-reduce term counts and sums over the data-parallel group; the local loss, scaled so
+        FSDP's gradient averaging yields the gradient of the global-batch objective, and metrics."""
         names = sorted(terms)
         stats = torch.stack([terms[k][1] for k in names] + [terms[k][0].detach() for k in names]).to(torch.float64)
         dp_size = 1
@@ -285,7 +356,7 @@ class PreferenceEngineLoss:
         local_sums = {k: terms[k][0] for k in names}
         loss = combine_terms(local_sums, counts, self.opts) * dp_size
         metrics = {f"pref/{k}": float(global_sums[k] / counts[k].clamp(min=1)) for k in names}
-        metrics.update({f"pref/n_{k}": float(counts[k]) for k in ("dpo", "soft_nll", "hard_nll")})
+        metrics.update({f"pref/n_{k}": float(counts[k]) for k in counted})
         metrics["pref/objective"] = float(combine_terms(global_sums, counts, self.opts))
         return loss.to(torch.float32), metrics
 
@@ -387,7 +458,24 @@ class _PreferenceTrainerMixin:
         self.val_dataset = make(data.val_files, data.get("val_max_samples", -1)) if data.get("val_files") else None
 
     def _build_engine(self):
-        super()._build_engine()
+        if self.pref_opts.model_type == "language_model":
+            super()._build_engine()
+        else:
+            # verl's SFT trainer always builds a language-model engine; a reward model needs the
+            # scalar-head (critic) engine, otherwise the same worker and configs.
+            from verl.workers.engine_workers import TrainingWorker, TrainingWorkerConfig
+
+            self.training_client = TrainingWorker(
+                config=TrainingWorkerConfig(
+                    model_type=self.pref_opts.model_type,
+                    model_config=self.model_config,
+                    engine_config=self.engine_config,
+                    optimizer_config=self.optimizer_config,
+                    checkpoint_config=self.checkpoint_config,
+                    profiler_config=self.profiler_config,
+                )
+            )
+            self.engine = self.training_client.engine
         self.loss_fn = PreferenceEngineLoss(self.pref_opts)
         self.training_client.set_loss_fn(loss_fn=self.loss_fn)
         original = self.training_client.train_batch
@@ -459,9 +547,10 @@ class _PreferenceTrainerMixin:
     def _build_ckpt_handler(self):
         # The engine holds the initial weights here (a checkpoint is loaded right after): the
         # frozen reference is exactly this model, on resume too.
-        for dataset in (self.train_dataset, self.val_dataset):
-            if dataset is not None:
-                dataset.ref_logps, dataset.ref_topk = self.compute_reference(dataset)
+        if self.pref_opts.needs_reference:
+            for dataset in (self.train_dataset, self.val_dataset):
+                if dataset is not None:
+                    dataset.ref_logps, dataset.ref_topk = self.compute_reference(dataset)
         super()._build_ckpt_handler()
 
     def compute_reference(self, dataset) -> tuple[dict[int, list[float]], dict | None]:

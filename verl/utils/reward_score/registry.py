@@ -100,6 +100,8 @@ REWARDS: list[RewardSpec] = [
                required_extra_info=("question", "options")),
     RewardSpec("rlcr", "rlcr:compute_score", exact=("medmcqa_rlcr",), suffixes=("_rlcr",),
                metrics=("format_ok", "confidence", "brier")),
+    RewardSpec("scalar_rm", "scalar_rm:compute_score", exact=("ultrafeedback",), suffixes=("_rm",),
+               metrics=("rm_ok", "rm_failed", "rm_score", "latency_s"), required_extra_info=("prompt_messages",)),
 ]
 
 

@@ -1,0 +1,60 @@
+"""``bash run_c3po.sh`` on the CPU default, end to end: the student (tiny model) and the teacher
+(SmolLM2-135M-Instruct) served by the CPU build of vLLM, sampling for the first two bundled
+feedbacks (one qualitative, one quantitative), one LCDPO LoRA training per feedback with verl's
+engine, each adapter loaded into the running student server, and the evaluation JSON and plots."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from recipe_runs import RecipeRun
+
+pytestmark = [pytest.mark.integration, pytest.mark.own_vllm_server]
+
+FEEDBACKS = ("concise-boss-emails", "bon-appetit-recipes")
+SETS = ("in_scope", "near_scope", "out_of_scope")
+
+
+def test_cpu_default_samples_trains_and_evaluates(tmp_path):
+    run = RecipeRun("run_c3po.sh", tmp_path / "run")
+    rc = run.wait(timeout=2400)
+    out = run.output()
+    assert rc == 0, out[-6000:]
+    root = run.run_dir
+
+    for slug in FEEDBACKS:
+        # sampling: every set has train rows, and the report says what happened
+        report = json.loads((root / "sample" / slug / "report.json").read_text())
+        assert report["ok"] and report["counts"]["in_scope"]["train"] >= 1
+        assert (root / "sample" / slug / "requests.jsonl").stat().st_size > 0
+
+        # training: LCDPO from the base model; the adapter starts at zero, so step 1's DPO term is ln 2
+        steps = {int(k): v for k, v in json.loads((root / "train" / slug / "metrics.json").read_text()).items()}
+        assert steps[1]["pref/dpo"] == pytest.approx(math.log(2), abs=1e-4)
+        assert steps[1]["pref/n_dpo"] >= 1 and "pref/soft_kd" in steps[1]
+        adapter = json.loads((root / "train" / slug / "adapter" / "adapter_config.json").read_text())
+        assert adapter["r"] == 64 and adapter["lora_alpha"] == 128
+        assert f"adapter {root / 'train' / slug / 'adapter'} loaded" in out
+
+        # evaluation: the trained adapter against the regenerated baseline on all three test sets
+        result = json.loads((root / "eval" / slug / "trained.json").read_text())
+        assert result["method"] == "trained" and result["baseline"] == "regenerate"
+        assert set(result["sets"]) == set(SETS)
+        for name in SETS:
+            summary = result["sets"][name]["summary"]
+            assert summary["n_judged"] + summary["failures"] == summary["n_prompts"]
+            if summary["n_judged"]:
+                rates = summary["applied_rate"] + summary["tie_rate"] + summary["worse_rate"]
+                assert rates == pytest.approx(1.0)
+        assert result["adherence"] == result["sets"]["in_scope"]["summary"]["applied_rate"]
+        assert (root / "eval" / slug / "trained.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    qualitative = json.loads((root / "eval" / "concise-boss-emails" / "trained.json").read_text())
+    judged = [r for r in qualitative["sets"]["in_scope"]["records"] if r["outcome"] is not None]
+    assert judged and all(1 <= r["score_forward"] <= 5 and 1 <= r["score_swapped"] <= 5 for r in judged)
+    quantitative = json.loads((root / "eval" / "bon-appetit-recipes" / "trained.json").read_text())
+    assert all("baseline_metric" in r for r in quantitative["sets"]["in_scope"]["records"] if r["outcome"])
+    assert "adherence" in out and "concise-boss-emails" in out  # the report table
+    run.assert_nothing_left(("student", "teacher"))

@@ -1,0 +1,143 @@
+"""The Bradley–Terry reward-model objective, the ``scalar_rm`` reward's pure parts, the pairwise
+report of the reward-model evaluation and the advantage dump's records."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from verl.toolkit.eval_reward_model import pairwise_report
+from verl.toolkit.preference_data import KIND_CHOSEN, KIND_PADDING, KIND_REJECTED
+from verl.trainer.preference_trainer import (
+    PreferenceEngineLoss,
+    PreferenceOptions,
+    bradley_terry_loss,
+    last_token_values,
+)
+from verl.utils.reward_score import registry, scalar_rm
+
+C, R, PAD = KIND_CHOSEN, KIND_REJECTED, KIND_PADDING
+
+
+def test_bradley_terry_loss_is_the_mean_of_minus_log_sigmoid_of_the_margins():
+    rewards = torch.tensor([2.0, 0.5, -1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
+    kinds = torch.tensor([C, R, C, R, PAD, PAD])
+    loss, stats = bradley_terry_loss(rewards, kinds)
+    expected = (-math.log(1 / (1 + math.exp(-1.5))) - math.log(1 / (1 + math.exp(2.0)))) / 2
+    assert float(loss) == pytest.approx(expected, rel=1e-12)
+    assert stats["rm_acc"] == 0.5 and stats["rm_margin"] == pytest.approx(-0.25)
+    assert stats["rm_chosen"] == pytest.approx(0.5) and stats["rm_rejected"] == pytest.approx(0.75)
+
+
+def test_equal_rewards_give_ln2_and_the_gradient_pushes_chosen_up_rejected_down():
+    rewards = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    loss, _ = bradley_terry_loss(rewards, torch.tensor([C, R, C, R]))
+    assert float(loss.detach()) == pytest.approx(math.log(2))
+    loss.backward()
+    grad = rewards.grad.tolist()
+    assert grad[0] < 0 < grad[1] and grad[2] < 0 < grad[3]
+    # a shared offset (the token-classification head's bias) gets exactly no gradient
+    assert sum(grad) == 0.0
+
+
+def test_rows_out_of_pair_order_are_refused():
+    with pytest.raises(ValueError, match="followed by its rejected"):
+        bradley_terry_loss(torch.zeros(2, dtype=torch.float64), torch.tensor([C, C]))
+
+
+def test_engine_loss_reads_the_value_head_at_each_sequences_last_token():
+    """The engine hands per-token values as a jagged tensor; the reward is the last token's value."""
+    values = [torch.tensor([9.0, 9.0, 1.0]), torch.tensor([5.0, -1.0]), torch.tensor([0.0, 0.0])]
+    nested = torch.nested.as_nested_tensor(values, layout=torch.jagged)
+    assert last_token_values(list(nested.unbind())).tolist() == [1.0, -1.0, 0.0]
+    data = {"row_kind": torch.tensor([C, R, PAD])}
+    loss, metrics = PreferenceEngineLoss(PreferenceOptions(loss="bt"))(model_output={"values": nested}, data=data)
+    assert float(loss) == pytest.approx(-math.log(1 / (1 + math.exp(-2.0))), rel=1e-6)
+    assert metrics["pref/rm_acc"] == 1.0 and metrics["pref/n_bt"] == 1.0
+    assert metrics["pref/objective"] == pytest.approx(float(loss), rel=1e-6)
+
+
+def test_reward_model_options_select_the_value_engine_and_skip_the_reference():
+    bt = PreferenceOptions(loss="bt")
+    assert bt.model_type == "value_model" and not bt.needs_reference and bt.row_kinds() == ("pair",)
+    assert PreferenceOptions(loss="dpo").needs_reference and PreferenceOptions(loss="lcdpo").needs_reference
+    assert not PreferenceOptions(loss="sft").needs_reference
+    assert PreferenceOptions(loss="dpo").model_type == "language_model"
+
+
+# ---- scalar_rm --------------------------------------------------------------------------------------
+
+
+def test_scalar_rm_routes_ultrafeedback_rows_and_declares_its_metrics():
+    spec = registry.resolve("ultrafeedback")
+    assert spec is not None and spec.name == "scalar_rm" and registry.resolve("my_chat_rm").name == "scalar_rm"
+    assert {"rm_ok", "rm_failed", "rm_score"} <= set(registry.result_keys())
+
+
+def test_scalar_rm_conversation_and_row_checks():
+    extra = {"prompt_messages": np.array([{"role": "user", "content": "Hi"}], dtype=object)}
+    assert scalar_rm.conversation(extra, "Hello!") == [
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}
+    ]
+    assert scalar_rm.validate_row({"extra_info": extra}) == []
+    assert "prompt_messages" in scalar_rm.validate_row({"extra_info": {}})[0]
+    assert "prompt_messages[0]" in scalar_rm.validate_row({"extra_info": {"prompt_messages": ["hi"]}})[0]
+
+
+def test_scalar_rm_conversation_ids_are_the_chat_template_of_the_whole_conversation(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    messages = [{"role": "user", "content": "2 + 2?"}, {"role": "assistant", "content": "4"}]
+    ids = scalar_rm.conversation_ids(tok, messages)
+    assert tok.decode(ids) == "<|im_start|>user\n2 + 2?<|im_end|>\n<|im_start|>assistant\n4<|im_end|>\n"
+
+
+def test_scalar_rm_options_are_checked_before_any_request():
+    with pytest.raises(registry.RewardOptionsError, match="required"):
+        scalar_rm.resolve_options(url="http://127.0.0.1:1/v1")
+    with pytest.raises(registry.RewardOptionsError, match="unknown"):
+        scalar_rm.resolve_options(url="http://x/v1", tokenizer="/t", temperature=0.1)
+    with pytest.raises(registry.RewardOptionsError, match="on_failure"):
+        scalar_rm.resolve_options(url="http://x/v1", tokenizer="/t", on_failure="skip")
+
+
+def test_an_unreachable_reward_model_is_flagged_never_silent(tiny_model_dir):
+    """Nothing listens on port 1: after the client's bounded retries the row is flagged and counted."""
+    out = registry.compute_score(
+        "ultrafeedback", "Hello!", "", {"prompt_messages": [{"role": "user", "content": "Hi"}]},
+        scalar_rm={"url": "http://127.0.0.1:1/v1", "tokenizer": str(tiny_model_dir), "max_retries": 1, "timeout_s": 2},
+    )  # fmt: skip
+    assert out["rm_ok"] == 0.0 and out["rm_failed"] == 1.0 and math.isnan(out["rm_score"])
+    assert out["reward_error"] == 0.0 and out["score"] == 0.0
+
+
+# ---- evaluation and diagnostics ----------------------------------------------------------------------
+
+
+def test_pairwise_report_excludes_failures_and_counts_ties_as_not_correct():
+    rep = pairwise_report([1.0, 2.0, None, 0.5], [0.0, 2.0, 1.0, 1.5], ["a", "b", "c", "d"])
+    assert rep["n_pairs"] == 4 and rep["n_scored"] == 3 and rep["scoring_failures"] == 1
+    assert rep["accuracy"] == pytest.approx(1 / 3) and rep["ties"] == 1
+    assert rep["mean_margin"] == pytest.approx(0.0)
+    assert pairwise_report([None], [1.0], ["x"])["accuracy"] is None
+
+
+def test_advantage_dump_records_one_line_per_sample():
+    from verl import DataProto
+
+    from verl.toolkit.advantage_dump import records
+
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
+    data = DataProto.from_dict(
+        tensors={"response_mask": mask, "token_level_rewards": torch.tensor([[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]]),
+                 "advantages": torch.tensor([[0.5, 0.5, 0.0], [-0.5, 0.0, 0.0]])},
+        non_tensors={"uid": np.array(["u", "u"], dtype=object)},
+    )  # fmt: skip
+    assert records(data, step=3) == [
+        {"step": 3, "uid": "u", "score": 2.0, "advantage": 0.5, "response_tokens": 2},
+        {"step": 3, "uid": "u", "score": 1.0, "advantage": -0.5, "response_tokens": 1},
+    ]

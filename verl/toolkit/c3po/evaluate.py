@@ -1,0 +1,274 @@
+"""C3PO's evaluation: does a model apply the feedback in scope, and leave everything else alone?
+
+For the in-scope, near-scope and out-of-scope TEST prompts of one sampled feedback, the evaluated
+responses are compared with baseline responses of the original model:
+
+* evaluated responses: ``--method trained`` generates them with a served model (e.g. the base model
+  with the trained LoRA adapter loaded, greedy); ``in_context``, ``cot`` or ``revised`` take the
+  completions stored by the sampling stage (the paper's prompting baselines, no training);
+* baseline responses: ``--baseline regenerate`` (the default for ``trained``) generates them from the
+  original model with the SAME decoding as the evaluated ones, so that "behaviour change" is not
+  sampling noise (the original compared greedy trained outputs with temperature-0.7 API samples);
+  ``stored`` (the default for the stored methods, which were sampled like the baseline) uses the
+  sampling stage's ``baseline_response``.
+
+Quantitative feedback (it has a metric): each prompt is ``better`` (moved in the feedback's
+direction), ``tie`` or ``worse`` (``verl.toolkit.c3po.feedback.compare``). Ties are reported on their
+own and never count as applying the feedback (the original counted them as success).
+
+Qualitative feedback: a judge model compares the two responses for how well they implement the
+feedback's effect, on the 1..5 ``BETTER_RESPONSE`` scale, asked in BOTH orders (evaluated response
+second, then first) to cancel position bias. The order-corrected score is the mean of
+``s_forward`` and ``6 - s_swapped`` (5 = the evaluated response implements the feedback much more);
+the feedback counts as applied when it is >= ``--applied-threshold`` (default 4), and 3 is a tie.
+A prompt with an unparseable or failed judgement is excluded and counted.
+
+Reported per set: ``applied_rate`` (= feedback adherence on in-scope prompts, overgeneralization on
+near- and out-of-scope prompts), ``tie_rate``, ``worse_rate``, raw means (metric values or judge
+scores, both orders), counts of failures; the headline ``adherence``, ``overgeneralization_near``,
+``overgeneralization_out``. Written as ``OUT/<method>.json`` with one record per prompt, plus a
+bar plot ``OUT/<method>.png``.
+
+CLI: ``python -m verl.toolkit.c3po.evaluate --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+from verl.toolkit.c3po import prompts as P
+from verl.toolkit.c3po.feedback import compare, measure
+from verl.toolkit.c3po.sample import SETS, Endpoint, _constrained, load_sample
+
+METHODS = ("trained", "in_context", "cot", "revised")
+STORED = {"in_context": "in_context_response", "cot": "cot_response", "revised": "revised_response"}
+
+
+def test_prompts(sample: dict[str, Any], name: str, limit: int | None, seed: int = 42) -> list[dict[str, Any]]:
+    """The set's test rows, shuffled with ``seed`` and cut to ``limit`` (the original: 75, seed 42)."""
+    rows = list(sample["sets"][name]["test"])
+    random.Random(seed).shuffle(rows)
+    return rows[:limit] if limit else rows
+
+
+def order_corrected(forward: int, swapped: int) -> float:
+    """Judge score with the evaluated response in the second slot (``forward``) and in the first
+    (``swapped``), mapped to one 1..5 score where 5 = the evaluated response is much better."""
+    return (forward + (6 - swapped)) / 2.0
+
+
+def outcome_from_score(score: float, threshold: float) -> str:
+    """``better`` at or above the threshold, ``worse`` at or below its mirror image (6 - threshold),
+    ``tie`` in between (no clear preference either way)."""
+    if score >= threshold:
+        return "better"
+    if score <= 6.0 - threshold:
+        return "worse"
+    return "tie"
+
+
+def summarize_set(records: list[dict[str, Any]], quantitative: bool) -> dict[str, Any]:
+    """Rates over the prompts that were judged; failures are counted, not scored."""
+    judged = [r for r in records if r.get("outcome") is not None]
+    n = len(judged)
+    rate = lambda k: sum(r["outcome"] == k for r in judged) / n if n else None  # noqa: E731
+    mean = lambda key: (sum(r[key] for r in judged) / n) if n else None  # noqa: E731
+    out = {"n_prompts": len(records), "n_judged": n, "failures": len(records) - n,
+           "applied_rate": rate("better"), "tie_rate": rate("tie"), "worse_rate": rate("worse")}  # fmt: skip
+    if quantitative:
+        out.update(mean_baseline_metric=mean("baseline_metric"), mean_evaluated_metric=mean("evaluated_metric"))
+    else:
+        out.update(mean_score=mean("score"), mean_score_forward=mean("score_forward"),
+                   mean_score_swapped=mean("score_swapped"))  # fmt: skip
+    return out
+
+
+class Evaluator:
+    def __init__(self, sample: dict[str, Any], args: argparse.Namespace):
+        self.sample = sample
+        self.fb = sample["feedback"]
+        self.args = args
+        self.judge = None
+        if self.fb.type == "qualitative":
+            self.judge = Endpoint(args.judge_url, args.judge_model, args.judge_api_key_env,
+                                  _constrained(args.judge_constrained, args.judge_url),
+                                  args.max_concurrency, args.timeout_s)  # fmt: skip
+
+    async def generate(self, url: str, name: str, prompts: list[str]) -> list[str | None]:
+        a = self.args
+        client = Endpoint(url, name, a.api_key_env, False, a.max_concurrency, a.timeout_s).client()
+        done = await asyncio.gather(*(
+            client.chat(P.baseline_messages(p), max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p)
+            for p in prompts
+        ))  # fmt: skip
+        return [d.text if d.ok else None for d in done]
+
+    async def judge_once(self, prompt: str, first: str, second: str) -> int | None:
+        a, j = self.args, self.judge
+        constraint = P.judge_constraint()
+        extra = {"structured_outputs": {"regex": constraint.regex}} if j.constrained else None
+        messages = P.judge_messages(self.fb, prompt, first, second)
+        for attempt in range(a.max_reasks + 1):
+            max_tokens = constraint.max_tokens if extra else a.judge_max_tokens
+            done = await j.client().chat(messages, max_tokens=max_tokens, temperature=a.judge_temperature, top_p=1.0,
+                                         extra_body=extra)  # fmt: skip
+            if not done.ok:
+                return None
+            try:
+                return P.parse_judge(done.text)
+            except P.ParseError as e:
+                if attempt < a.max_reasks:
+                    messages = P.reask_messages(messages, done.text, str(e))
+        return None
+
+    async def compare_row(self, row: dict[str, Any], evaluated: str | None, baseline: str | None) -> dict[str, Any]:
+        rec = {"prompt": row["prompt"], "category": row.get("category"), "evaluated": evaluated, "baseline": baseline,
+               "outcome": None}  # fmt: skip
+        if evaluated is None or baseline is None:
+            rec["error"] = "generation failed"
+            return rec
+        if self.fb.type == "quantitative":
+            b, e = measure(self.fb, baseline), measure(self.fb, evaluated)
+            rec.update(baseline_metric=b, evaluated_metric=e, outcome=compare(self.fb, b, e))
+            return rec
+        forward, swapped = await asyncio.gather(
+            self.judge_once(row["prompt"], baseline, evaluated), self.judge_once(row["prompt"], evaluated, baseline)
+        )
+        rec.update(score_forward=forward, score_swapped=swapped)
+        if forward is None or swapped is None:
+            rec["error"] = "judge failed or unparseable"
+            return rec
+        score = order_corrected(forward, swapped)
+        rec.update(score=score, outcome=outcome_from_score(score, self.args.applied_threshold))
+        return rec
+
+    async def run(self) -> dict[str, Any]:
+        a = self.args
+        result: dict[str, Any] = {"feedback": self.fb.slug, "feedback_id": self.fb.id, "type": self.fb.type,
+                                  "method": a.method, "baseline": a.baseline, "sets": {}}  # fmt: skip
+        for name in SETS:
+            rows = test_prompts(self.sample, name, a.limit, a.shuffle_seed)
+            prompts = [r["prompt"] for r in rows]
+            if a.method == "trained":
+                evaluated = await self.generate(a.model_url, a.model_name, prompts)
+            else:
+                evaluated = [r.get(STORED[a.method]) for r in rows]
+            if a.baseline == "regenerate":
+                baseline = await self.generate(a.baseline_url, a.baseline_name, prompts)
+            else:
+                baseline = [r.get("baseline_response") for r in rows]
+            records = await asyncio.gather(*(self.compare_row(r, e, b) for r, e, b in zip(rows, evaluated, baseline)))
+            result["sets"][name] = {"summary": summarize_set(list(records), self.fb.type == "quantitative"),
+                                    "records": list(records)}  # fmt: skip
+        s = {name: result["sets"][name]["summary"] for name in SETS}
+        result["adherence"] = s["in_scope"]["applied_rate"]
+        result["overgeneralization_near"] = s["near_scope"]["applied_rate"]
+        result["overgeneralization_out"] = s["out_of_scope"]["applied_rate"]
+        return result
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(SETS)
+    labels = ["in-scope\n(adherence)", "near-scope\n(overgen.)", "out-of-scope\n(overgen.)"]
+    summaries = [result["sets"][n]["summary"] for n in names]
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    bottom = [0.0] * 3
+    for key, color, label in (("applied_rate", "#2a7fba", "applied"), ("tie_rate", "#bbbbbb", "tie"),
+                              ("worse_rate", "#d9822b", "worse")):  # fmt: skip
+        values = [s[key] or 0.0 for s in summaries]
+        ax.bar(labels, values, bottom=bottom, color=color, label=label)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    for i, s in enumerate(summaries):
+        ax.text(i, 1.02, f"n={s['n_judged']}", ha="center", fontsize=8)
+    ax.set_ylim(0, 1.12)
+    ax.set_ylabel("share of judged prompts")
+    ax.set_title(f"{result['feedback']} — {result['method']} vs baseline", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m verl.toolkit.c3po.evaluate", description=__doc__.splitlines()[0])
+    p.add_argument("--sample-dir", required=True, type=Path, help="the sampling stage's directory of ONE feedback")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--method", choices=METHODS, default="trained")
+    p.add_argument("--baseline", choices=["auto", "regenerate", "stored"], default="auto")
+    p.add_argument("--model-url", help="trained: the server of the evaluated model")
+    p.add_argument("--model-name", help="trained: its served name (e.g. the LoRA adapter's name)")
+    p.add_argument("--baseline-url", help="regenerate: the server of the original model")
+    p.add_argument("--baseline-name")
+    p.add_argument("--api-key-env", default=None, help="NAME of the env var with the generation servers' key")
+    p.add_argument("--judge-url", help="qualitative feedback: the judge's server")
+    p.add_argument("--judge-model")
+    p.add_argument("--judge-api-key-env", default=None)
+    p.add_argument("--judge-constrained", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--judge-max-tokens", type=int, default=512)
+    p.add_argument("--judge-temperature", type=float, default=0.0)
+    p.add_argument("--applied-threshold", type=float, default=4.0)
+    p.add_argument("--limit", type=int, default=75, help="test prompts per set (the original: 75)")
+    p.add_argument("--shuffle-seed", type=int, default=42)
+    p.add_argument("--max-tokens", type=int, default=512)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-reasks", type=int, default=2)
+    p.add_argument("--max-concurrency", type=int, default=32)
+    p.add_argument("--timeout-s", type=float, default=300.0)
+    return p
+
+
+def check_args(args: argparse.Namespace, feedback) -> str | None:
+    if args.baseline == "auto":
+        args.baseline = "regenerate" if args.method == "trained" else "stored"
+    if args.method == "trained" and not (args.model_url and args.model_name):
+        return "--method trained needs --model-url and --model-name"
+    if args.baseline == "regenerate" and not (args.baseline_url and args.baseline_name):
+        return "--baseline regenerate needs --baseline-url and --baseline-name"
+    if feedback.type == "qualitative" and not (args.judge_url and args.judge_model):
+        return f"feedback {feedback.slug!r} is qualitative: --judge-url and --judge-model are required"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from verl.toolkit.background_loop import run_sync
+    from verl.toolkit.llm_client import close_session
+
+    try:
+        sample = load_sample(args.sample_dir)
+    except (OSError, ValueError, TypeError) as e:
+        print(f"c3po evaluate: cannot read {args.sample_dir}: {e}", file=sys.stderr)
+        return 2
+    problem = check_args(args, sample["feedback"])
+    if problem:
+        print(f"c3po evaluate: {problem}", file=sys.stderr)
+        return 2
+    try:
+        result = run_sync(Evaluator(sample, args).run())
+    finally:
+        close_session()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{args.method}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    plot(result, args.out / f"{args.method}.png")
+    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+    print(f"{result['feedback']} [{args.method}]: adherence {fmt(result['adherence'])}, overgeneralization "
+          f"near {fmt(result['overgeneralization_near'])} / out {fmt(result['overgeneralization_out'])} "
+          f"-> {args.out / (args.method + '.json')}")  # fmt: skip
+    judged = sum(result["sets"][n]["summary"]["n_judged"] for n in SETS)
+    return 0 if judged else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

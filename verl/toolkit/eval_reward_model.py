@@ -1,0 +1,136 @@
+"""Score conversations with a served scalar reward model, and its pairwise accuracy on held-out pairs.
+
+The reward model is a ``*ForSequenceClassification`` served by vLLM for ``/classify`` (launcher
+``task="classify"``). Conversations are rendered with the reward model's chat template and sent as
+token ids, exactly as the ``scalar_rm`` training reward does, through the shared client (bounded
+concurrency, timeouts, retries). A row the server could not score is excluded and counted, never
+scored as 0.
+
+CLI (pairwise accuracy of ``prefs/test.parquet`` from ``data_prep.pipeline``)::
+
+    python -m verl.toolkit.eval_reward_model --pairs prefs/test.parquet --rm-url http://127.0.0.1:PORT/v1 \\
+        --rm-name reward_model --rm-tokenizer RM_DIR --out rm_eval.json
+
+writes ``{"n_pairs", "n_scored", "scoring_failures", "accuracy", "ties", "mean_margin",
+"mean_chosen", "mean_rejected", "pairs": [...]}``; exits 1 when no pair could be scored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def rm_client(url: str, name: str, max_concurrency: int = 32, timeout_s: float = 60.0, max_retries: int = 3,
+              api_key_env: str | None = None):  # fmt: skip
+    from verl.toolkit.llm_client import ClientConfig, get_client
+
+    return get_client(ClientConfig(base_url=url, model=name, api_key_env=api_key_env, max_concurrency=max_concurrency,
+                                   timeout_s=timeout_s, max_retries=max_retries))  # fmt: skip
+
+
+async def score_conversations(client, tokenizer_dir: str, conversations: list[list[dict]]) -> list[float | None]:
+    """The reward of each conversation (its last turn is the assistant reply), None where scoring failed."""
+    from verl.utils.reward_score.scalar_rm import _tokenizer, conversation_ids
+
+    tokenizer = _tokenizer(str(tokenizer_dir))
+    done = await asyncio.gather(*(client.classify(conversation_ids(tokenizer, conv)) for conv in conversations))
+    return [d.value if d.ok else None for d in done]
+
+
+def _messages(value: Any) -> list[dict]:
+    from data_prep.validate import to_plain
+
+    value = to_plain(value)
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def _reply(value: Any) -> list[dict]:
+    from data_prep.validate import to_plain
+
+    value = to_plain(value)
+    if isinstance(value, str):
+        return [{"role": "assistant", "content": value}]
+    return [{"role": m["role"], "content": m["content"]} for m in value]
+
+
+def pairwise_report(chosen: list[float | None], rejected: list[float | None], ids: list[Any]) -> dict[str, Any]:
+    """Accuracy = share of scored pairs with r_chosen > r_rejected (an exact tie is not correct and
+    is counted in ``ties``); pairs with a failed side are excluded and counted."""
+    pairs = [{"prompt_id": i, "chosen": c, "rejected": r} for i, c, r in zip(ids, chosen, rejected)]
+    scored = [p for p in pairs if p["chosen"] is not None and p["rejected"] is not None]
+    n = len(scored)
+    margins = [p["chosen"] - p["rejected"] for p in scored]
+    mean = lambda xs: sum(xs) / len(xs) if xs else None  # noqa: E731
+    return {
+        "n_pairs": len(pairs),
+        "n_scored": n,
+        "scoring_failures": len(pairs) - n,
+        "accuracy": sum(m > 0 for m in margins) / n if n else None,
+        "ties": sum(m == 0 for m in margins),
+        "mean_margin": mean(margins),
+        "mean_chosen": mean([p["chosen"] for p in scored]),
+        "mean_rejected": mean([p["rejected"] for p in scored]),
+        "pairs": pairs,
+    }
+
+
+async def evaluate_pairs(path: Path, client, tokenizer_dir: str, limit: int | None = None) -> dict[str, Any]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()[: limit or None]
+    if not rows:
+        raise ValueError(f"{path}: no pairs")
+    chosen_convs, rejected_convs = [], []
+    for i, row in enumerate(rows):
+        try:
+            prompt = _messages(row["prompt"])
+            chosen_convs.append(prompt + _reply(row["chosen"]))
+            rejected_convs.append(prompt + _reply(row["rejected"]))
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"{path}: row {i}: needs prompt, chosen and rejected ({e})") from None
+    chosen, rejected = await asyncio.gather(
+        score_conversations(client, tokenizer_dir, chosen_convs), score_conversations(client, tokenizer_dir, rejected_convs)
+    )
+    return pairwise_report(chosen, rejected, [row.get("prompt_id", i) for i, row in enumerate(rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m verl.toolkit.eval_reward_model", description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", required=True, type=Path)
+    parser.add_argument("--rm-url", required=True)
+    parser.add_argument("--rm-name", default="reward_model")
+    parser.add_argument("--rm-tokenizer", required=True, help="the reward model's directory")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--limit", type=int, default=None)
+    parser.add_argument("--max-concurrency", type=int, default=32)
+    parser.add_argument("--timeout-s", type=float, default=60.0)
+    args = parser.parse_args(argv)
+    from verl.toolkit.background_loop import run_sync
+    from verl.toolkit.llm_client import close_session
+
+    client = rm_client(args.rm_url, args.rm_name, args.max_concurrency, args.timeout_s)
+    try:
+        report = run_sync(evaluate_pairs(args.pairs, client, args.rm_tokenizer, args.limit))
+    except ValueError as e:
+        print(f"eval_reward_model: {e}", file=sys.stderr)
+        return 2
+    finally:
+        close_session()
+    report["reward_model"] = {"url": args.rm_url, "name": args.rm_name, "dir": str(args.rm_tokenizer)}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    acc = report["accuracy"]
+    print(f"reward model pairwise accuracy on {report['n_scored']}/{report['n_pairs']} held-out pairs: "
+          f"{'n/a' if acc is None else f'{acc:.3f}'} (failures: {report['scoring_failures']}) -> {args.out}")
+    return 0 if report["n_scored"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,122 @@
+"""``ultrafeedback`` / ``*_rm``: the reward of a chat response from a served scalar reward model.
+
+The reward model is a ``*ForSequenceClassification`` with one output (trained by the preference
+trainer with ``preference.loss=bt`` and exported by ``verl.toolkit.reward_model_export``), served by
+vLLM for ``/classify`` (the launcher's ``task="classify"``). The conversation ``prompt + [assistant:
+response]`` is rendered with the reward model's own chat template and sent as TOKEN IDS, so the
+served model scores exactly the sequence layout it was trained on (a text would be re-tokenized by
+the server, which may add special tokens). The prompt comes from ``extra_info["prompt_messages"]``
+(verl does not pass the prompt to reward functions).
+
+Result: ``score`` = the raw head output (no activation), ``rm_score`` the same, ``rm_ok`` = 1.
+Failures never crash training and are never a silent 0: a reward model the client could not reach
+after its bounded retries (or that rejected the request, e.g. a sequence longer than its context)
+sets ``rm_ok = 0`` and ``rm_failed = 1`` (counted in the step metrics) and the row scores
+``on_failure`` (default 0.0; ``"raise"`` turns it into a registry-level ``reward_error``).
+
+Options (``+reward.custom_reward_function.reward_kwargs.scalar_rm.<option>=...``): ``url``,
+``model`` (served name), ``tokenizer`` (the reward model directory; required), ``api_key_env``,
+``max_concurrency``, ``timeout_s``, ``max_retries``, ``on_failure``.
+Importing this module does no I/O; the tokenizer and the HTTP client are created on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, fields
+from typing import Any
+
+from verl.utils.reward_score.registry import RewardOptionsError
+
+
+class RewardModelError(RuntimeError):
+    """The served reward model could not score a row (raised only with ``on_failure="raise"``)."""
+
+
+@dataclass(frozen=True)
+class ScalarRMOptions:
+    url: str = ""
+    model: str = "reward_model"
+    tokenizer: str = ""
+    api_key_env: str | None = None
+    max_concurrency: int = 64
+    timeout_s: float = 60.0
+    max_retries: int = 3
+    on_failure: Any = 0.0  # a number, or "raise"
+
+
+@functools.lru_cache(maxsize=64)
+def resolve_options(**options: Any) -> ScalarRMOptions:
+    known = {f.name for f in fields(ScalarRMOptions)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise RewardOptionsError(f"scalar_rm: unknown option(s) {unknown}; known: {sorted(known)}")
+    opts = ScalarRMOptions(**options)
+    if not opts.url or not opts.tokenizer:
+        raise RewardOptionsError(
+            "scalar_rm: options 'url' (the served reward model) and 'tokenizer' (its directory) are required: "
+            "+reward.custom_reward_function.reward_kwargs.scalar_rm.url=http://127.0.0.1:PORT/v1 ...tokenizer=DIR"
+        )
+    if opts.on_failure != "raise":
+        try:
+            float(opts.on_failure)
+        except (TypeError, ValueError):
+            raise RewardOptionsError(f"scalar_rm: on_failure must be a number or 'raise', got {opts.on_failure!r}") from None
+    return opts
+
+
+def conversation(extra_info: dict[str, Any] | None, response: str) -> list[dict[str, str]]:
+    """``extra_info["prompt_messages"]`` followed by the response as the assistant turn."""
+    messages = (extra_info or {}).get("prompt_messages")
+    if messages is None or isinstance(messages, (str, bytes)) or len(messages) == 0:
+        raise ValueError("extra_info.prompt_messages: missing or empty (the prompt's chat messages)")
+    out = []
+    for i, m in enumerate(list(messages)):
+        try:
+            out.append({"role": str(m["role"]), "content": str(m["content"])})
+        except (TypeError, KeyError):
+            raise ValueError(f"extra_info.prompt_messages[{i}]: expected a {{role, content}} message, got {m!r}") from None
+    return out + [{"role": "assistant", "content": response}]
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def conversation_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
+    """Token ids of a whole conversation, rendered by the tokenizer's chat template (as in training)."""
+    out = tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=True)
+    if hasattr(out, "keys"):  # transformers 5 returns a BatchEncoding
+        out = out["input_ids"]
+    return [int(t) for t in out]
+
+
+def validate_row(row: dict) -> list[str]:
+    """Row-level hook for ``data_prep.validate``."""
+    try:
+        conversation(row.get("extra_info"), "")
+    except ValueError as e:
+        return [str(e)]
+    return []
+
+
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
+    from verl.toolkit.llm_client import ClientConfig, get_client
+
+    opts = resolve_options(**options)
+    ids = conversation_ids(_tokenizer(opts.tokenizer), conversation(extra_info, solution_str or ""))
+    client = get_client(ClientConfig(base_url=opts.url, model=opts.model, api_key_env=opts.api_key_env,
+                                     max_concurrency=opts.max_concurrency, timeout_s=opts.timeout_s,
+                                     max_retries=opts.max_retries))  # fmt: skip
+    done = await client.classify(ids)
+    common = {"latency_s": float(done.latency_s)}
+    if not done.ok:
+        if opts.on_failure == "raise":
+            raise RewardModelError(f"reward model {opts.model!r} at {opts.url}: {done.error}")
+        return {"score": float(opts.on_failure), "acc": math.nan, "rm_ok": 0.0, "rm_failed": 1.0,
+                "rm_score": math.nan, **common}  # fmt: skip
+    return {"score": done.value, "acc": math.nan, "rm_ok": 1.0, "rm_failed": 0.0, "rm_score": done.value, **common}
