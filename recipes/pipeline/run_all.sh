@@ -17,6 +17,9 @@
 #   NPROC (processes/GPUs per node), NNODES, TORCHRUN (the launcher command for sft/dpo/rm), STEPS, LOGGER
 #   RM_DEVICES (GPU of the served reward model; default the last GPU), TRAIN_DEVICES (the others),
 #   RM_GPU_MEM, EVAL_MAX_TOKENS, EVAL_TEMPERATURE, TIE_BAND. RAY_ADDRESS joins an existing Ray cluster.
+#   EVAL_JUDGE_URL + EVAL_JUDGE_MODEL (+ EVAL_JUDGE_API_KEY_ENV: the NAME of the env var with the key,
+#   EVAL_JUDGE_RPS): score the evaluation with a hosted reward judge answering "reward:<float>"
+#   (e.g. nvidia/llama-3.1-nemotron-70b-reward) instead of the trained reward model.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 cd "$VK_REPO"
@@ -25,7 +28,6 @@ USAGE="usage: bash recipes/pipeline/run_all.sh [base_model] [reference_model]"
 vk_begin pipeline "$@"
 set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}"
 ((${#EXTRA[@]} == 0)) || { vk_log "run_all.sh takes no hydra overrides (-- ...); run a stage's trainer directly. $USAGE"; exit 2; }
-
 
 if [[ "$PROFILE" == cpu ]]; then
   BASE="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"
@@ -112,12 +114,13 @@ if selected sft; then
   train_offline sft verl.trainer.sft_trainer "$BASE"
   export_hf "$RUN_DIR/sft/checkpoints" "$RUN_DIR/sft/hf"
 fi
-need "$RUN_DIR/sft/hf/config.json" "no SFT model"
 if selected dpo; then
+  need "$RUN_DIR/sft/hf/config.json" "no SFT model to start DPO from"
   train_offline dpo verl.trainer.preference_trainer "$RUN_DIR/sft/hf"
   export_hf "$RUN_DIR/dpo/checkpoints" "$RUN_DIR/dpo/hf"
 fi
 if selected rm; then
+  need "$RUN_DIR/sft/hf/config.json" "no SFT model to start the reward model from"
   train_offline rm verl.trainer.preference_trainer "$RUN_DIR/sft/hf"
   "$VK_PY" -m verl.toolkit.reward_model_export --checkpoint "$RUN_DIR/rm/checkpoints" --out "$RUN_DIR/rm/hf" >&2
 fi
@@ -158,6 +161,13 @@ fi
 if selected eval; then
   need "$DATA/eval/prompts.parquet" "no evaluation prompts"
   [[ "$PROFILE" == gpu ]] && start_reference
+  # scores: the trained reward model, or a hosted reward judge (optional, never required)
+  SCORER=(--rm-url "$RM_URL" --rm-name "$RM_NAME" --rm-tokenizer "$RM_HF")
+  if [[ -n "${EVAL_JUDGE_URL:-}" ]]; then
+    SCORER=(--judge-url "$EVAL_JUDGE_URL" --judge-model "${EVAL_JUDGE_MODEL:?EVAL_JUDGE_URL needs EVAL_JUDGE_MODEL}")
+    [[ -n "${EVAL_JUDGE_API_KEY_ENV:-}" ]] && SCORER+=(--judge-api-key-env "$EVAL_JUDGE_API_KEY_ENV")
+    [[ -n "${EVAL_JUDGE_RPS:-}" ]] && SCORER+=(--judge-rate-limit-rps "$EVAL_JUDGE_RPS")
+  fi
   IFS=, read -r -a MODELS <<<"$EVAL_MODELS"
   first=1
   for m in "${MODELS[@]}"; do
@@ -167,8 +177,7 @@ if selected eval; then
     vk_serve_wait "policy_$m"
     "$VK_PY" -m verl.toolkit.eval_winrate --prompts "$DATA/eval/prompts.parquet" --label "$m" \
       --model-url "$VK_URL" --model-name "$VK_MODEL_NAME" --reference-url "$REF_URL" --reference-name reference \
-      --rm-url "$RM_URL" --rm-name "$RM_NAME" --rm-tokenizer "$RM_HF" --tie-band "${TIE_BAND:-0.1}" \
-      --out "$RUN_DIR/eval/$m" "${EVAL_ARGS[@]}"
+      "${SCORER[@]}" --tie-band "${TIE_BAND:-0.1}" --out "$RUN_DIR/eval/$m" "${EVAL_ARGS[@]}"
     vk_stop "policy_$m"
   done
   "$VK_PY" -m recipes.pipeline.args report "$RUN_DIR" || true

@@ -351,3 +351,12 @@ def test_cli_serve_in_background_then_sigterm_leaves_no_process(tiny_model_dir, 
     assert not [p for p in pids if _alive(p)]
     assert not _group_alive(state["pgid"])
     assert read_state(state_path)["state"] == "stopped"
+
+
+def test_classify_probe_refuses_a_generation_model_with_a_hint(vllm_server):
+    """A causal LM served by mistake where a reward model is expected fails the readiness probe."""
+    from verl.toolkit.launcher import probe
+
+    ok, reason, _ = probe(vllm_server.base_url, vllm_server.model_name, timeout=60, task="classify")
+    assert not ok and "classification probe answered" in reason
+

@@ -67,6 +67,10 @@ def test_rloo_rewards_come_from_the_reward_model_and_advantages_are_leave_one_ou
     assert sorted(steps) == [1, 2]
     for m in steps.values():
         assert m["reward/rm_ok/mean"] == 1.0 and m["reward/rm_failed/count"] == 0
+        # rollouts sampled at temperature 0.7 are scored by the rollout under the same (T-scaled)
+        # distribution as by the actor (unscaled rollout log-probs gave mean 2e-2, correlation 0.989)
+        assert m["training/rollout_probs_diff_mean"] < 1e-3
+        assert m["training/rollout_actor_probs_pearson_corr"] > 0.999
     groups = defaultdict(list)
     for line in (work / "advantages.jsonl").read_text().splitlines():
         rec = json.loads(line)

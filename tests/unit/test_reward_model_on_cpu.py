@@ -141,3 +141,12 @@ def test_advantage_dump_records_one_line_per_sample():
         {"step": 3, "uid": "u", "score": 2.0, "advantage": 0.5, "response_tokens": 2},
         {"step": 3, "uid": "u", "score": 1.0, "advantage": -0.5, "response_tokens": 1},
     ]
+
+
+def test_hosted_judge_replies_are_parsed_and_failures_stay_failures():
+    from verl.toolkit.eval_reward_model import parse_reward_reply
+
+    assert parse_reward_reply("reward:-25.625") == -25.625
+    assert parse_reward_reply("Reward = 3.5e-1 (first) ... reward: 7") == 7.0
+    for bad in (None, "", "no number here", "reward: nan", "reward:"):
+        assert parse_reward_reply(bad) is None

@@ -98,6 +98,10 @@ class HFGenerationServer:
         log_probs = None
         if want_logprobs:
             logits = torch.stack(out.logits, dim=1)[0, : len(new_tokens)].float()
+            if temperature > 0:
+                # verl's actor scores a rollout under the temperature-scaled distribution it was
+                # sampled from (as vLLM's processed log-probs); raw logits would differ by 1/T
+                logits = logits / temperature
             log_probs = torch.log_softmax(logits, dim=-1).gather(-1, torch.tensor(new_tokens)[:, None])[:, 0].tolist()
         return TokenOutput(
             token_ids=new_tokens,

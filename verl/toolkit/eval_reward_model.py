@@ -20,17 +20,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
 
 def rm_client(url: str, name: str, max_concurrency: int = 32, timeout_s: float = 60.0, max_retries: int = 3,
-              api_key_env: str | None = None):  # fmt: skip
+              api_key_env: str | None = None, rate_limit_rps: float | None = None):  # fmt: skip
     from verl.toolkit.llm_client import ClientConfig, get_client
 
     return get_client(ClientConfig(base_url=url, model=name, api_key_env=api_key_env, max_concurrency=max_concurrency,
-                                   timeout_s=timeout_s, max_retries=max_retries))  # fmt: skip
+                                   timeout_s=timeout_s, max_retries=max_retries, rate_limit_rps=rate_limit_rps))  # fmt: skip
 
 
 async def score_conversations(client, tokenizer_dir: str, conversations: list[list[dict]]) -> list[float | None]:
@@ -40,6 +41,29 @@ async def score_conversations(client, tokenizer_dir: str, conversations: list[li
     tokenizer = _tokenizer(str(tokenizer_dir))
     done = await asyncio.gather(*(client.classify(conversation_ids(tokenizer, conv)) for conv in conversations))
     return [d.value if d.ok else None for d in done]
+
+
+# A hosted reward judge answers in its message content with "reward:<float>" (NVIDIA's
+# llama-3.1-nemotron-70b-reward, the original's evaluator); the last such number counts.
+_REWARD_IN_REPLY = re.compile(r"reward\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)", re.IGNORECASE)
+
+
+def parse_reward_reply(text: str | None) -> float | None:
+    """The number after the last ``reward:`` in a judge's reply, or None (never a silent 0)."""
+    if not text:
+        return None
+    found = _REWARD_IN_REPLY.findall(text)
+    if not found:
+        return None
+    value = float(found[-1])
+    return value if value == value and abs(value) != float("inf") else None
+
+
+async def judge_conversations(client, conversations: list[list[dict]], max_tokens: int = 32) -> list[float | None]:
+    """Rewards from a hosted OpenAI-compatible reward judge: the conversation is sent as chat
+    messages and the reply parsed by :func:`parse_reward_reply`; None where it failed."""
+    done = await asyncio.gather(*(client.chat(conv, max_tokens=max_tokens, temperature=0.0) for conv in conversations))
+    return [parse_reward_reply(d.text) if d.ok else None for d in done]
 
 
 def _messages(value: Any) -> list[dict]:

@@ -2,7 +2,10 @@
 
 For every held-out prompt (``eval/prompts.parquet`` of ``data_prep.pipeline``): both models answer
 through their servers' chat endpoints (each server applies its own chat template), the reward model
-scores both (prompt, response) conversations, and ``verl.toolkit.winrate.summarize`` reports win /
+scores both (prompt, response) conversations — or, with ``--judge-url``, a hosted OpenAI-compatible
+reward judge does (e.g. NVIDIA's nemotron-70b-reward, the original's evaluator: the reply carries
+``reward:<float>``; key from the environment variable named by ``--judge-api-key-env``, requests
+rate-limited by ``--judge-rate-limit-rps``) — and ``verl.toolkit.winrate.summarize`` reports win /
 tie / loss with an explicit tie band, mean rewards, the mean reward difference with a bootstrap
 confidence interval, and the length ratio in tokens (the servers' ``completion_tokens``) and words.
 A generation or scoring failure (after the shared client's bounded retries) excludes the prompt from
@@ -27,7 +30,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verl.toolkit.eval_reward_model import _messages, rm_client, score_conversations
+from verl.toolkit.eval_reward_model import _messages, judge_conversations, rm_client, score_conversations
 
 
 def load_prompts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -71,7 +74,13 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
     prompts = load_prompts(args.prompts, args.limit)
     model = _chat_client(args.model_url, args.model_name, args)
     reference = _chat_client(args.reference_url, args.reference_name, args)
-    rm = rm_client(args.rm_url, args.rm_name, args.max_concurrency, args.timeout_s, args.max_retries)
+    if args.judge_url:
+        judge = rm_client(args.judge_url, args.judge_model, args.max_concurrency, args.timeout_s, args.max_retries,
+                          args.judge_api_key_env, args.judge_rate_limit_rps)  # fmt: skip
+        score = lambda convs: judge_conversations(judge, convs)  # noqa: E731
+    else:
+        rm = rm_client(args.rm_url, args.rm_name, args.max_concurrency, args.timeout_s, args.max_retries)
+        score = lambda convs: score_conversations(rm, args.rm_tokenizer, convs)  # noqa: E731
     mine, theirs = await asyncio.gather(generate(model, prompts, args), generate(reference, prompts, args))
 
     def conversations(generated):
@@ -79,9 +88,7 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
         return keep, [prompts[i]["prompt"] + [{"role": "assistant", "content": generated[i]["text"]}] for i in keep]
 
     (mine_idx, mine_convs), (ref_idx, ref_convs) = conversations(mine), conversations(theirs)
-    mine_scores, ref_scores = await asyncio.gather(
-        score_conversations(rm, args.rm_tokenizer, mine_convs), score_conversations(rm, args.rm_tokenizer, ref_convs)
-    )
+    mine_scores, ref_scores = await asyncio.gather(score(mine_convs), score(ref_convs))
     mine_reward = dict(zip(mine_idx, mine_scores))
     ref_reward = dict(zip(ref_idx, ref_scores))
     records = []
@@ -99,7 +106,8 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
     }
     summary["settings"] = {
         "label": args.label, "model": args.model_name, "reference": args.reference_name,
-        "reward_model": {"name": args.rm_name, "dir": str(args.rm_tokenizer)},
+        "reward_model": ({"hosted_judge": args.judge_url, "name": args.judge_model} if args.judge_url
+                         else {"name": args.rm_name, "dir": str(args.rm_tokenizer)}),
         "max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
         "prompts": str(args.prompts),
     }  # fmt: skip
@@ -113,9 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="policy")
     p.add_argument("--reference-url", required=True)
     p.add_argument("--reference-name", default="reference")
-    p.add_argument("--rm-url", required=True)
+    p.add_argument("--rm-url", help="the served scalar reward model (/classify)")
     p.add_argument("--rm-name", default="reward_model")
-    p.add_argument("--rm-tokenizer", required=True, help="the reward model's directory")
+    p.add_argument("--rm-tokenizer", help="the reward model's directory")
+    p.add_argument("--judge-url", help="instead of --rm-url: a hosted reward judge answering 'reward:<float>'")
+    p.add_argument("--judge-model", default=None)
+    p.add_argument("--judge-api-key-env", default=None, help="NAME of the env var holding the judge's key")
+    p.add_argument("--judge-rate-limit-rps", type=float, default=None)
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--label", default="model", help="name of the evaluated model in the report")
     p.add_argument("--limit", type=int, default=None)
@@ -134,7 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if bool(args.judge_url) == bool(args.rm_url):
+        parser.error("score with exactly one of --rm-url (+ --rm-tokenizer) or --judge-url (+ --judge-model)")
+    if (args.rm_url and not args.rm_tokenizer) or (args.judge_url and not args.judge_model):
+        parser.error("--rm-url needs --rm-tokenizer; --judge-url needs --judge-model")
     from verl.toolkit import winrate
     from verl.toolkit.background_loop import run_sync
     from verl.toolkit.llm_client import close_session

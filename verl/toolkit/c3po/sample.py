@@ -220,7 +220,7 @@ class FeedbackSampler:
             max_tokens = constraint.max_tokens
         for attempt in range(cfg.max_reasks + 1):
             key = RequestLog.key(role, endpoint.model, purpose, messages, cfg.temperature, cfg.top_p, max_tokens,
-                                 bool(extra), attempt)  # fmt: skip
+                                 extra, attempt)  # fmt: skip
             text = self.log.get(key)
             if text is not None:
                 self.counts.replayed += 1
