@@ -21,7 +21,7 @@ The CPU profile keeps the method and LoRA and shrinks the batch to the (tiny) da
 
 from __future__ import annotations
 
-from recipes import cpu_profile_overrides
+from recipes import cpu_profile_overrides, format_table
 
 from dataclasses import dataclass, field
 
@@ -111,5 +111,4 @@ def report(eval_dir: str) -> str:
         ties = "/".join(fmt(r["sets"][s]["summary"]["tie_rate"]) for s in ("in_scope", "near_scope", "out_of_scope"))
         rows.append((r["feedback"], r["method"], r["type"], fmt(r["adherence"]), fmt(r["overgeneralization_near"]),
                      fmt(r["overgeneralization_out"]), ties))  # fmt: skip
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows)
+    return format_table(rows)

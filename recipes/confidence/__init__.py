@@ -20,7 +20,7 @@ saves the last step so the recipe can export and evaluate it.
 
 from __future__ import annotations
 
-from recipes import cpu_profile_overrides
+from recipes import cpu_profile_overrides, format_table, latest_actor_checkpoint  # noqa: F401  (re-exported for args)
 
 from dataclasses import dataclass, field
 
@@ -187,25 +187,6 @@ def check_devices(train_devices: str, downstream_devices: str) -> str | None:
     return None
 
 
-def latest_actor_checkpoint(checkpoint_dir: str) -> str:
-    """``<dir>/global_step_N/actor`` of the last saved step (verl's ``latest_checkpointed_iteration.txt``)."""
-    from pathlib import Path
-
-    root = Path(checkpoint_dir)
-    marker = root / "latest_checkpointed_iteration.txt"
-    if marker.exists():
-        step = int(marker.read_text().strip())
-        actor = root / f"global_step_{step}" / "actor"
-    else:
-        steps = sorted(root.glob("global_step_*"), key=lambda p: int(p.name.rsplit("_", 1)[1]))
-        if not steps:
-            raise FileNotFoundError(f"{root}: no global_step_* checkpoint (was trainer.save_freq > 0?)")
-        actor = steps[-1] / "actor"
-    if not actor.is_dir():
-        raise FileNotFoundError(f"{actor}: no actor checkpoint")
-    return str(actor)
-
-
 def check_chat(url: str, model: str, api_key_env: str | None = None, timeout_s: float = 60.0) -> str | None:
     """One short chat request to a hosted OpenAI-compatible API (the downstream model when it is not
     served by the launcher). None if it answered, else a message. The key is read from the env var
@@ -243,6 +224,4 @@ def eval_report(metrics: dict) -> tuple[str, list[str]]:
         values = [view.get(k) for k in REPORT_FIELDS] + [report.get("parse_failure_rate")]
         rows.append([name, str(report["n"])] + ["n/a" if v is None else f"{v:.3f}" for v in values]
                     + [str(report.get("request_failures", 0))])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
-    return table, problems
+    return format_table(rows), problems

@@ -23,7 +23,7 @@ shrinks sizes (the tiny local model, a few steps, one process) so the whole chai
 
 from __future__ import annotations
 
-from recipes import cpu_profile_overrides
+from recipes import cpu_profile_overrides, format_table
 
 from dataclasses import dataclass, field
 
@@ -267,6 +267,4 @@ def report(run_dir: str) -> tuple[str, dict]:
         rows.append((f"eval {path.parent.name}", "reward difference [CI]", "",
                      f"{fmt(summary.get('mean_reward_difference'))} [{fmt(ci[0])}, {fmt(ci[1])}]"))
         rows.append((f"eval {path.parent.name}", "length ratio (tokens)", "", fmt(summary.get("length_ratio_tokens"))))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    table = "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows)
-    return table, out
+    return format_table(rows), out

@@ -29,15 +29,9 @@ def _overrides(a: argparse.Namespace) -> int:
 
 
 def _latest(a: argparse.Namespace) -> int:
-    # the shipped name: this small helper does not need upstream verl imported first
-    from verlkit_tree.toolkit.reward_model_export import latest_checkpoint
+    from recipes import latest_actor_checkpoint, latest_checkpoint
 
-    path = latest_checkpoint(a.checkpoint_dir)
-    if a.actor:
-        path = path / "actor"
-        if not path.is_dir():
-            raise FileNotFoundError(f"{path}: no actor checkpoint")
-    print(path)
+    print(latest_actor_checkpoint(a.checkpoint_dir) if a.actor else latest_checkpoint(a.checkpoint_dir))
     return 0
 
 

@@ -7,69 +7,15 @@ while it runs; none may survive the script.
 """
 
 import json
-import os
-import subprocess
-import sys
-import time
-from pathlib import Path
 
-import psutil
 import pytest
-from process_checks import alive, process_tree
+from recipe_runs import RecipeRun
 
 from verl.toolkit.train_summary import parse_step_metrics
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 METRIC_FIELDS = ("accuracy", "ece", "brier", "auroc", "mean_confidence")
-
-
-def _env(**extra):
-    drop = ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES", "DOWNSTREAM_URL", "DOWNSTREAM_API_KEY_ENV", "MEDMCQA_DIR",
-            "TRAIN_DEVICES", "DOWNSTREAM_DEVICES", "STEPS")
-    env = {k: v for k, v in os.environ.items() if k not in drop}
-    env.update({"VK_PROFILE": "cpu", "LOGGER": "console", "VK_PYTHON": sys.executable, **extra})
-    env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    return env
-
-
-def _start(run_dir: Path, *args, **env):
-    """Start the script; its output goes to a file next to the run (a pipe nobody reads during a
-    long run fills up and blocks the script)."""
-    run_dir.parent.mkdir(parents=True, exist_ok=True)
-    out = open(run_dir.parent / "script.out", "w+")  # noqa: SIM115 -- closed with the test process; read in _output
-    proc = subprocess.Popen(["bash", str(REPO / "run_confidence.sh"), *args], cwd=REPO,
-                            env=_env(RUN_DIR=str(run_dir), **env), stdout=out, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    proc.out_file = out
-    return proc
-
-
-def _output(proc) -> str:
-    proc.out_file.seek(0)
-    return proc.out_file.read()
-
-
-def _finish(proc, timeout: float) -> str:
-    proc.wait(timeout)
-    return _output(proc)
-
-
-
-
-def _run_to_end(proc, timeout: float):
-    """Wait for the script, snapshotting its process tree; returns (output, every process seen)."""
-    seen = set()
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            os.killpg(proc.pid, 15)
-            proc.wait(60)
-            raise AssertionError(f"run_confidence.sh did not finish in {timeout:.0f}s: {_output(proc)[-4000:]}")
-        seen |= process_tree(proc.pid)
-        time.sleep(1)  # polling the process tree for the snapshot; bounded by the deadline
-    return _output(proc), seen
 
 
 def _assert_report(report: dict):
@@ -85,10 +31,10 @@ def _assert_report(report: dict):
 
 
 def test_cpu_default_trains_exports_and_evaluates(tmp_path):
-    run_dir = tmp_path / "run"
-    proc = _start(run_dir)
-    out, seen = _run_to_end(proc, timeout=2400)
-    assert proc.returncode == 0, out[-6000:]
+    run = RecipeRun("run_confidence.sh", tmp_path / "run")
+    rc = run.wait(timeout=2400)
+    out, run_dir = run.output(), run.run_dir
+    assert rc == 0, out[-6000:]
 
     # training: the requested steps ran, every rollout's hint went to the real downstream server
     steps = parse_step_metrics((run_dir / "train.log").read_text())
@@ -115,31 +61,24 @@ def test_cpu_default_trains_exports_and_evaluates(tmp_path):
     assert f"{run_dir}/eval/metrics.json" in out and "reliability diagram:" in out
 
     # nothing of the run survives it: neither server, nor Ray, nor the trainer
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and alive(seen):
-        time.sleep(0.5)  # polling for process exit; bounded
-    assert alive(seen) == []
-    for name in ("downstream", "policy"):
-        state = json.loads((run_dir / f"{name}.server.json").read_text())
-        assert state["host"] == "127.0.0.1"
-        for entry in state.get("pids", []):
-            pid = entry["pid"] if isinstance(entry, dict) else entry
-            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    run.assert_nothing_left(("downstream", "policy"))
 
 
 def test_overlapping_gpu_devices_are_refused_before_anything_starts(tmp_path):
-    proc = _start(tmp_path / "run", "/models/policy", "cgp", "/models/downstream",
-                  VK_PROFILE="gpu", TRAIN_DEVICES="0,1", DOWNSTREAM_DEVICES="1,2")
-    out = _finish(proc, timeout=300)
-    assert proc.returncode == 2, out
+    run = RecipeRun("run_confidence.sh", tmp_path / "run", "/models/policy", "cgp", "/models/downstream",
+                    VK_PROFILE="gpu", TRAIN_DEVICES="0,1", DOWNSTREAM_DEVICES="1,2")
+    rc = run.wait(timeout=300)
+    out = run.output()
+    assert rc == 2, out
     assert "share device(s) 1" in out
     assert not (tmp_path / "run" / "data").exists() and not list((tmp_path / "run").glob("*.server.json"))
 
 
 def test_hosted_downstream_without_its_key_is_refused(tmp_path):
-    proc = _start(tmp_path / "run", "", "cgp", "gpt-4o-mini",
-                  DOWNSTREAM_URL="http://127.0.0.1:9/v1", DOWNSTREAM_API_KEY_ENV="VERLKIT_TEST_UNSET_KEY")
-    out = _finish(proc, timeout=600)
-    assert proc.returncode == 1, out
+    run = RecipeRun("run_confidence.sh", tmp_path / "run", "", "cgp", "gpt-4o-mini",
+                    DOWNSTREAM_URL="http://127.0.0.1:9/v1", DOWNSTREAM_API_KEY_ENV="VERLKIT_TEST_UNSET_KEY")
+    rc = run.wait(timeout=600)
+    out = run.output()
+    assert rc == 1, out
     assert "VERLKIT_TEST_UNSET_KEY is empty or unset" in out
     assert not (tmp_path / "run" / "train.log").exists()

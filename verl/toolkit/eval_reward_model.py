@@ -36,9 +36,9 @@ def rm_client(url: str, name: str, max_concurrency: int = 32, timeout_s: float =
 
 async def score_conversations(client, tokenizer_dir: str, conversations: list[list[dict]]) -> list[float | None]:
     """The reward of each conversation (its last turn is the assistant reply), None where scoring failed."""
-    from verl.utils.reward_score.scalar_rm import _tokenizer, conversation_ids
+    from verl.utils.reward_score.scalar_rm import conversation_ids, load_tokenizer
 
-    tokenizer = _tokenizer(str(tokenizer_dir))
+    tokenizer = load_tokenizer(str(tokenizer_dir))
     done = await asyncio.gather(*(client.classify(conversation_ids(tokenizer, conv)) for conv in conversations))
     return [d.value if d.ok else None for d in done]
 
@@ -64,24 +64,6 @@ async def judge_conversations(client, conversations: list[list[dict]], max_token
     messages and the reply parsed by :func:`parse_reward_reply`; None where it failed."""
     done = await asyncio.gather(*(client.chat(conv, max_tokens=max_tokens, temperature=0.0) for conv in conversations))
     return [parse_reward_reply(d.text) if d.ok else None for d in done]
-
-
-def _messages(value: Any) -> list[dict]:
-    from data_prep.validate import to_plain
-
-    value = to_plain(value)
-    if isinstance(value, str):
-        return [{"role": "user", "content": value}]
-    return [{"role": m["role"], "content": m["content"]} for m in value]
-
-
-def _reply(value: Any) -> list[dict]:
-    from data_prep.validate import to_plain
-
-    value = to_plain(value)
-    if isinstance(value, str):
-        return [{"role": "assistant", "content": value}]
-    return [{"role": m["role"], "content": m["content"]} for m in value]
 
 
 def pairwise_report(chosen: list[float | None], rejected: list[float | None], ids: list[Any]) -> dict[str, Any]:
@@ -111,14 +93,14 @@ async def evaluate_pairs(path: Path, client, tokenizer_dir: str, limit: int | No
     rows = pq.read_table(path).to_pylist()[: limit or None]
     if not rows:
         raise ValueError(f"{path}: no pairs")
+    from verl.toolkit.preference_data import chat_messages
+
     chosen_convs, rejected_convs = [], []
     for i, row in enumerate(rows):
-        try:
-            prompt = _messages(row["prompt"])
-            chosen_convs.append(prompt + _reply(row["chosen"]))
-            rejected_convs.append(prompt + _reply(row["rejected"]))
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{path}: row {i}: needs prompt, chosen and rejected ({e})") from None
+        where = f"{path}: row {i}"
+        prompt = chat_messages(where, "prompt", row.get("prompt"), "user")
+        chosen_convs.append(prompt + chat_messages(where, "chosen", row.get("chosen"), "assistant"))
+        rejected_convs.append(prompt + chat_messages(where, "rejected", row.get("rejected"), "assistant"))
     chosen, rejected = await asyncio.gather(
         score_conversations(client, tokenizer_dir, chosen_convs), score_conversations(client, tokenizer_dir, rejected_convs)
     )

@@ -30,21 +30,20 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verl.toolkit.eval_reward_model import _messages, judge_conversations, rm_client, score_conversations
+from verl.toolkit.eval_reward_model import judge_conversations, rm_client, score_conversations
 
 
 def load_prompts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
+    from verl.toolkit.preference_data import chat_messages
+
     rows = pq.read_table(path).to_pylist()
     if not rows:
         raise ValueError(f"{path}: no prompts")
-    out = []
-    for i, row in enumerate(rows[: limit or None]):
-        if not row.get("prompt"):
-            raise ValueError(f"{path}: row {i}: field 'prompt' missing or empty")
-        out.append({"prompt_id": row.get("prompt_id", str(i)), "prompt": _messages(row["prompt"])})
-    return out
+    return [{"prompt_id": row.get("prompt_id", str(i)),
+             "prompt": chat_messages(f"{path}: row {i}", "prompt", row.get("prompt"), "user")}
+            for i, row in enumerate(rows[: limit or None])]  # fmt: skip
 
 
 def _chat_client(url: str, name: str, args: argparse.Namespace):

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from verl.toolkit.background_loop import get_loop, run_async
+from verl.toolkit.launcher import server_root
 
 logger = logging.getLogger("verlkit.llm_client")
 
@@ -289,10 +290,7 @@ class LLMClient:
 
     async def _send(self, path: str, payload: dict, extract, root: bool = False) -> Completion:
         cfg = self.config
-        base = cfg.base_url.rstrip("/")
-        if root and base.endswith("/v1"):
-            base = base[: -len("/v1")]
-        url = base + path
+        url = (server_root(cfg.base_url) if root else cfg.base_url.rstrip("/")) + path
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"

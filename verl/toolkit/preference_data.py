@@ -60,6 +60,22 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+def chat_messages(where: str, field: str, value: Any, default_role: str) -> list[dict]:
+    """A parquet field as chat messages: a plain string is one ``default_role`` turn, a list must hold
+    ``{role, content}`` messages (numpy arrays from parquet are fine). Raises PreferenceDataError
+    naming ``where`` (file and row) and the field."""
+    value = _to_python(value)
+    if _is_missing(value):
+        raise PreferenceDataError(f"{where}: field '{field}' is missing or empty")
+    if isinstance(value, str):
+        return [{"role": default_role, "content": value}]
+    if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
+        return [{"role": m["role"], "content": m["content"]} for m in value]
+    raise PreferenceDataError(
+        f"{where}: field '{field}' must be a string or a non-empty list of {{role, content}} messages, got {type(value).__name__}"
+    )
+
+
 class PreferenceDataset(Dataset):
     """Tokenized preference rows; see the module docstring for the format.
 
@@ -123,21 +139,8 @@ class PreferenceDataset(Dataset):
             out = out["input_ids"]
         return list(out)
 
-    @staticmethod
-    def _messages(where: str, field: str, value: Any, default_role: str) -> list[dict]:
-        value = _to_python(value)
-        if _is_missing(value):
-            raise PreferenceDataError(f"{where}: field '{field}' is missing or empty")
-        if isinstance(value, str):
-            return [{"role": default_role, "content": value}]
-        if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
-            return [{"role": m["role"], "content": m["content"]} for m in value]
-        raise PreferenceDataError(
-            f"{where}: field '{field}' must be a string or a non-empty list of {{role, content}} messages, got {type(value).__name__}"
-        )
-
     def _sequence(self, where: str, field: str, prompt_ids: list[int], prompt: list[dict], reply: Any) -> dict:
-        reply_msgs = self._messages(where, field, reply, "assistant")
+        reply_msgs = chat_messages(where, field, reply, "assistant")
         full = self._template_ids(prompt + reply_msgs, add_generation_prompt=False)
         if full[: len(prompt_ids)] != prompt_ids or len(full) <= len(prompt_ids):
             raise PreferenceDataError(
@@ -161,7 +164,7 @@ class PreferenceDataset(Dataset):
 
     def _tokenize_row(self, path: str, row_index: int, kind: str, row: dict) -> dict:
         where = f"{path}: row {row_index}"
-        prompt = self._messages(where, "prompt", row.get("prompt"), "user")
+        prompt = chat_messages(where, "prompt", row.get("prompt"), "user")
         prompt_ids = self._template_ids(prompt, add_generation_prompt=True)
         if kind == "pair":
             seqs = [

@@ -24,11 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from verl.toolkit.c3po.prompts import baseline_messages
 from verl.toolkit.c3po.sample import load_sample
-
-
-def _user(prompt: str) -> list[dict[str, str]]:
-    return [{"role": "user", "content": prompt}]
 
 
 def preference_rows(sample: dict[str, Any], split: str = "train", balance: bool = True) -> list[dict[str, Any]]:
@@ -41,11 +38,11 @@ def preference_rows(sample: dict[str, Any], split: str = "train", balance: bool 
         sets = {name: rows[:n] for name, rows in sets.items()}
     rows: list[dict[str, Any]] = []
     for r in sets["in_scope"]:
-        rows.append({"kind": "pair", "prompt": _user(r["prompt"]), "chosen": r["revised_response"],
+        rows.append({"kind": "pair", "prompt": baseline_messages(r["prompt"]), "chosen": r["revised_response"],
                      "rejected": r["baseline_response"], "response": None})  # fmt: skip
     for kind, name in (("near_scope", "near_scope"), ("out_of_scope", "out_of_scope")):
         for r in sets[name]:
-            rows.append({"kind": kind, "prompt": _user(r["prompt"]), "chosen": None, "rejected": None,
+            rows.append({"kind": kind, "prompt": baseline_messages(r["prompt"]), "chosen": None, "rejected": None,
                          "response": r["baseline_response"]})  # fmt: skip
     for row, src in zip(rows, [*sets["in_scope"], *sets["near_scope"], *sets["out_of_scope"]]):
         row["feedback_id"] = fb.id

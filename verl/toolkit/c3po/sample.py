@@ -59,6 +59,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from data_prep.common import normalize_text
 from verl.toolkit.c3po import prompts as P
 from verl.toolkit.c3po.feedback import Feedback, load_feedbacks, select_feedbacks
 from verl.toolkit.c3po.general_prompts import BUNDLED_FEEDBACKS, BUNDLED_GENERAL_PROMPTS, load_general_prompts
@@ -66,7 +67,6 @@ from verl.toolkit.c3po.general_prompts import BUNDLED_FEEDBACKS, BUNDLED_GENERAL
 logger = logging.getLogger("verlkit.c3po.sample")
 
 SETS = ("in_scope", "near_scope", "out_of_scope")
-COMPLETIONS = ("baseline", "revised", "in_context", "cot")
 REQUIRED_COMPLETIONS = ("baseline", "revised", "in_context")
 
 
@@ -330,10 +330,10 @@ class FeedbackSampler:
             self.prompt_lists(categories, near=False), self.prompt_lists(categories, near=True)
         )
         in_rows = take_round_robin(in_lists, cfg.num_in_scope)
-        seen = {_norm(r["prompt"]) for r in in_rows}
+        seen = {normalize_text(r["prompt"]) for r in in_rows}
         # a prompt the teacher put on both sides is ambiguous: it stays in-scope only
         near_rows = take_round_robin(near_lists, cfg.num_near_scope, exclude=seen)
-        out_rows = [{"prompt": p, "category": None} for p in general if _norm(p) not in seen][: cfg.num_out_of_scope]
+        out_rows = [{"prompt": p, "category": None} for p in general if normalize_text(p) not in seen][: cfg.num_out_of_scope]
         for name, rows, want in (("in_scope", in_rows, cfg.num_in_scope), ("near_scope", near_rows, cfg.num_near_scope),
                                  ("out_of_scope", out_rows, cfg.num_out_of_scope)):  # fmt: skip
             if len(rows) < want:
@@ -361,10 +361,6 @@ def _tqdm_bar(desc: str, total: int):
     return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
-def _norm(text: str) -> str:
-    return " ".join(text.lower().split())
-
-
 def take_round_robin(lists: list[tuple[str, list[str]]], n: int, exclude: set[str] | None = None) -> list[dict[str, Any]]:
     """Up to ``n`` distinct prompts, one per category in turn, so a cut keeps every category."""
     seen = set(exclude or ())
@@ -374,8 +370,8 @@ def take_round_robin(lists: list[tuple[str, list[str]]], n: int, exclude: set[st
         for category, queue in queues:
             while queue:
                 prompt = queue.pop(0)
-                if _norm(prompt) not in seen:
-                    seen.add(_norm(prompt))
+                if normalize_text(prompt) not in seen:
+                    seen.add(normalize_text(prompt))
                     out.append({"prompt": prompt, "category": category})
                     break
             if len(out) >= n:

@@ -81,7 +81,8 @@ def conversation(extra_info: dict[str, Any] | None, response: str) -> list[dict[
 
 
 @functools.lru_cache(maxsize=8)
-def _tokenizer(path: str):
+def load_tokenizer(path: str):
+    """The tokenizer of a reward model directory, loaded once per process."""
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(path)
@@ -108,7 +109,7 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     from verl.toolkit.llm_client import ClientConfig, get_client
 
     opts = resolve_options(**options)
-    ids = conversation_ids(_tokenizer(opts.tokenizer), conversation(extra_info, solution_str or ""))
+    ids = conversation_ids(load_tokenizer(opts.tokenizer), conversation(extra_info, solution_str or ""))
     client = get_client(ClientConfig(base_url=opts.url, model=opts.model, api_key_env=opts.api_key_env,
                                      max_concurrency=opts.max_concurrency, timeout_s=opts.timeout_s,
                                      max_retries=opts.max_retries))  # fmt: skip
