@@ -30,8 +30,8 @@ PREFIX="${2:-}"
 METHOD="${3:-lcdpo}"
 case "$METHOD" in lcdpo|dpo|sft|sft_neg) ;; *) vk_log "unknown method '$METHOD'. $USAGE"; exit 2 ;; esac
 if [[ "$PROFILE" == cpu ]]; then
-  STUDENT="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"
-  [[ -z "${TEACHER_URL:-}" ]] && TEACHER="${TEACHER:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" smollm2)}"
+  STUDENT="${1:-$("$VK_PY" -m verlkit.models.local tiny)}"
+  [[ -z "${TEACHER_URL:-}" ]] && TEACHER="${TEACHER:-$("$VK_PY" -m verlkit.models.local smollm2)}"
   NPROC="${NPROC:-1}"
   MAX_FEEDBACKS="${MAX_FEEDBACKS:-2}"
   NUM_PROMPTS="${NUM_PROMPTS:-8}"
@@ -90,15 +90,15 @@ SAMPLE_CMD=(--out "$SAMPLE" --teacher-url "$TEACHER_URL_USED" --teacher-model "$
 [[ -n "${TEACHER_API_KEY_ENV:-}" ]] && SAMPLE_CMD+=(--teacher-api-key-env "$TEACHER_API_KEY_ENV")
 [[ -n "${GENERAL_PROMPTS:-}" ]] && SAMPLE_CMD+=(--general-prompts "$GENERAL_PROMPTS")
 [[ -n "${MAX_FEEDBACKS:-}" ]] && SAMPLE_CMD+=(--max-feedbacks "$MAX_FEEDBACKS")
-vk_log "sampling: python -m verl.toolkit.c3po.sample ${SAMPLE_CMD[*]}"
-"$VK_PY" -m verl.toolkit.c3po.sample "${SAMPLE_CMD[@]}" || vk_log "sampling reported failures (see $SAMPLE/*/report.json)"
+vk_log "sampling: python -m verlkit.c3po.sample ${SAMPLE_CMD[*]}"
+"$VK_PY" -m verlkit.c3po.sample "${SAMPLE_CMD[@]}" || vk_log "sampling reported failures (see $SAMPLE/*/report.json)"
 
 # --- per feedback: train a LoRA adapter, load it into the student server, evaluate --------------------------------
 [[ "$PROFILE" == gpu ]] && export CUDA_VISIBLE_DEVICES="$TRAIN_DEVICES"
 EVALUATED=0
 for slug in "${SLUGS[@]}"; do
   work="$RUN_DIR/train/$slug"; mkdir -p "$work"
-  if ! "$VK_PY" -m verl.toolkit.c3po.dataset "$SAMPLE/$slug" --out "$work/train.parquet" >&2; then
+  if ! "$VK_PY" -m verlkit.c3po.dataset "$SAMPLE/$slug" --out "$work/train.parquet" >&2; then
     vk_log "$slug: no training data; skipped"; continue
   fi
   ROWS="$("$VK_PY" -m recipes.c3po.args rows "$work/train.parquet")"
@@ -107,10 +107,10 @@ for slug in "${SLUGS[@]}"; do
   [[ "$PROFILE" == cpu ]] && OVR+=(--batch-rows "$(( ROWS < 12 ? ROWS : 12 ))")
   mapfile -t ARGS < <("$VK_PY" -m recipes.c3po.args overrides "${OVR[@]}")
   ((${#ARGS[@]})) || { vk_log "composing the trainer's overrides failed"; exit 1; }
-  vk_log "$slug: torchrun -m verl.trainer.preference_trainer ${ARGS[*]} ${EXTRA[*]+"${EXTRA[*]}"}"
+  vk_log "$slug: torchrun -m verlkit.preference.trainer ${ARGS[*]} ${EXTRA[*]+"${EXTRA[*]}"}"
   vk_train "$work/train.log" "$VK_PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
-    -m verl.trainer.preference_trainer "${ARGS[@]}" "${EXTRA[@]+"${EXTRA[@]}"}"
-  "$VK_PY" -m verl.toolkit.train_summary "$work/train.log" --json "$work/metrics.json" --prefixes train/loss,pref/ >&2 || true
+    -m verlkit.preference.trainer "${ARGS[@]}" "${EXTRA[@]+"${EXTRA[@]}"}"
+  "$VK_PY" -m verlkit.runs.summary "$work/train.log" --json "$work/metrics.json" --prefixes train/loss,pref/ >&2 || true
   # verl's merger writes the base weights and the adapter; only the adapter is new
   ckpt="$("$VK_PY" -m recipes.pipeline.args latest "$work/checkpoints")"
   "$VK_PY" -m verl.model_merger merge --backend fsdp --local_dir "$ckpt" --target_dir "$work/export" \
@@ -119,12 +119,12 @@ for slug in "${SLUGS[@]}"; do
   ADAPTER="c3po-$slug"
   "$VK_PY" -m recipes.c3po.args load-adapter "$STUDENT_URL" "$ADAPTER" "$work/adapter"
   vk_log "$slug: adapter $work/adapter loaded into the student server as '$ADAPTER'"
-  "$VK_PY" -m verl.toolkit.c3po.evaluate --sample-dir "$SAMPLE/$slug" --out "$RUN_DIR/eval/$slug" --method trained \
+  "$VK_PY" -m verlkit.c3po.evaluate --sample-dir "$SAMPLE/$slug" --out "$RUN_DIR/eval/$slug" --method trained \
     --model-url "$STUDENT_URL" --model-name "$ADAPTER" --baseline-url "$STUDENT_URL" --baseline-name "$STUDENT_NAME" \
     "${JUDGE[@]}" "${EVAL_ARGS[@]}" && EVALUATED=$((EVALUATED + 1))
   IFS=, read -r -a BASELINES <<<"${EVAL_BASELINES:-}"
   for b in "${BASELINES[@]+"${BASELINES[@]}"}"; do
-    "$VK_PY" -m verl.toolkit.c3po.evaluate --sample-dir "$SAMPLE/$slug" --out "$RUN_DIR/eval/$slug" --method "$b" \
+    "$VK_PY" -m verlkit.c3po.evaluate --sample-dir "$SAMPLE/$slug" --out "$RUN_DIR/eval/$slug" --method "$b" \
       "${JUDGE[@]}" "${EVAL_ARGS[@]}" || true
   done
 done

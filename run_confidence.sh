@@ -27,8 +27,8 @@ set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}"
 DESIGN="${2:-cgp}"
 [[ "$DESIGN" == cgp || "$DESIGN" == rlcr ]] || { vk_log "design must be cgp or rlcr, got '$DESIGN'. $USAGE"; exit 2; }
 if [[ "$PROFILE" == cpu ]]; then
-  POLICY="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"
-  DOWNSTREAM="${3:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" smollm2)}"
+  POLICY="${1:-$("$VK_PY" -m verlkit.models.local tiny)}"
+  DOWNSTREAM="${3:-$("$VK_PY" -m verlkit.models.local smollm2)}"
   EPOCHS="${4:-1}"
   STEPS="${STEPS:-2}"
 else
@@ -108,7 +108,7 @@ mapfile -t ARGS < <("$VK_PY" -m recipes.confidence.args overrides "${OVR[@]}")
 
 vk_log "training: python -m verl.trainer.main_ppo ${ARGS[*]} ${EXTRA[*]+"${EXTRA[*]}"}"
 vk_train "$RUN_DIR/train.log" "$VK_PY" -m verl.trainer.main_ppo "${ARGS[@]}" "${EXTRA[@]+"${EXTRA[@]}"}"
-"$VK_PY" -m verl.toolkit.train_summary "$RUN_DIR/train.log" --json "$RUN_DIR/train_metrics.json"
+"$VK_PY" -m verlkit.runs.summary "$RUN_DIR/train.log" --json "$RUN_DIR/train_metrics.json"
 
 # --- export the trained actor to a Hugging Face directory -------------------------------------------
 ACTOR_CKPT="$("$VK_PY" -m recipes.confidence.args latest-actor "$RUN_DIR/checkpoints")"
@@ -138,8 +138,8 @@ if [[ "$DESIGN" == cgp ]]; then
   EVAL+=(--downstream-url "$DS_URL" --downstream-model "$DS_NAME")
   [[ -n "$DS_KEY_ENV" ]] && EVAL+=(--downstream-api-key-env "$DS_KEY_ENV")
 fi
-vk_log "evaluating: python -m verl.toolkit.eval_calibration ${EVAL[*]} ${EVAL_ARGS[*]}"
-"$VK_PY" -m verl.toolkit.eval_calibration "${EVAL[@]}" "${EVAL_ARGS[@]}"
+vk_log "evaluating: python -m verlkit.evaluation.calibration ${EVAL[*]} ${EVAL_ARGS[*]}"
+"$VK_PY" -m verlkit.evaluation.calibration "${EVAL[@]}" "${EVAL_ARGS[@]}"
 
 # the metrics table; fails when a condition got no answer at all (an outage is not a result)
 "$VK_PY" -m recipes.confidence.args report "$EVAL_DIR/metrics.json"

@@ -18,10 +18,10 @@ vk_begin rubric "$@"
 set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}"
 
 if [[ "$PROFILE" == cpu ]]; then
-  MODEL="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"
+  MODEL="${1:-$("$VK_PY" -m verlkit.models.local tiny)}"
   EPOCHS="${2:-1}"
   DATASET="${3:-}"
-  VERIFIER_MODEL="${5:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" smollm2)}"
+  VERIFIER_MODEL="${5:-$("$VK_PY" -m verlkit.models.local smollm2)}"
   ALGORITHM="${ALGORITHM:-grpo}"
 else
   MODEL="${1:?usage: bash run_rubric.sh <model> <epochs> [dataset] [no_entropy_loss_and_kl] [verifier_model] [setup] [weight]}"
@@ -69,5 +69,5 @@ mapfile -t ARGS < <("$VK_PY" -m recipes.rubric.args --profile "$PROFILE" --model
 
 vk_log "training: python -m verl.trainer.main_ppo ${ARGS[*]} ${EXTRA[*]+"${EXTRA[*]}"}"
 vk_train "$RUN_DIR/train.log" "$VK_PY" -m verl.trainer.main_ppo "${ARGS[@]}" "${EXTRA[@]+"${EXTRA[@]}"}"
-"$VK_PY" -m verl.toolkit.train_summary "$RUN_DIR/train.log" --json "$RUN_DIR/metrics.json"
+"$VK_PY" -m verlkit.runs.summary "$RUN_DIR/train.log" --json "$RUN_DIR/metrics.json"
 vk_log "run directory: $RUN_DIR"

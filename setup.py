@@ -1,29 +1,33 @@
 """Package discovery only (metadata lives in pyproject.toml).
 
-The repository's ``verl/`` folder has no ``__init__.py`` at its top levels, so it can never shadow
-upstream verl. It is shipped under its own import name, ``verlkit_tree``, and the ``verl.plugins``
-entry point (``verlkit_tree._graft``) resolves ``verl.<name>`` to these files at run time.
+Our machinery is the ordinary package ``verlkit``. The reward modules in ``verl/utils/reward_score/``
+are not a package of their own: the ``verl.plugins`` entry point (``verlkit.plugin.graft``) loads them
+under upstream's ``verl.utils.reward_score.<name>`` names. A source checkout or an editable install
+reads them from the repository; a wheel carries a copy as package data under ``verlkit/_grafted/``.
 """
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
 
-TREE = "verl"
-SHIP_AS = "verlkit_tree"
+GRAFTED = Path("verl") / "utils" / "reward_score"
 
 
-def tree_packages():
-    root = Path(__file__).parent / TREE
-    found = [SHIP_AS]
-    for path in sorted(root.rglob("*")):
-        if path.is_dir() and "__pycache__" not in path.parts:
-            found.append(".".join([SHIP_AS, *path.relative_to(root).parts]))
-    return found
+class BuildWithGraftedRewards(build_py):
+    def run(self):
+        super().run()
+        if getattr(self, "editable_mode", False):
+            return  # the editable install reads the repository's files
+        target = Path(self.build_lib) / "verlkit" / "_grafted" / "utils" / "reward_score"
+        target.mkdir(parents=True, exist_ok=True)
+        for source in sorted(GRAFTED.glob("*.py")):
+            self.copy_file(str(source), str(target / source.name))
 
 
 setup(
-    packages=[*tree_packages(), "data_prep"],
-    package_dir={SHIP_AS: TREE, "data_prep": "data_prep"},
-    package_data={SHIP_AS: ["**/*.json", "**/*.jinja", "**/*.txt", "**/*.jsonl"], "data_prep": ["assets/*", "assets/*/*"]},
+    packages=find_packages(include=["verlkit", "verlkit.*", "data_prep", "data_prep.*", "recipes", "recipes.*"]),
+    package_data={"verlkit": ["**/*.json", "**/*.jsonl", "**/*.jinja", "**/*.txt", "**/*.yaml"],
+                  "data_prep": ["assets/*", "assets/*/*"], "recipes": ["**/*.yaml"]},
+    cmdclass={"build_py": BuildWithGraftedRewards},
 )

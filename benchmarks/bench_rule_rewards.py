@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     import verl  # noqa: F401  (installs the graft: default_compute_score is now ours)
-    from verl.toolkit import rule_check
+    from verlkit.clients import rule_check
     from verl.utils.reward_score import registry
 
     upstream = registry._import_upstream_default()

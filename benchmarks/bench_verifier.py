@@ -24,8 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from verl.toolkit.background_loop import run_sync
-from verl.toolkit.llm_client import ClientConfig, LLMClient
+from verlkit.clients.loop import run_sync
+from verlkit.clients.llm import ClientConfig, LLMClient
 from verl.utils.reward_score.verifier_prompts import tinyv_prompt
 
 MAX_TOKENS = 8
@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
 
     server = None
     if not args.url:
-        from verl.toolkit.launcher import ServerSpec, launch
-        from verl.toolkit.local_models import build_tiny_qwen2
+        from verlkit.serving.launcher import ServerSpec, launch
+        from verlkit.models.local import build_tiny_qwen2
 
         server = launch(ServerSpec(model=build_tiny_qwen2(), served_model_name="bench-verifier", name="bench-verifier",
                                    run_dir=Path(tempfile.mkdtemp(prefix="bench_verifier_")), ready_timeout_s=420))

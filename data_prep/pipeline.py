@@ -286,7 +286,7 @@ def sft_row(chat: Chat) -> dict[str, Any]:
 
 
 def preference_row(pair: PreferencePair) -> dict[str, Any]:
-    """The preference trainer's pair row (verl/toolkit/preference_data.py): replies as strings."""
+    """The preference trainer's pair row (verlkit/preference/data.py): replies as strings."""
     return {
         "prompt": pair.prompt,
         "chosen": pair.chosen,

@@ -8,18 +8,18 @@ def format_table(rows: list[tuple[str, ...]] | list[list[str]]) -> str:
 
 
 def cpu_profile_overrides():
-    """``verl/cpu_profile/overrides.py`` imported under the package's shipped name: as
-    ``verl.cpu_profile.overrides`` it would first import upstream verl, which the recipes' small
+    """``verlkit/cpu_profile/overrides.py`` imported under the package's shipped name: as
+    ``verlkit.cpu_profile.overrides`` it would first import upstream verl, which the recipes' small
     command-line helpers otherwise never need (5-40 s per call on a small machine)."""
     import importlib
 
-    return importlib.import_module("verlkit_tree.cpu_profile.overrides")
+    return importlib.import_module("verlkit.cpu_profile.overrides")
 
 
 def latest_checkpoint(checkpoint_dir: str):
     """``<dir>/global_step_N`` of the last step verl saved there (its marker file, else the highest N)."""
     # the shipped name: this stdlib-only helper does not need upstream verl imported first
-    from verlkit_tree.toolkit.reward_model_export import latest_checkpoint as latest
+    from verlkit.preference.export import latest_checkpoint as latest
 
     try:
         return latest(checkpoint_dir)

@@ -4,9 +4,7 @@
 
 VK_REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VK_PY="${VK_PYTHON:-python}"
-# Our stdlib-only command-line tools (launcher, CPU overrides, local models) run under the package's
-# shipped name: as verl.<module> every call would first import upstream verl (5-40 s on 2 cores).
-VK_TOOLS=verlkit_tree
+
 VK_STATES=()
 
 vk_log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
@@ -17,7 +15,7 @@ vk_detect_profile() {
   elif command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then PROFILE=gpu
   else PROFILE=cpu; fi
   if [[ "$PROFILE" == cpu ]]; then
-    while IFS= read -r kv; do export "$kv"; done < <("$VK_PY" -m "$VK_TOOLS.cpu_profile.overrides" env)
+    while IFS= read -r kv; do export "$kv"; done < <("$VK_PY" -m verlkit.cpu_profile.overrides env)
   fi
   export WANDB_MODE="${WANDB_MODE:-offline}"
   vk_log "profile: $PROFILE"
@@ -34,14 +32,14 @@ vk_serve_start() {
   local name="$1" model="$2"; shift 2
   local state="$RUN_DIR/$name.server.json"
   rm -f "$state"
-  "$VK_PY" -m "$VK_TOOLS.toolkit.launcher" serve --name "$name" --model "$model" --run-dir "$RUN_DIR" "$@" \
+  "$VK_PY" -m verlkit.serving.launcher serve --name "$name" --model "$model" --run-dir "$RUN_DIR" "$@" \
     >"$RUN_DIR/$name.launcher.out" 2>"$RUN_DIR/$name.launcher.err" &
   VK_STATES+=("$state")
 }
 
 vk_serve_wait() {
   local name="$1" state="$RUN_DIR/$1.server.json"
-  if ! VK_URL="$("$VK_PY" -m "$VK_TOOLS.toolkit.launcher" wait-ready --state "$state" --timeout "${VK_READY_TIMEOUT:-900}")"; then
+  if ! VK_URL="$("$VK_PY" -m verlkit.serving.launcher wait-ready --state "$state" --timeout "${VK_READY_TIMEOUT:-900}")"; then
     vk_log "the $name server did not become ready:"; tail -n 40 "$RUN_DIR/$name.launcher.err" >&2
     return 1
   fi
@@ -53,14 +51,14 @@ vk_serve_wait() {
 # vk_stop NAME: stop a server this run started, before the run ends (frees its memory or GPU).
 vk_stop() {
   local state="$RUN_DIR/$1.server.json"
-  [[ -f "$state" ]] && "$VK_PY" -m "$VK_TOOLS.toolkit.launcher" stop --state "$state" >&2 || true
+  [[ -f "$state" ]] && "$VK_PY" -m verlkit.serving.launcher stop --state "$state" >&2 || true
 }
 
 vk_cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   for state in "${VK_STATES[@]}"; do
-    [[ -f "$state" ]] && "$VK_PY" -m "$VK_TOOLS.toolkit.launcher" stop --state "$state" >&2 || true
+    [[ -f "$state" ]] && "$VK_PY" -m verlkit.serving.launcher stop --state "$state" >&2 || true
   done
   # verl's own processes (Ray) started by this run: stop the local Ray instance if we started one.
   if [[ -n "${VK_TRAIN_PID:-}" ]] && kill -0 "$VK_TRAIN_PID" 2>/dev/null; then

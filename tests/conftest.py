@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """The tiny deterministic Qwen2 (built once into ``$VERLKIT_CACHE``, reused afterwards)."""
-    from verl.toolkit.local_models import build_tiny_qwen2
+    from verlkit.models.local import build_tiny_qwen2
 
     return build_tiny_qwen2()
 
@@ -50,7 +50,7 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     Yields the launcher's ``ServedModel`` (``.base_url`` like http://127.0.0.1:PORT/v1,
     ``.model_name``); its process group is stopped at the end of the session.
     """
-    from verl.toolkit.launcher import ServerSpec, launch
+    from verlkit.serving.launcher import ServerSpec, launch
 
     spec = ServerSpec(
         model=tiny_model_dir,

@@ -52,8 +52,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.command == "select":
         # the shipped names: these stdlib-only modules do not need upstream verl imported first
-        from verlkit_tree.toolkit.c3po.feedback import FeedbackError, load_feedbacks, select_feedbacks
-        from verlkit_tree.toolkit.c3po.general_prompts import BUNDLED_FEEDBACKS
+        from verlkit.c3po.feedback import FeedbackError, load_feedbacks, select_feedbacks
+        from verlkit.c3po.general_prompts import BUNDLED_FEEDBACKS
 
         try:
             chosen = select_feedbacks(load_feedbacks(a.feedback or [BUNDLED_FEEDBACKS]), a.prefix)
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(pq.ParquetFile(a.parquet).metadata.num_rows)
         return 0
     if a.command == "load-adapter":
-        from verlkit_tree.toolkit.launcher import ServerStartError, load_lora_adapter
+        from verlkit.serving.launcher import ServerStartError, load_lora_adapter
 
         try:
             load_lora_adapter(a.url, a.name, a.path)

@@ -193,8 +193,8 @@ def check_chat(url: str, model: str, api_key_env: str | None = None, timeout_s: 
     named ``api_key_env`` by the shared client; it never appears on a command line."""
     import os
 
-    from verl.toolkit.background_loop import run_sync
-    from verl.toolkit.llm_client import ClientConfig, close_session, get_client
+    from verlkit.clients.loop import run_sync
+    from verlkit.clients.llm import ClientConfig, close_session, get_client
 
     if api_key_env and not os.environ.get(api_key_env):
         return f"DOWNSTREAM_API_KEY_ENV={api_key_env}, but the environment variable {api_key_env} is empty or unset"

@@ -30,7 +30,7 @@ set -- "${POSITIONAL[@]+"${POSITIONAL[@]}"}"
 ((${#EXTRA[@]} == 0)) || { vk_log "run_all.sh takes no hydra overrides (-- ...); run a stage's trainer directly. $USAGE"; exit 2; }
 
 if [[ "$PROFILE" == cpu ]]; then
-  BASE="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"
+  BASE="${1:-$("$VK_PY" -m verlkit.models.local tiny)}"
   REFERENCE="${2:-$BASE}"
   NPROC="${NPROC:-1}"
   EVAL_MODELS="${EVAL_MODELS:-rloo}"
@@ -83,7 +83,7 @@ train_offline() {  # train_offline STAGE MODULE INIT_MODEL
   ((${#ARGS[@]})) || { vk_log "composing the $stage overrides failed"; exit 1; }
   vk_log "$stage: ${TORCHRUN_CMD[*]} -m $module ${ARGS[*]}"
   vk_train "$RUN_DIR/$stage/train.log" "${TORCHRUN_CMD[@]}" -m "$module" "${ARGS[@]}"
-  "$VK_PY" -m verl.toolkit.train_summary "$RUN_DIR/$stage/train.log" --json "$RUN_DIR/$stage/metrics.json" \
+  "$VK_PY" -m verlkit.runs.summary "$RUN_DIR/$stage/train.log" --json "$RUN_DIR/$stage/metrics.json" \
     --prefixes train/loss,pref/ >&2 || true
 }
 
@@ -116,13 +116,13 @@ if selected sft; then
 fi
 if selected dpo; then
   need "$RUN_DIR/sft/hf/config.json" "no SFT model to start DPO from"
-  train_offline dpo verl.trainer.preference_trainer "$RUN_DIR/sft/hf"
+  train_offline dpo verlkit.preference.trainer "$RUN_DIR/sft/hf"
   export_hf "$RUN_DIR/dpo/checkpoints" "$RUN_DIR/dpo/hf"
 fi
 if selected rm; then
   need "$RUN_DIR/sft/hf/config.json" "no SFT model to start the reward model from"
-  train_offline rm verl.trainer.preference_trainer "$RUN_DIR/sft/hf"
-  "$VK_PY" -m verl.toolkit.reward_model_export --checkpoint "$RUN_DIR/rm/checkpoints" --out "$RUN_DIR/rm/hf" >&2
+  train_offline rm verlkit.preference.trainer "$RUN_DIR/sft/hf"
+  "$VK_PY" -m verlkit.preference.export --checkpoint "$RUN_DIR/rm/checkpoints" --out "$RUN_DIR/rm/hf" >&2
 fi
 RM_HF="$RUN_DIR/rm/hf"
 
@@ -133,7 +133,7 @@ if selected rm || selected rloo || selected eval; then
   RM_URL="$VK_URL"; RM_NAME="$VK_MODEL_NAME"
 fi
 if selected rm; then
-  "$VK_PY" -m verl.toolkit.eval_reward_model --pairs "$DATA/prefs/test.parquet" --rm-url "$RM_URL" \
+  "$VK_PY" -m verlkit.evaluation.reward_model --pairs "$DATA/prefs/test.parquet" --rm-url "$RM_URL" \
     --rm-name "$RM_NAME" --rm-tokenizer "$RM_HF" --out "$RUN_DIR/rm/eval.json"
 fi
 
@@ -152,7 +152,7 @@ if selected rloo; then
   ((${#ARGS[@]})) || { vk_log "composing the rloo overrides failed"; exit 1; }
   vk_log "rloo: python -m verl.trainer.main_ppo ${ARGS[*]}"
   vk_train "$RUN_DIR/rloo/train.log" "$VK_PY" -m verl.trainer.main_ppo "${ARGS[@]}"
-  "$VK_PY" -m verl.toolkit.train_summary "$RUN_DIR/rloo/train.log" --json "$RUN_DIR/rloo/metrics.json" >&2 || true
+  "$VK_PY" -m verlkit.runs.summary "$RUN_DIR/rloo/train.log" --json "$RUN_DIR/rloo/metrics.json" >&2 || true
   export_hf "$RUN_DIR/rloo/checkpoints" "$RUN_DIR/rloo/hf" --actor
   [[ "$PROFILE" == gpu ]] && export CUDA_VISIBLE_DEVICES="$(IFS=,; echo "${ALL_GPUS[*]}")"
 fi
@@ -175,7 +175,7 @@ if selected eval; then
     vk_serve_start "policy_$m" "$RUN_DIR/$m/hf" --served-model-name "policy_$m" "${SERVE_COMMON[@]}" "${EVAL_GPU[@]+"${EVAL_GPU[@]}"}"
     if ((first)); then vk_serve_wait reference; REF_URL="$VK_URL"; first=0; fi
     vk_serve_wait "policy_$m"
-    "$VK_PY" -m verl.toolkit.eval_winrate --prompts "$DATA/eval/prompts.parquet" --label "$m" \
+    "$VK_PY" -m verlkit.evaluation.winrate --prompts "$DATA/eval/prompts.parquet" --label "$m" \
       --model-url "$VK_URL" --model-name "$VK_MODEL_NAME" --reference-url "$REF_URL" --reference-name reference \
       "${SCORER[@]}" --tie-band "${TIE_BAND:-0.1}" --out "$RUN_DIR/eval/$m" "${EVAL_ARGS[@]}"
     vk_stop "policy_$m"

@@ -15,7 +15,7 @@ vk_detect_profile
 vk_run_dir rrm
 vk_install_cleanup
 if [[ "$PROFILE" == cpu ]]; then
-  MODEL="${1:-$("$VK_PY" -m "$VK_TOOLS.toolkit.local_models" tiny)}"; EPOCHS="${2:-1}"; ALGORITHM="${ALGORITHM:-grpo}"
+  MODEL="${1:-$("$VK_PY" -m verlkit.models.local tiny)}"; EPOCHS="${2:-1}"; ALGORITHM="${ALGORITHM:-grpo}"
 else
   MODEL="${1:?usage: bash recipes/rubric/train_rrm.sh <rrm_sft_model> <epochs> [dataset]}"; EPOCHS="${2:-12}"
   ALGORITHM="${ALGORITHM:-gae}"
@@ -32,4 +32,4 @@ mapfile -t ARGS < <("$VK_PY" -m recipes.rubric.rrm_args --profile "$PROFILE" --m
   --logger "${LOGGER:-console,wandb}")
 [[ "$PROFILE" == cpu ]] && ARGS+=("trainer.total_training_steps=${STEPS:-2}")
 vk_train "$RUN_DIR/train.log" "$VK_PY" -m verl.trainer.main_ppo "${ARGS[@]}" "${EXTRA[@]+"${EXTRA[@]}"}"
-"$VK_PY" -m verl.toolkit.train_summary "$RUN_DIR/train.log" --json "$RUN_DIR/metrics.json"
+"$VK_PY" -m verlkit.runs.summary "$RUN_DIR/train.log" --json "$RUN_DIR/metrics.json"

@@ -30,7 +30,7 @@ COMPLETIONS = ("baseline_response", "revised_response", "in_context_response")
 
 def sample_cmd(server, out: Path, prefix: str, *extra: str) -> list[str]:
     return [
-        sys.executable, "-m", "verl.toolkit.c3po.sample", "--out", str(out), "--feedback-prefix", prefix,
+        sys.executable, "-m", "verlkit.c3po.sample", "--out", str(out), "--feedback-prefix", prefix,
         "--teacher-url", server.base_url, "--teacher-model", server.model_name, "--teacher-constrained", "on",
         "--completion-url", server.base_url, "--completion-model", server.model_name, "--completion-constrained", "on",
         "--num-in-scope", "6", "--num-near-scope", "6", "--num-out-of-scope", "6", "--prompts-per-category", "3",
@@ -134,8 +134,8 @@ def test_an_interrupted_run_resumes_where_it_stopped(vllm_server, tmp_path):
 def test_the_training_parquet_loads_in_the_preference_dataset(sampled, tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from verl.toolkit.c3po.dataset import write_preference_parquet
-    from verl.toolkit.preference_data import PreferenceDataset
+    from verlkit.c3po.dataset import write_preference_parquet
+    from verlkit.preference.data import PreferenceDataset
 
     counts = write_preference_parquet(sampled / "concise-boss-emails", tmp_path / "train.parquet")
     assert counts["pair"] >= 1
@@ -148,7 +148,7 @@ def test_prompting_baselines_are_judged_in_both_orders_by_a_real_judge(sampled, 
     """``--method in_context``: the stored in-context completions against the stored baselines,
     judged by the served model (constrained to the BETTER_RESPONSE format) in both orders."""
     done = subprocess.run([
-        sys.executable, "-m", "verl.toolkit.c3po.evaluate", "--sample-dir", str(sampled / "concise-boss-emails"),
+        sys.executable, "-m", "verlkit.c3po.evaluate", "--sample-dir", str(sampled / "concise-boss-emails"),
         "--out", str(tmp_path), "--method", "in_context", "--judge-url", vllm_server.base_url,
         "--judge-model", vllm_server.model_name, "--judge-constrained", "on", "--limit", "3",
     ], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip

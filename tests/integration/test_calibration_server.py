@@ -32,7 +32,7 @@ def dev_rows(tmp_path_factory):
 
 @pytest.fixture
 def closed_session():
-    from verl.toolkit.llm_client import close_session
+    from verlkit.clients.llm import close_session
 
     yield
     close_session()
@@ -65,7 +65,7 @@ def test_cgp_reward_through_registry(vllm_server, dev_rows, closed_session):
 
 
 def test_eval_calibration_end_to_end(vllm_server, dev_rows, tmp_path, closed_session):
-    from verl.toolkit import eval_calibration
+    from verlkit.evaluation import calibration as eval_calibration
 
     url, model = _v1(vllm_server.base_url), vllm_server.model_name
     out = tmp_path / "eval"

@@ -26,7 +26,7 @@ def test_unparseable_judge_replies_are_counted_never_scored_zero(vllm_server, tm
                   for i in range(4)]).to_parquet(prompts)  # fmt: skip
     url, name = vllm_server.base_url, vllm_server.model_name
     done = subprocess.run([
-        sys.executable, "-m", "verl.toolkit.eval_winrate", "--prompts", str(prompts), "--out", str(tmp_path / "eval"),
+        sys.executable, "-m", "verlkit.evaluation.winrate", "--prompts", str(prompts), "--out", str(tmp_path / "eval"),
         "--model-url", url, "--model-name", name, "--reference-url", url, "--reference-name", name,
         "--judge-url", url, "--judge-model", name, "--judge-rate-limit-rps", "50",
         "--max-tokens", "8", "--temperature", "0",
@@ -41,7 +41,7 @@ def test_unparseable_judge_replies_are_counted_never_scored_zero(vllm_server, tm
 
 
 def test_scoring_needs_exactly_one_scorer(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "verl.toolkit.eval_winrate", "--prompts", "x.parquet", "--out",
+    done = subprocess.run([sys.executable, "-m", "verlkit.evaluation.winrate", "--prompts", "x.parquet", "--out",
                            str(tmp_path), "--model-url", "http://127.0.0.1:1/v1", "--reference-url",
                            "http://127.0.0.1:1/v1"], cwd=REPO, capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 2 and "exactly one of --rm-url" in done.stderr

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from verl.toolkit.launcher import (
+from verlkit.serving.launcher import (
     PortInUseError,
     ServerSpec,
     ServerStartError,
@@ -125,7 +125,7 @@ def test_missing_model_fails_fast_and_wait_ready_sees_it(tmp_path):
     with pytest.raises(ServerStartError, match="not found"):
         launch(ServerSpec(model=tmp_path / "nope", name="gone", run_dir=tmp_path))
     wait = subprocess.run(
-        [PY, "-m", "verl.toolkit.launcher", "wait-ready", "--state", str(tmp_path / "gone.server.json"),
+        [PY, "-m", "verlkit.serving.launcher", "wait-ready", "--state", str(tmp_path / "gone.server.json"),
          "--timeout", "5"],
         check=False, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -167,7 +167,7 @@ def test_not_a_model_dies_with_log_tail(tmp_path):
 def test_sigint_during_startup_stops_the_group(tiny_model_dir, tmp_path):
     """The CLI gets SIGINT while vLLM is still starting: launch()'s handler stops the group."""
     cli = subprocess.Popen(
-        [PY, "-m", "verl.toolkit.launcher", "serve", "--name", "intr", "--model", str(tiny_model_dir),
+        [PY, "-m", "verlkit.serving.launcher", "serve", "--name", "intr", "--model", str(tiny_model_dir),
          "--run-dir", str(tmp_path)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
@@ -190,7 +190,7 @@ def test_launcher_killed_by_sigkill_takes_the_server_down(tiny_model_dir, tmp_pa
     """A training process that crashes hard (SIGKILL: no atexit, no handlers) leaves no server."""
     script = textwrap.dedent(
         f"""
-        from verl.toolkit.launcher import ServerSpec, launch
+        from verlkit.serving.launcher import ServerSpec, launch
         launch(ServerSpec(model={str(tiny_model_dir)!r}, name="crash", run_dir={str(tmp_path)!r}))
         """
     )
@@ -218,7 +218,7 @@ def test_stop_command_escalates_to_sigkill(tmp_path):
     try:
         # Generous timeout: `import verl` alone takes 5-45 s on these shared 2-core machines.
         out = subprocess.run(
-            [PY, "-m", "verl.toolkit.launcher", "stop", "--state", str(state_path), "--grace", "1"],
+            [PY, "-m", "verlkit.serving.launcher", "stop", "--state", str(state_path), "--grace", "1"],
             check=False, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
     finally:
@@ -290,13 +290,13 @@ def test_external_url_wrong_model_or_dead_server_is_an_error(vllm_server, tmp_pa
 def test_cli_serve_external_url_wait_ready_and_stop(vllm_server, tmp_path):
     """CLI plumbing without a new server: serve --external-url, wait-ready, SIGTERM."""
     cli = subprocess.Popen(
-        [PY, "-m", "verl.toolkit.launcher", "serve", "--name", "ext", "--model", "unused", "--run-dir",
+        [PY, "-m", "verlkit.serving.launcher", "serve", "--name", "ext", "--model", "unused", "--run-dir",
          str(tmp_path), "--external-url", vllm_server.base_url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         wait = subprocess.run(
-            [PY, "-m", "verl.toolkit.launcher", "wait-ready", "--state", str(tmp_path / "ext.server.json"),
+            [PY, "-m", "verlkit.serving.launcher", "wait-ready", "--state", str(tmp_path / "ext.server.json"),
              "--timeout", "120"],
             check=False, capture_output=True, text=True, timeout=180,
         )  # fmt: skip
@@ -320,13 +320,13 @@ def test_cli_serve_external_url_wait_ready_and_stop(vllm_server, tmp_path):
 def test_cli_serve_in_background_then_sigterm_leaves_no_process(tiny_model_dir, tmp_path):
     state_path = tmp_path / "cli-verifier.server.json"
     cli = subprocess.Popen(
-        [PY, "-m", "verl.toolkit.launcher", "serve", "--name", "cli-verifier", "--model", str(tiny_model_dir),
+        [PY, "-m", "verlkit.serving.launcher", "serve", "--name", "cli-verifier", "--model", str(tiny_model_dir),
          "--run-dir", str(tmp_path), "--port", "0", "--ready-timeout", "420"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
         wait = subprocess.run(
-            [PY, "-m", "verl.toolkit.launcher", "wait-ready", "--state", str(state_path), "--timeout", "480"],
+            [PY, "-m", "verlkit.serving.launcher", "wait-ready", "--state", str(state_path), "--timeout", "480"],
             check=False, capture_output=True, text=True, timeout=540,
         )  # fmt: skip
         assert wait.returncode == 0, wait.stderr + (cli.stderr.read() if cli.poll() is not None else "")
@@ -347,7 +347,7 @@ def test_cli_serve_in_background_then_sigterm_leaves_no_process(tiny_model_dir, 
         if cli.poll() is None:
             cli.kill()
             cli.wait()
-            subprocess.run([PY, "-m", "verl.toolkit.launcher", "stop", "--state", str(state_path)], check=False, timeout=300)
+            subprocess.run([PY, "-m", "verlkit.serving.launcher", "stop", "--state", str(state_path)], check=False, timeout=300)
     assert not [p for p in pids if _alive(p)]
     assert not _group_alive(state["pgid"])
     assert read_state(state_path)["state"] == "stopped"
@@ -355,7 +355,7 @@ def test_cli_serve_in_background_then_sigterm_leaves_no_process(tiny_model_dir, 
 
 def test_classify_probe_refuses_a_generation_model_with_a_hint(vllm_server):
     """A causal LM served by mistake where a reward model is expected fails the readiness probe."""
-    from verl.toolkit.launcher import probe
+    from verlkit.serving.launcher import probe
 
     ok, reason, _ = probe(vllm_server.base_url, vllm_server.model_name, timeout=60, task="classify")
     assert not ok and "classification probe answered" in reason

@@ -39,7 +39,7 @@ def test_plugins_can_be_disabled_with_verl_switch():
 
 
 def test_cpu_profile_is_inert_unless_selected():
-    code = "import sys, verl\nprint('verl.cpu_profile' in sys.modules)"
+    code = "import sys, verl\nprint('verlkit.cpu_profile' in sys.modules)"
     assert _fresh_python(code).stdout.strip() == "False"
     out = _fresh_python(code + "\nfrom verl.plugin.platform import get_platform\nprint(get_platform().device_name)",
                         VERL_PLATFORM="cpu")

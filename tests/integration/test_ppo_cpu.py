@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from verl.toolkit.train_summary import parse_step_metrics
+from verlkit.runs.summary import parse_step_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def write_gsm8k_rows(path: Path) -> Path:
 
 
 def cpu_env() -> dict:
-    from verl.cpu_profile.overrides import env
+    from verlkit.cpu_profile.overrides import env
 
     base = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "RAY_ADDRESS")}
     base.update(env())
@@ -45,7 +45,7 @@ def cpu_env() -> dict:
 
 
 def run_main_ppo(tmp_path: Path, model_dir: Path, *extra: str, use_critic=False, steps=2, timeout=900):
-    from verl.cpu_profile.overrides import ppo
+    from verlkit.cpu_profile.overrides import ppo
 
     data = write_gsm8k_rows(tmp_path / "gsm8k.parquet")
     cmd = [

@@ -1,4 +1,4 @@
-"""The preference trainer (``torchrun -m verl.trainer.preference_trainer``) on the CPU profile.
+"""The preference trainer (``torchrun -m verlkit.preference.trainer``) on the CPU profile.
 
 Real torchrun/gloo/FSDP2 engine, real parquet, the tiny local Qwen2. One LCDPO data file (pairs plus
 near- and out-of-scope constraint rows); every step sees the whole file (batch = 16 rows), so the
@@ -35,7 +35,7 @@ LN2 = math.log(2.0)
 
 def run_torchrun(module: str, n_procs: int, overrides: list[str], log_path: Path) -> str:
     """``torchrun --standalone -m module`` in its own process group (killed on timeout/any error)."""
-    from verl.cpu_profile.overrides import env
+    from verlkit.cpu_profile.overrides import env
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_procs}", "-m", module]
     with open(log_path, "w") as log:
@@ -110,7 +110,7 @@ def write_preference_parquet(path: Path) -> Path:
 
 
 def overrides(model_dir: Path, train: Path, ckpt: Path, n_procs: int, steps: int, save_freq: int) -> list[str]:
-    from verl.cpu_profile.overrides import sft
+    from verlkit.cpu_profile.overrides import sft
 
     return sft(n_procs) + [
         f"model.path={model_dir}",
@@ -132,10 +132,10 @@ def runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("preference_cpu")
     train = write_preference_parquet(work / "prefs.parquet")
     two = run_torchrun(
-        "verl.trainer.preference_trainer", 2, overrides(tiny_model_dir, train, work / "ckpt2", 2, 3, 2), work / "two.log"
+        "verlkit.preference.trainer", 2, overrides(tiny_model_dir, train, work / "ckpt2", 2, 3, 2), work / "two.log"
     )
     one = run_torchrun(
-        "verl.trainer.preference_trainer", 1, overrides(tiny_model_dir, train, work / "ckpt1", 1, 3, -1), work / "one.log"
+        "verlkit.preference.trainer", 1, overrides(tiny_model_dir, train, work / "ckpt1", 1, 3, -1), work / "one.log"
     )
     return {"work": work, "train": train, "two": parse_metrics(two), "one": parse_metrics(one)}
 
@@ -144,7 +144,7 @@ def hf_reply_nll(model_dir: Path, train: Path, kind: str) -> float:
     """Mean over rows of ``kind`` of the token-mean NLL of the reply, by a plain HF forward."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from verl.toolkit.preference_data import PreferenceDataset
+    from verlkit.preference.data import PreferenceDataset
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32, attn_implementation="sdpa").eval()
@@ -190,7 +190,7 @@ def test_resume_reproduces_the_uninterrupted_run(runs, tiny_model_dir: Path):
     shutil.copytree(work / "ckpt2" / "global_step_2", ckpt / "global_step_2")
     (ckpt / "latest_checkpointed_iteration.txt").write_text("2")
     text = run_torchrun(
-        "verl.trainer.preference_trainer",
+        "verlkit.preference.trainer",
         2,
         overrides(tiny_model_dir, runs["train"], ckpt, 2, 3, 2),
         work / "resume.log",
@@ -211,7 +211,7 @@ def test_kl_term_is_zero_at_the_reference_and_grows_after_updates(runs, tiny_mod
         f"preference.kd_temperature={temp}",
         "preference.kd_topk=8",
     ]
-    metrics = parse_metrics(run_torchrun("verl.trainer.preference_trainer", 2, args, work / "kl.log"))
+    metrics = parse_metrics(run_torchrun("verlkit.preference.trainer", 2, args, work / "kl.log"))
     assert sorted(metrics) == [1, 2]
     for term in ("soft", "hard"):
         assert metrics[1][f"pref/{term}_kd"] == pytest.approx((1 - lam) * metrics[1][f"pref/{term}_nll"], rel=1e-5)
@@ -231,7 +231,7 @@ def test_lora_adapter_trains_on_cpu(runs, tiny_model_dir: Path):
         "model.lora_alpha=8",
         "optim.lr=1e-2",
     ]
-    text = run_torchrun("verl.trainer.preference_trainer", 1, args, work / "lora.log")
+    text = run_torchrun("verlkit.preference.trainer", 1, args, work / "lora.log")
     assert "PeftModelForCausalLM" in text
     metrics = parse_metrics(text)
     assert metrics[1]["pref/dpo"] == pytest.approx(LN2, abs=1e-5)

@@ -11,7 +11,7 @@ import json
 import pytest
 from recipe_runs import RecipeRun
 
-from verl.toolkit.train_summary import parse_step_metrics
+from verlkit.runs.summary import parse_step_metrics
 
 pytestmark = pytest.mark.integration
 

@@ -17,7 +17,7 @@ import psutil
 import pytest
 from process_checks import alive, process_tree
 
-from verl.toolkit.train_summary import parse_step_metrics
+from verlkit.runs.summary import parse_step_metrics
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ def _assert_nothing_left(run_dir: Path, snapshot):
     if pgid_file.exists():
         # killed members stay in the group as zombies until their parent reaps them: only live
         # members count (group_pids skips zombies), and reaping may take a moment under load
-        from verl.toolkit.launcher import group_pids
+        from verlkit.serving.launcher import group_pids
 
         pgid = int(pgid_file.read_text())
         deadline = time.monotonic() + 30

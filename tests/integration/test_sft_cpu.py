@@ -28,7 +28,7 @@ STEP_LINE = re.compile(r"(?<![\w/])step:(\d+) - [^\n]*?train/loss:([-+0-9.eE]+|n
 
 
 def _cpu_env() -> dict[str, str]:
-    from verl.cpu_profile.overrides import env
+    from verlkit.cpu_profile.overrides import env
 
     out = dict(os.environ)
     out.update(env())
@@ -91,7 +91,7 @@ def parse_losses(text: str) -> dict[int, float]:
 
 
 def sft_overrides(model_dir: Path, train: Path, ckpt_dir: Path, n_procs: int, steps: int, save_freq: int) -> list[str]:
-    from verl.cpu_profile.overrides import sft
+    from verlkit.cpu_profile.overrides import sft
 
     return sft(n_procs) + [
         f"model.path={model_dir}",

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from verl.toolkit.llm_client import get_client
+from verlkit.clients.llm import get_client
 from verl.utils.reward_score import registry
 from verl.utils.reward_score.tinyv import build_messages, parse_options, parse_verifier_score
 
@@ -88,7 +88,7 @@ def test_identical_prompts_one_request_then_cache_hits_next_step(vllm_server):
 
 
 def test_eval_verifier_cli_against_the_server(vllm_server, tmp_path):
-    from verl.toolkit import eval_verifier
+    from verlkit.evaluation import verifier as eval_verifier
 
     pairs = tmp_path / "hardverify.json"
     pairs.write_text(json.dumps([
@@ -106,7 +106,7 @@ def test_eval_verifier_cli_against_the_server(vllm_server, tmp_path):
 @pytest.mark.own_vllm_server
 def test_server_killed_mid_batch_flags_every_affected_sample(tiny_model_dir, tmp_path):
     """A second, short-lived server (never the shared one) is SIGKILLed while a batch is in flight."""
-    from verl.toolkit.launcher import ServerSpec, launch
+    from verlkit.serving.launcher import ServerSpec, launch
 
     server = launch(ServerSpec(model=tiny_model_dir, served_model_name="doomed-verifier", name="doomed-verifier",
                                run_dir=tmp_path, ready_timeout_s=float(os.environ.get("VERLKIT_TEST_SERVER_TIMEOUT", "420"))))

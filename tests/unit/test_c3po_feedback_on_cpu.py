@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from verl.toolkit.c3po.feedback import (
+from verlkit.c3po.feedback import (
     BOOLEAN_METRICS,
     METRICS,
     Feedback,
@@ -20,7 +20,7 @@ from verl.toolkit.c3po.feedback import (
     select_feedbacks,
     slugify,
 )
-from verl.toolkit.c3po.general_prompts import (
+from verlkit.c3po.general_prompts import (
     BUNDLED_FEEDBACKS,
     BUNDLED_GENERAL_PROMPTS,
     GeneralPromptsError,

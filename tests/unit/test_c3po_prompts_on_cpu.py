@@ -19,8 +19,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from verl.toolkit.c3po.feedback import Feedback
-from verl.toolkit.c3po.prompts import (
+from verlkit.c3po.feedback import Feedback
+from verlkit.c3po.prompts import (
     FORMAT_HEADING,
     Constraint,
     ParseError,

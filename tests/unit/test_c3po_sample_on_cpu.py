@@ -15,10 +15,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from verl.toolkit.c3po.dataset import preference_rows, write_preference_parquet
-from verl.toolkit.c3po.evaluate import order_corrected, outcome_from_score, summarize_set
-from verl.toolkit.c3po.feedback import Feedback
-from verl.toolkit.c3po.sample import (
+from verlkit.c3po.dataset import preference_rows, write_preference_parquet
+from verlkit.c3po.evaluate import order_corrected, outcome_from_score, summarize_set
+from verlkit.c3po.feedback import Feedback
+from verlkit.c3po.sample import (
     Endpoint,
     FeedbackSampler,
     RequestLog,
@@ -27,7 +27,7 @@ from verl.toolkit.c3po.sample import (
     split_seed_for,
     take_round_robin,
 )
-from verl.toolkit.llm_client import Completion
+from verlkit.clients.llm import Completion
 
 FEEDBACK = Feedback(content="Be more concise when writing emails to my boss", domain="writing emails to my boss",
                     effect="be more concise", name="concise-boss-emails")  # fmt: skip
@@ -132,7 +132,7 @@ def sample_dir(tmp_path: Path, n_in=3, n_near=2, n_out=4) -> Path:
 
 
 def test_training_rows_pair_revised_over_baseline_and_constrain_with_baselines(tmp_path):
-    from verl.toolkit.c3po.sample import load_sample
+    from verlkit.c3po.sample import load_sample
 
     rows = preference_rows(load_sample(sample_dir(tmp_path)))
     kinds = [r["kind"] for r in rows]
@@ -147,7 +147,7 @@ def test_training_rows_pair_revised_over_baseline_and_constrain_with_baselines(t
 def test_the_training_parquet_loads_in_the_preference_dataset(tmp_path, tiny_model_dir):
     from transformers import AutoTokenizer
 
-    from verl.toolkit.preference_data import PreferenceDataset
+    from verlkit.preference.data import PreferenceDataset
 
     out = tmp_path / "train.parquet"
     counts = write_preference_parquet(sample_dir(tmp_path), out, balance=False)

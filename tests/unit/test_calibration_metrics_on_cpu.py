@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from verl.toolkit import calibration_metrics as cm
+from verlkit.evaluation import calibration_stats as cm
 
 
 def ece_reference(conf, correct, n_bins=10):

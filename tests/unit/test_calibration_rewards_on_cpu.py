@@ -164,7 +164,7 @@ def test_cgp_validate_row_hook():
 
 @pytest.fixture
 def shared_session_closed():
-    from verl.toolkit.llm_client import close_session
+    from verlkit.clients.llm import close_session
 
     yield
     close_session()

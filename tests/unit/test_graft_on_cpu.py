@@ -40,4 +40,4 @@ def test_reward_modules_import_under_verl_names():
 
 def test_entry_point_is_declared():
     names = {ep.name: ep.value for ep in metadata.entry_points(group="verl.plugins")}
-    assert names.get("verlkit") == "verlkit_tree._graft"
+    assert names.get("verlkit") == "verlkit.plugin.graft"

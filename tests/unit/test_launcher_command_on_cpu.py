@@ -2,7 +2,8 @@
 
 import pytest
 
-from verl.toolkit.launcher import ServerSpec, build_command, server_root
+from verlkit.clients.urls import server_root
+from verlkit.serving.launcher import ServerSpec, build_command
 
 
 def test_lora_serving_adds_the_flags_and_allows_loading_adapters_at_run_time():

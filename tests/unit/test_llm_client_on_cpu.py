@@ -20,9 +20,9 @@ import time
 import pytest
 from aiohttp import web
 
-from verl.toolkit import llm_client
-from verl.toolkit.background_loop import run_sync
-from verl.toolkit.llm_client import ClientConfig, LLMClient, get_client
+from verlkit.clients import llm as llm_client
+from verlkit.clients.loop import run_sync
+from verlkit.clients.llm import ClientConfig, LLMClient, get_client
 
 
 class FakeServer:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from verl.toolkit.local_models import (
+from verlkit.models.local import (
     CHATML_TEMPLATE,
     IM_END,
     PAD_TOKEN,

@@ -334,7 +334,7 @@ def test_trainers_datasets_read_the_outputs(tmp_path: Path, tiny_model_dir: Path
     from omegaconf import OmegaConf
     from transformers import AutoTokenizer
 
-    from verl.toolkit.preference_data import KIND_CHOSEN, KIND_REJECTED, PreferenceDataset
+    from verlkit.preference.data import KIND_CHOSEN, KIND_REJECTED, PreferenceDataset
     from verl.utils.dataset.multiturn_sft_dataset import MultiTurnSFTDataset
 
     out = tmp_path / "out"

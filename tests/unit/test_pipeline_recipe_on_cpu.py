@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 import verl
 from recipes.pipeline import PipelineRun, overrides, parse_stages, report
-from verl.trainer.preference_trainer import build_config
+from verlkit.preference.trainer import build_config
 
 CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
 

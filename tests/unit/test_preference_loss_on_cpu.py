@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from verl.toolkit.preference_data import (
+from verlkit.preference.data import (
     KIND_CHOSEN,
     KIND_NEAR_SCOPE,
     KIND_OUT_OF_SCOPE,
@@ -20,7 +20,7 @@ from verl.toolkit.preference_data import (
     PreferenceDataError,
     PreferenceDataset,
 )
-from verl.trainer.preference_trainer import (
+from verlkit.preference.trainer import (
     PreferenceEngineLoss,
     PreferenceOptions,
     dpo_losses,
@@ -233,7 +233,7 @@ def test_bad_rows_name_file_row_and_field(tokenizer, tmp_path):
 
 
 def test_build_config_splits_preference_overrides():
-    from verl.trainer.preference_trainer import build_config
+    from verlkit.preference.trainer import build_config
 
     cfg = build_config(["preference.loss=lcdpo", "preference.sigma_hard=0.3", "data.train_batch_size=8", "model.path=/x"])
     assert cfg.preference.loss == "lcdpo" and cfg.preference.sigma_hard == 0.3 and cfg.preference.beta == 0.1
@@ -247,7 +247,7 @@ def test_build_config_splits_preference_overrides():
 
 def test_kl_term_through_logits_processor_and_loss(tokenizer, tmp_path):
     """The collator's reference top-k, the logits-processor call and the loss call fit together."""
-    from verl.trainer.preference_trainer import ReferenceTopK
+    from verlkit.preference.trainer import ReferenceTopK
 
     ds = PreferenceDataset(str(_write(tmp_path / "p.parquet", _rows())), tokenizer, {"max_length": 128})
     k, vocab, T = 4, len(tokenizer), 2.0

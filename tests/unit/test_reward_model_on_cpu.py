@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from verl.toolkit.eval_reward_model import pairwise_report
-from verl.toolkit.preference_data import KIND_CHOSEN, KIND_PADDING, KIND_REJECTED
-from verl.trainer.preference_trainer import (
+from verlkit.evaluation.reward_model import pairwise_report
+from verlkit.preference.data import KIND_CHOSEN, KIND_PADDING, KIND_REJECTED
+from verlkit.preference.trainer import (
     PreferenceEngineLoss,
     PreferenceOptions,
     bradley_terry_loss,
@@ -129,7 +129,7 @@ def test_pairwise_report_excludes_failures_and_counts_ties_as_not_correct():
 def test_advantage_dump_records_one_line_per_sample():
     from verl import DataProto
 
-    from verl.toolkit.advantage_dump import records
+    from verlkit.plugin.advantage_dump import records
 
     mask = torch.tensor([[1, 1, 0], [1, 0, 0]])
     data = DataProto.from_dict(
@@ -144,7 +144,7 @@ def test_advantage_dump_records_one_line_per_sample():
 
 
 def test_hosted_judge_replies_are_parsed_and_failures_stay_failures():
-    from verl.toolkit.eval_reward_model import parse_reward_reply
+    from verlkit.evaluation.reward_model import parse_reward_reply
 
     assert parse_reward_reply("reward:-25.625") == -25.625
     assert parse_reward_reply("Reward = 3.5e-1 (first) ... reward: 7") == 7.0

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from verl.toolkit import rule_check
+from verlkit.clients import rule_check
 
 PATHOLOGICAL = [
     ("\\boxed{9^{9^{9^{9}}}}", "1"),

@@ -247,7 +247,7 @@ def test_import_does_no_io(monkeypatch):
         raise AssertionError("I/O at import time")
 
     names = ["verl.utils.reward_score.tinyv", "verl.utils.reward_score.grade",
-             "verl.utils.reward_score.verifier_prompts", "verl.toolkit.llm_client", "verl.toolkit.rule_check"]
+             "verl.utils.reward_score.verifier_prompts", "verlkit.clients.llm", "verlkit.clients.rule_check"]
     saved = {name: sys.modules.pop(name) for name in names if name in sys.modules}
     monkeypatch.setattr(socket.socket, "connect", forbid)
     monkeypatch.setattr(socket, "create_connection", forbid)
@@ -255,7 +255,7 @@ def test_import_does_no_io(monkeypatch):
     monkeypatch.setattr(threading.Thread, "start", forbid)
     try:
         fresh = importlib.import_module("verl.utils.reward_score.tinyv")
-        assert fresh is not tinyv and fresh.rule_check.get_pool.__module__ == "verl.toolkit.rule_check"
+        assert fresh is not tinyv and fresh.rule_check.get_pool.__module__ == "verlkit.clients.rule_check"
     finally:
         for name in names:
             sys.modules.pop(name, None)
@@ -266,7 +266,7 @@ def test_import_does_no_io(monkeypatch):
 def test_eval_verifier_cli_on_pairs(verifier, tmp_path):
     import json
 
-    from verl.toolkit import eval_verifier
+    from verlkit.evaluation import verifier as eval_verifier
 
     rows = [
         {"question": "q1 REPLY<<True>>", "ground_truth": "1", "answer": "one", "label": True},
@@ -289,7 +289,7 @@ def test_eval_verifier_cli_on_pairs(verifier, tmp_path):
 
 
 def test_eval_verifier_names_file_row_and_field(tmp_path):
-    from verl.toolkit import eval_verifier
+    from verlkit.evaluation import verifier as eval_verifier
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "ground_truth": "1", "answer": "1", "label": true}\n{"question": "q", "answer": "2", "label": false}\n')

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from verl.toolkit.winrate import bootstrap_ci, plot, reward_differences, summarize, win_tie_loss
+from verlkit.evaluation.winrate_stats import bootstrap_ci, plot, reward_differences, summarize, win_tie_loss
 
 
 def record(prompt_id, model_reward, reference_reward, model_tokens=10, reference_tokens=10,
@@ -113,7 +113,7 @@ def test_bootstrap_ci_edge_cases() -> None:
 
 def test_bootstrap_in_blocks_equals_one_draw(monkeypatch) -> None:
     # Drawing in blocks (bounded memory) must consume the generator exactly like one big draw.
-    from verl.toolkit import winrate
+    from verlkit.evaluation import winrate_stats as winrate
 
     values = [0.1 * i for i in range(51)]  # odd: 7 rows of 51 is an odd number of draws per block
     one_draw = bootstrap_ci(values, n_resamples=300, seed=5)

@@ -9,7 +9,7 @@ gold option.
 Routing: ``data_source == "medmcqa_cgp"`` or any source ending in ``_cgp`` (spec name ``cgp``).
 
 Everything except :func:`compute_score` is a small pure function (prompt building, parsing,
-scoring); the one network call goes through the shared client ``verl.toolkit.llm_client``.
+scoring); the one network call goes through the shared client ``verlkit.clients.llm``.
 
 Reward variants (option ``variant``), with p = confidence / 100 clamped to [0, 1]:
 
@@ -289,7 +289,7 @@ def validate_row(row: dict) -> list[str]:
 # The edge: one downstream call per row through the shared client
 # ---------------------------------------------------------------------------------------------
 def client_config(opts: dict[str, Any]):
-    from verl.toolkit.llm_client import ClientConfig
+    from verlkit.clients.llm import ClientConfig
 
     return ClientConfig(
         base_url=opts["url"],
@@ -317,7 +317,7 @@ async def ask_downstream(client, prompt: str, opts: dict[str, Any]):
 
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
     """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer."""
-    from verl.toolkit.llm_client import get_client
+    from verlkit.clients.llm import get_client
 
     opts = resolve_options(options)
     question, choices = question_and_options(extra_info)

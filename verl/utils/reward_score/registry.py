@@ -366,7 +366,7 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
     """Sync dispatcher; replaces ``verl.utils.reward_score.default_compute_score``.
 
     Async reward functions run on this process's background event loop (see
-    ``verl.toolkit.background_loop``), so sync callers (verl's legacy and ``remote`` managers) work too.
+    ``verlkit.clients.loop``), so sync callers (verl's legacy and ``remote`` managers) work too.
     """
     spec, options, passthrough = _prepare(data_source, kwargs)
     if spec is None:
@@ -376,7 +376,7 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
         fn = spec.function()
         raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options))
         if inspect.isawaitable(raw):
-            from verl.toolkit.background_loop import run_sync
+            from verlkit.clients.loop import run_sync
 
             raw = run_sync(raw)
         return normalize_result(raw, allowed=spec.metrics)

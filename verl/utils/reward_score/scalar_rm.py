@@ -1,7 +1,7 @@
 """``ultrafeedback`` / ``*_rm``: the reward of a chat response from a served scalar reward model.
 
 The reward model is a ``*ForSequenceClassification`` with one output (trained by the preference
-trainer with ``preference.loss=bt`` and exported by ``verl.toolkit.reward_model_export``), served by
+trainer with ``preference.loss=bt`` and exported by ``verlkit.preference.export``), served by
 vLLM for ``/classify`` (the launcher's ``task="classify"``). The conversation ``prompt + [assistant:
 response]`` is rendered with the reward model's own chat template and sent as TOKEN IDS, so the
 served model scores exactly the sequence layout it was trained on (a text would be re-tokenized by
@@ -106,7 +106,7 @@ def validate_row(row: dict) -> list[str]:
 
 
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
-    from verl.toolkit.llm_client import ClientConfig, get_client
+    from verlkit.clients.llm import ClientConfig, get_client
 
     opts = resolve_options(**options)
     ids = conversation_ids(load_tokenizer(opts.tokenizer), conversation(extra_info, solution_str or ""))

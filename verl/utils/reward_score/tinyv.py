@@ -31,8 +31,8 @@ import os
 import re
 from dataclasses import dataclass, fields
 
-from verl.toolkit import rule_check
-from verl.toolkit.llm_client import ClientConfig, get_client
+from verlkit.clients import rule_check
+from verlkit.clients.llm import ClientConfig, get_client
 from verl.utils.reward_score.grade import parse_total_score
 from verl.utils.reward_score.registry import RewardOptionsError
 from verl.utils.reward_score.verifier_prompts import rubric_prompt, tinyv_prompt

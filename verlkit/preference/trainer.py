@@ -5,7 +5,7 @@ verl 0.9.1 has no DPO trainer. This module reuses verl's ``SFTTrainer`` (FSDP/FS
 dataloader, checkpoints, resume, console/wandb tracking) and changes four things:
 
 * the dataset keeps a preference pair's chosen and rejected sequences together
-  (:mod:`verl.toolkit.preference_data`), and the collator pads every rank to the same number of
+  (:mod:`verlkit.preference.data`), and the collator pads every rank to the same number of
   sequences (uneven counts would break the engine's gloo all-gathers);
 * each rank's batch is ONE engine micro-batch (``use_dynamic_bsz=False``), so a pair never straddles
   two loss calls;
@@ -25,7 +25,7 @@ Objectives (``preference.loss``), all built from the pure functions below:
 * ``bt`` (a scalar reward model): the engine loads the model with a one-output token-classification
   head (verl's ``value_model`` engine, the critic's), the reward of a sequence is the head's output
   at its LAST token (what ``*ForSequenceClassification`` and vLLM's ``LAST`` pooling compute), and
-  the loss is ``-log σ(r_chosen - r_rejected)``, mean over pairs. ``verl.toolkit.reward_model_export``
+  the loss is ``-log σ(r_chosen - r_rejected)``, mean over pairs. ``verlkit.preference.export``
   turns its checkpoint into a ``*ForSequenceClassification`` directory that vLLM serves.
 
 Only ``dpo`` and ``lcdpo`` need the frozen reference; the others skip its forward pass.
@@ -36,9 +36,9 @@ contributes 0 to that step.
 
 CLI (verl's SFT config plus a ``preference.*`` group; see docs/preference-trainer.md)::
 
-    torchrun --standalone --nproc_per_node=2 -m verl.trainer.preference_trainer \\
+    torchrun --standalone --nproc_per_node=2 -m verlkit.preference.trainer \\
         model.path=... data.train_files=prefs.parquet data.train_batch_size=8 \\
-        preference.loss=lcdpo preference.beta=0.1 $(python -m verl.cpu_profile.overrides sft --workers 2)
+        preference.loss=lcdpo preference.beta=0.1 $(python -m verlkit.cpu_profile.overrides sft --workers 2)
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ import torch
 import torch.distributed
 import torch.nn.functional as F
 
-from verl.toolkit.preference_data import (
+from verlkit.preference.data import (
     KIND_CHOSEN,
     KIND_NEAR_SCOPE,
     KIND_OUT_OF_SCOPE,
@@ -447,7 +447,7 @@ class _PreferenceTrainerMixin:
         super().__init__(config)
 
     def _build_dataset(self):
-        from verl.toolkit.preference_data import PreferenceDataset
+        from verlkit.preference.data import PreferenceDataset
 
         data = self.config.data
         tokenizer = self.model_config.tokenizer
@@ -509,7 +509,7 @@ class _PreferenceTrainerMixin:
         from torch.utils.data import DistributedSampler
         from torchdata.stateful_dataloader import StatefulDataLoader
 
-        from verl.toolkit.preference_data import PreferenceCollator
+        from verlkit.preference.data import PreferenceCollator
 
         dp_rank = self.engine.get_data_parallel_rank()
         dp_size = self.engine.get_data_parallel_size()

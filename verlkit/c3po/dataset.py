@@ -1,6 +1,6 @@
-"""Training data for the preference trainer from one sampled feedback (``verl.toolkit.c3po.sample``).
+"""Training data for the preference trainer from one sampled feedback (``verlkit.c3po.sample``).
 
-One parquet serves every method of ``verl.trainer.preference_trainer`` (each loss reads the row
+One parquet serves every method of ``verlkit.preference.trainer`` (each loss reads the row
 kinds it needs):
 
 * ``pair`` rows from the in-scope train set: ``chosen`` = the revised response (the feedback
@@ -14,7 +14,7 @@ kinds it needs):
 others) so that every kind weighs in as configured by σ_soft / σ_hard. Extra columns
 (``feedback_id``, ``category``) keep each row traceable to its feedback and category.
 
-CLI: ``python -m verl.toolkit.c3po.dataset SAMPLE_DIR/<feedback slug> --out train.parquet``
+CLI: ``python -m verlkit.c3po.dataset SAMPLE_DIR/<feedback slug> --out train.parquet``
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verl.toolkit.c3po.prompts import baseline_messages
-from verl.toolkit.c3po.sample import load_sample
+from verlkit.c3po.prompts import baseline_messages
+from verlkit.c3po.sample import load_sample
 
 
 def preference_rows(sample: dict[str, Any], split: str = "train", balance: bool = True) -> list[dict[str, Any]]:
@@ -66,7 +66,7 @@ def write_preference_parquet(sample_dir: str | Path, out: str | Path, balance: b
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verl.toolkit.c3po.dataset", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m verlkit.c3po.dataset", description=__doc__.splitlines()[0])
     parser.add_argument("sample_dir", type=Path)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--no-balance", action="store_true", help="keep every row instead of equal-length sets")

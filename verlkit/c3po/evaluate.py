@@ -13,7 +13,7 @@ responses are compared with baseline responses of the original model:
   sampling stage's ``baseline_response``.
 
 Quantitative feedback (it has a metric): each prompt is ``better`` (moved in the feedback's
-direction), ``tie`` or ``worse`` (``verl.toolkit.c3po.feedback.compare``). Ties are reported on their
+direction), ``tie`` or ``worse`` (``verlkit.c3po.feedback.compare``). Ties are reported on their
 own and never count as applying the feedback (the original counted them as success).
 
 Qualitative feedback: a judge model compares the two responses for how well they implement the
@@ -29,7 +29,7 @@ scores, both orders), counts of failures; the headline ``adherence``, ``overgene
 ``overgeneralization_out``. Written as ``OUT/<method>.json`` with one record per prompt, plus a
 bar plot ``OUT/<method>.png``.
 
-CLI: ``python -m verl.toolkit.c3po.evaluate --help``.
+CLI: ``python -m verlkit.c3po.evaluate --help``.
 """
 
 from __future__ import annotations
@@ -42,9 +42,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verl.toolkit.c3po import prompts as P
-from verl.toolkit.c3po.feedback import compare, measure
-from verl.toolkit.c3po.sample import SETS, Endpoint, _constrained, load_sample
+from verlkit.c3po import prompts as P
+from verlkit.c3po.feedback import compare, measure
+from verlkit.c3po.sample import SETS, Endpoint, _constrained, load_sample
 
 METHODS = ("trained", "in_context", "cot", "revised")
 STORED = {"in_context": "in_context_response", "cot": "cot_response", "revised": "revised_response"}
@@ -201,7 +201,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m verl.toolkit.c3po.evaluate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m verlkit.c3po.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--sample-dir", required=True, type=Path, help="the sampling stage's directory of ONE feedback")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--method", choices=METHODS, default="trained")
@@ -243,8 +243,8 @@ def check_args(args: argparse.Namespace, feedback) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from verl.toolkit.background_loop import run_sync
-    from verl.toolkit.llm_client import close_session
+    from verlkit.clients.loop import run_sync
+    from verlkit.clients.llm import close_session
 
     try:
         sample = load_sample(args.sample_dir)

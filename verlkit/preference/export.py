@@ -15,7 +15,7 @@ final model class differs.
 
 CLI::
 
-    python -m verl.toolkit.reward_model_export --checkpoint CKPT/global_step_N --out DIR
+    python -m verlkit.preference.export --checkpoint CKPT/global_step_N --out DIR
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def export_reward_model(checkpoint: str | Path, out_dir: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verl.toolkit.reward_model_export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m verlkit.preference.export", description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="global_step_N directory or checkpoint root")
     parser.add_argument("--out", required=True, type=Path)
     args = parser.parse_args(argv)

@@ -27,9 +27,9 @@ def activate() -> None:
         return
     _activated = True
 
-    from verl.cpu_profile import platform  # noqa: F401  (registers PlatformRegistry "cpu")
-    from verl.cpu_profile import patches
-    from verl.toolkit.import_hooks import on_import
+    from verlkit.cpu_profile import platform  # noqa: F401  (registers PlatformRegistry "cpu")
+    from verlkit.cpu_profile import patches
+    from verlkit.plugin.import_hooks import on_import
 
     # verl's engine registry knows cuda/npu only; the FSDP engine itself runs on CPU tensors.
     os.environ.setdefault("VERL_ENGINE_DEVICE", "cuda")

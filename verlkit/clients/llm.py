@@ -4,7 +4,7 @@ Talks to any OpenAI-compatible server (vLLM by default): ``/v1/chat/completions`
 ``/v1/completions``. What it guarantees:
 
 - **One aiohttp session per process**, created lazily on the process's background event loop
-  (``verl.toolkit.background_loop``), so sync callers (``run_sync``) and async callers on any loop
+  (``verlkit.clients.loop``), so sync callers (``run_sync``) and async callers on any loop
   share it. Nothing happens at import time.
 - **Bounded concurrency** per client (a semaphore of ``max_concurrency``) and an optional request
   rate limit (``rate_limit_rps``).
@@ -39,8 +39,8 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-from verl.toolkit.background_loop import get_loop, run_async
-from verl.toolkit.launcher import server_root
+from verlkit.clients.loop import get_loop, run_async
+from verlkit.clients.urls import server_root
 
 logger = logging.getLogger("verlkit.llm_client")
 

@@ -1,6 +1,6 @@
 """Hydra overrides that put ``verl.trainer.main_ppo`` and ``verl.trainer.sft_trainer`` on the CPU profile.
 
-Recipes append these when no GPU is visible (``python -m verl.cpu_profile.overrides ppo`` prints one
+Recipes append these when no GPU is visible (``python -m verlkit.cpu_profile.overrides ppo`` prints one
 per line for shell scripts). Each line answers one accelerator assumption of verl 0.9.1; see
 docs/cpu-profile.md for the blocker each one removes.
 """

@@ -8,7 +8,7 @@ scored as 0.
 
 CLI (pairwise accuracy of ``prefs/test.parquet`` from ``data_prep.pipeline``)::
 
-    python -m verl.toolkit.eval_reward_model --pairs prefs/test.parquet --rm-url http://127.0.0.1:PORT/v1 \\
+    python -m verlkit.evaluation.reward_model --pairs prefs/test.parquet --rm-url http://127.0.0.1:PORT/v1 \\
         --rm-name reward_model --rm-tokenizer RM_DIR --out rm_eval.json
 
 writes ``{"n_pairs", "n_scored", "scoring_failures", "accuracy", "ties", "mean_margin",
@@ -28,7 +28,7 @@ from typing import Any
 
 def rm_client(url: str, name: str, max_concurrency: int = 32, timeout_s: float = 60.0, max_retries: int = 3,
               api_key_env: str | None = None, rate_limit_rps: float | None = None):  # fmt: skip
-    from verl.toolkit.llm_client import ClientConfig, get_client
+    from verlkit.clients.llm import ClientConfig, get_client
 
     return get_client(ClientConfig(base_url=url, model=name, api_key_env=api_key_env, max_concurrency=max_concurrency,
                                    timeout_s=timeout_s, max_retries=max_retries, rate_limit_rps=rate_limit_rps))  # fmt: skip
@@ -93,7 +93,7 @@ async def evaluate_pairs(path: Path, client, tokenizer_dir: str, limit: int | No
     rows = pq.read_table(path).to_pylist()[: limit or None]
     if not rows:
         raise ValueError(f"{path}: no pairs")
-    from verl.toolkit.preference_data import chat_messages
+    from verlkit.preference.data import chat_messages
 
     chosen_convs, rejected_convs = [], []
     for i, row in enumerate(rows):
@@ -108,7 +108,7 @@ async def evaluate_pairs(path: Path, client, tokenizer_dir: str, limit: int | No
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verl.toolkit.eval_reward_model", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m verlkit.evaluation.reward_model", description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", required=True, type=Path)
     parser.add_argument("--rm-url", required=True)
     parser.add_argument("--rm-name", default="reward_model")
@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrency", type=int, default=32)
     parser.add_argument("--timeout-s", type=float, default=60.0)
     args = parser.parse_args(argv)
-    from verl.toolkit.background_loop import run_sync
-    from verl.toolkit.llm_client import close_session
+    from verlkit.clients.loop import run_sync
+    from verlkit.clients.llm import close_session
 
     client = rm_client(args.rm_url, args.rm_name, args.max_concurrency, args.timeout_s)
     try:

@@ -2,7 +2,7 @@
 
 verl's console logger prints one ``step:N - key:value - key:value ...`` line per training step.
 ``parse_step_metrics`` turns a log into ``{step: {key: value}}``; ``python -m
-verl.toolkit.train_summary LOG [--json OUT]`` prints the reward and verifier metrics of every step
+verlkit.runs.summary LOG [--json OUT]`` prints the reward and verifier metrics of every step
 (the recipes call it at the end of a run) and optionally writes them as JSON.
 """
 

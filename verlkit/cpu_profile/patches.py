@@ -83,12 +83,12 @@ def _patch_valuehead_loader(module) -> None:
 
 
 def _register_rollout_adapter(module) -> None:
-    module._ROLLOUT_REGISTRY.setdefault(("hf", "async"), "verl.cpu_profile.hf_rollout.HFRolloutAdapter")
+    module._ROLLOUT_REGISTRY.setdefault(("hf", "async"), "verlkit.cpu_profile.hf_rollout.HFRolloutAdapter")
 
 
 def _register_rollout_replica(module) -> None:
     def load_hf_replica():
-        from verl.cpu_profile.hf_rollout import HFReplica
+        from verlkit.cpu_profile.hf_rollout import HFReplica
 
         return HFReplica
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from verl.toolkit.c3po.feedback import Feedback
+    from verlkit.c3po.feedback import Feedback
 
 __all__ = [
     "Constraint",

@@ -14,9 +14,9 @@ fraction. An already running server can be used instead through ``external_url``
 ``VERLKIT_<NAME>_URL`` / ``VERLKIT_EXTERNAL_URL`` (health-checked the same way; never stopped).
 
 CLI (for the run_*.sh scripts; see docs/launcher.md):
-    python -m verl.toolkit.launcher serve --name verifier --model DIR --run-dir DIR [--port 0] ...
-    python -m verl.toolkit.launcher wait-ready --state DIR/verifier.server.json --timeout 300
-    python -m verl.toolkit.launcher stop --state DIR/verifier.server.json
+    python -m verlkit.serving.launcher serve --name verifier --model DIR --run-dir DIR [--port 0] ...
+    python -m verlkit.serving.launcher wait-ready --state DIR/verifier.server.json --timeout 300
+    python -m verlkit.serving.launcher stop --state DIR/verifier.server.json
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from verlkit.clients.urls import normalize_base_url, server_root
 
 logger = logging.getLogger("verlkit.launcher")
 
@@ -279,11 +281,6 @@ def external_url_for(spec: ServerSpec) -> str | None:
     return spec.external_url or os.environ.get(_env_key(spec.role)) or os.environ.get("VERLKIT_EXTERNAL_URL") or None
 
 
-def normalize_base_url(url: str) -> str:
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
 def _tail(path: Path, n: int = LOG_TAIL_LINES) -> str:
     try:
         with open(path, errors="replace") as f:
@@ -376,12 +373,6 @@ def _probe_classify(base_url: str, model_name: str, timeout: float, api_key: str
     if value != value:  # NaN
         return False, "classification probe returned NaN", model_name
     return True, "ready", model_name
-
-
-def server_root(base_url: str) -> str:
-    """``http://host:port`` of an OpenAI-style base URL ``http://host:port/v1``."""
-    url = normalize_base_url(base_url)
-    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 def load_lora_adapter(base_url: str, name: str, path: str | Path, timeout: float = 120.0) -> None:
@@ -895,7 +886,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verl.toolkit.launcher", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m verlkit.serving.launcher", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="start a server, print its base_url, supervise it until SIGTERM/SIGINT")

@@ -2,14 +2,14 @@
 
 Usage::
 
-    python -m verl.toolkit.eval_calibration --design cgp --data OUT/cgp/dev.parquet \\
+    python -m verlkit.evaluation.calibration --design cgp --data OUT/cgp/dev.parquet \\
         --policy-url http://127.0.0.1:8000/v1 --policy-model policy \\
         --downstream-url http://127.0.0.1:8001/v1 --downstream-model downstream --out DIR
-    python -m verl.toolkit.eval_calibration --design rlcr --data OUT/rlcr/dev.parquet \\
+    python -m verlkit.evaluation.calibration --design rlcr --data OUT/rlcr/dev.parquet \\
         --policy-url http://127.0.0.1:8000/v1 --policy-model policy --out DIR
 
 Both URLs are OpenAI-compatible servers (the recipes start them with the launcher). Every request
-goes through the shared client (``verl.toolkit.llm_client``), all rows concurrently.
+goes through the shared client (``verlkit.clients.llm``), all rows concurrently.
 
 * ``cgp`` (Prompt4Trust): the policy writes a hint (greedy: temperature 0, seed 1), the downstream
   model answers with it (``with_hint``), and the downstream model also answers without any hint
@@ -36,7 +36,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verl.toolkit import calibration_metrics as cm
+from verlkit.evaluation import calibration_stats as cm
 from verl.utils.reward_score import calibration, rlcr
 
 HINT_SEED = 1
@@ -57,7 +57,7 @@ def load_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def _client(url: str, model: str, args: argparse.Namespace, api_key_env: str | None):
-    from verl.toolkit.llm_client import ClientConfig, get_client
+    from verlkit.clients.llm import ClientConfig, get_client
 
     return get_client(ClientConfig(base_url=url, model=model, api_key_env=api_key_env,
                                    max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if "test" in args.data.stem.split("_") or "test" in args.data.stem.split("-"):
         parser.error(f"{args.data}: MedMCQA's test split has no labels; evaluate on dev")
     rows = load_rows(args.data, args.limit)
-    from verl.toolkit.llm_client import close_session
+    from verlkit.clients.llm import close_session
 
     try:
         records = asyncio.run(_run(args, rows))

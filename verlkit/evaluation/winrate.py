@@ -5,7 +5,7 @@ through their servers' chat endpoints (each server applies its own chat template
 scores both (prompt, response) conversations — or, with ``--judge-url``, a hosted OpenAI-compatible
 reward judge does (e.g. NVIDIA's nemotron-70b-reward, the original's evaluator: the reply carries
 ``reward:<float>``; key from the environment variable named by ``--judge-api-key-env``, requests
-rate-limited by ``--judge-rate-limit-rps``) — and ``verl.toolkit.winrate.summarize`` reports win /
+rate-limited by ``--judge-rate-limit-rps``) — and ``verlkit.evaluation.winrate_stats.summarize`` reports win /
 tie / loss with an explicit tie band, mean rewards, the mean reward difference with a bootstrap
 confidence interval, and the length ratio in tokens (the servers' ``completion_tokens``) and words.
 A generation or scoring failure (after the shared client's bounded retries) excludes the prompt from
@@ -13,7 +13,7 @@ the comparison and is counted; it is never scored as 0.
 
 CLI::
 
-    python -m verl.toolkit.eval_winrate --prompts eval/prompts.parquet \\
+    python -m verlkit.evaluation.winrate --prompts eval/prompts.parquet \\
         --model-url URL --model-name policy --reference-url URL --reference-name reference \\
         --rm-url URL --rm-name reward_model --rm-tokenizer RM_DIR --out DIR [--label dpo]
 
@@ -30,13 +30,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verl.toolkit.eval_reward_model import judge_conversations, rm_client, score_conversations
+from verlkit.evaluation.reward_model import judge_conversations, rm_client, score_conversations
 
 
 def load_prompts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
-    from verl.toolkit.preference_data import chat_messages
+    from verlkit.preference.data import chat_messages
 
     rows = pq.read_table(path).to_pylist()
     if not rows:
@@ -47,7 +47,7 @@ def load_prompts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
 
 
 def _chat_client(url: str, name: str, args: argparse.Namespace):
-    from verl.toolkit.llm_client import ClientConfig, get_client
+    from verlkit.clients.llm import ClientConfig, get_client
 
     return get_client(ClientConfig(base_url=url, model=name, max_concurrency=args.max_concurrency,
                                    timeout_s=args.timeout_s, max_retries=args.max_retries))  # fmt: skip
@@ -68,7 +68,7 @@ async def generate(client, prompts: list[dict], args: argparse.Namespace) -> lis
 
 
 async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    from verl.toolkit import winrate
+    from verlkit.evaluation import winrate_stats as winrate
 
     prompts = load_prompts(args.prompts, args.limit)
     model = _chat_client(args.model_url, args.model_name, args)
@@ -114,7 +114,7 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m verl.toolkit.eval_winrate", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m verlkit.evaluation.winrate", description=__doc__.splitlines()[0])
     p.add_argument("--prompts", required=True, type=Path)
     p.add_argument("--model-url", required=True)
     p.add_argument("--model-name", default="policy")
@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("score with exactly one of --rm-url (+ --rm-tokenizer) or --judge-url (+ --judge-model)")
     if (args.rm_url and not args.rm_tokenizer) or (args.judge_url and not args.judge_model):
         parser.error("--rm-url needs --rm-tokenizer; --judge-url needs --judge-model")
-    from verl.toolkit import winrate
-    from verl.toolkit.background_loop import run_sync
-    from verl.toolkit.llm_client import close_session
+    from verlkit.evaluation import winrate_stats as winrate
+    from verlkit.clients.loop import run_sync
+    from verlkit.clients.llm import close_session
 
     try:
         records, summary = run_sync(evaluate(args))

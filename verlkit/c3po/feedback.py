@@ -4,7 +4,7 @@ A ``Feedback`` is one sentence of verbal feedback plus where it applies (``domai
 for (``effect``). Quantitative feedback also names a metric of a response text; evaluation measures
 the metric on the original model's (baseline) response and on the trained model's response and
 reports whether the trained one moved in the feedback's direction (``compare``). Qualitative
-feedback is judged by an LLM instead (``verl.toolkit.c3po.prompts.judge_messages``).
+feedback is judged by an LLM instead (``verlkit.c3po.prompts.judge_messages``).
 
 The metric functions and ``measure``/``compare`` are pure. Loading reads files and reports every
 problem as a ``FeedbackError`` that names the file, the entry and the field. The format is described

@@ -1,6 +1,6 @@
 """C3PO's sampling stage: from one sentence of feedback to in-scope, near-scope and out-of-scope data.
 
-For every selected feedback (``verl.toolkit.c3po.feedback``), with a teacher model and a completion
+For every selected feedback (``verlkit.c3po.feedback``), with a teacher model and a completion
 model behind OpenAI-compatible servers (the launcher's vLLM servers, or a hosted API whose key comes
 from the environment):
 
@@ -40,7 +40,7 @@ Output (``--out DIR``), readable JSON::
 Rows: ``{"prompt", "category", "baseline_response", "revised_response", "in_context_response",
 "cot_response"}`` (``category`` is null for out-of-scope prompts).
 
-CLI: ``python -m verl.toolkit.c3po.sample --help``.
+CLI: ``python -m verlkit.c3po.sample --help``.
 """
 
 from __future__ import annotations
@@ -60,9 +60,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from data_prep.common import normalize_text
-from verl.toolkit.c3po import prompts as P
-from verl.toolkit.c3po.feedback import Feedback, load_feedbacks, select_feedbacks
-from verl.toolkit.c3po.general_prompts import BUNDLED_FEEDBACKS, BUNDLED_GENERAL_PROMPTS, load_general_prompts
+from verlkit.c3po import prompts as P
+from verlkit.c3po.feedback import Feedback, load_feedbacks, select_feedbacks
+from verlkit.c3po.general_prompts import BUNDLED_FEEDBACKS, BUNDLED_GENERAL_PROMPTS, load_general_prompts
 
 logger = logging.getLogger("verlkit.c3po.sample")
 
@@ -130,7 +130,7 @@ class Endpoint:
     max_retries: int = 3
 
     def client(self):
-        from verl.toolkit.llm_client import ClientConfig, get_client
+        from verlkit.clients.llm import ClientConfig, get_client
 
         return get_client(ClientConfig(base_url=self.url, model=self.model, api_key_env=self.api_key_env,
                                        max_concurrency=self.max_concurrency, timeout_s=self.timeout_s,
@@ -457,7 +457,7 @@ def _constrained(flag: str, url: str) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m verl.toolkit.c3po.sample", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m verlkit.c3po.sample", description=__doc__.splitlines()[0])
     p.add_argument("--feedback", action="append", type=Path, help=f"feedback file(s) or directories (default {BUNDLED_FEEDBACKS})")
     p.add_argument("--feedback-prefix", default=None, help="only feedbacks whose name or content starts with this")
     p.add_argument("--max-feedbacks", type=int, default=None, help="only the first N selected feedbacks")
@@ -485,9 +485,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    from verl.toolkit.background_loop import run_sync
-    from verl.toolkit.c3po.feedback import FeedbackError
-    from verl.toolkit.llm_client import close_session
+    from verlkit.clients.loop import run_sync
+    from verlkit.c3po.feedback import FeedbackError
+    from verlkit.clients.llm import close_session
 
     try:
         feedbacks = select_feedbacks(load_feedbacks(args.feedback or [BUNDLED_FEEDBACKS]), args.feedback_prefix)

@@ -6,7 +6,7 @@ Results are cached under ``$VERLKIT_CACHE/models/<name>`` (default ``~/.cache/ve
 goes into a temporary sibling directory that is renamed into place, so two processes building at
 once never see a half-written model (the loser of the rename race discards its copy).
 
-CLI: ``python -m verl.toolkit.local_models {tiny,smollm2} [--out DIR]`` prints the model path.
+CLI: ``python -m verlkit.models.local {tiny,smollm2} [--out DIR]`` prints the model path.
 """
 
 from __future__ import annotations
@@ -330,7 +330,7 @@ BUILDERS: dict[str, Callable[[Path | None], Path]] = {"tiny": build_tiny_qwen2, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verl.toolkit.local_models", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m verlkit.models.local", description=__doc__.splitlines()[0])
     parser.add_argument("model", choices=sorted(BUILDERS))
     parser.add_argument("--out", type=Path, default=None, help="target directory (default: the cache)")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Evaluate a served verifier on labelled (question, ground truth, answer, label) pairs.
 
-    python -m verl.toolkit.eval_verifier --pairs FILE.(jsonl|json|parquet) --url URL --model NAME \\
+    python -m verlkit.evaluation.verifier --pairs FILE.(jsonl|json|parquet) --url URL --model NAME \\
         [--template tinyv|rubric] [--out metrics.json]
 
 Rows: ``question``, ``ground_truth``, ``answer``, ``label`` (true = the answer is correct), optional
@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from verl.toolkit.llm_client import ClientConfig, LLMClient
+from verlkit.clients.llm import ClientConfig, LLMClient
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ async def evaluate(pairs: list[Pair], client: LLMClient, template: str = "tinyv"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m verl.toolkit.eval_verifier", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m verlkit.evaluation.verifier", description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", required=True, help="labelled pairs: .jsonl, .json or .parquet")
     parser.add_argument("--url", required=True, help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--model", required=True, help="served model name")
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     # A fresh client, no cache: each pair is asked once and timed.
     client = LLMClient(ClientConfig(base_url=args.url, model=args.model, api_key_env=args.api_key_env,
                                     max_concurrency=args.max_concurrency, timeout_s=args.timeout_s, cache_size=0))
-    from verl.toolkit.background_loop import run_sync
+    from verlkit.clients.loop import run_sync
 
     metrics = run_sync(evaluate(pairs, client, args.template, args.max_tokens, args.think))
     metrics = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
