@@ -12,7 +12,7 @@ import pytest
 from data_prep import gsm8k, rubric
 from data_prep.common import InputError, rl_row, chat, seeded_sample, split_train_test, write_parquet
 from data_prep.validate import DataValidationError, validate_files
-from file_io import read, write_jsonl
+from support.files import read, write_jsonl
 from verl.utils.reward_score import registry
 
 

@@ -14,7 +14,7 @@ from data_prep import pipeline
 from data_prep.common import InputError, read_records
 from data_prep.pipeline import EvalLeakError, Inputs, Sizes, parse_chat, parse_preference, prepare
 from data_prep.validate import validate_files, validate_rows
-from file_io import read, write_jsonl
+from support.files import read, write_jsonl
 
 PARQUET_OUTPUTS = [relative for relative, _ in pipeline.OUTPUTS.values()]
 

@@ -9,7 +9,7 @@ import json
 import math
 
 import pytest
-from recipe_runs import RecipeRun
+from support.recipe_runs import RecipeRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_vllm_server]
 

@@ -9,7 +9,7 @@ while it runs; none may survive the script.
 import json
 
 import pytest
-from recipe_runs import RecipeRun
+from support.recipe_runs import RecipeRun
 
 from verlkit.runs.summary import parse_step_metrics
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from process_checks import alive, process_tree
+from support.processes import alive, process_tree
 
 from verlkit.runs.summary import parse_step_metrics
 

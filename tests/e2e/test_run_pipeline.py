@@ -17,7 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from recipe_runs import RecipeRun
+from support.recipe_runs import RecipeRun
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_vllm_server]
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import psutil
-from process_checks import alive, process_tree
+from support.processes import alive, process_tree
 
 REPO = Path(__file__).resolve().parents[2]
 # Knobs a developer's shell may have set that would change what a CPU-default run does (a test
