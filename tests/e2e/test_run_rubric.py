@@ -74,7 +74,7 @@ def _assert_nothing_left(run_dir: Path, snapshot):
     if pgid_file.exists():
         # killed members stay in the group as zombies until their parent reaps them: only live
         # members count (group_pids skips zombies), and reaping may take a moment under load
-        from verlkit.serving.launcher import group_pids
+        from verlkit.serving.processes import group_pids
 
         pgid = int(pgid_file.read_text())
         deadline = time.monotonic() + 30
