@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
 
     server = None
     if not args.url:
-        from verlkit.serving.launcher import ServerSpec, launch
+        from verlkit.serving import ServerSpec, launch
         from verlkit.models.local import build_tiny_qwen2
 
         server = launch(ServerSpec(model=build_tiny_qwen2(), served_model_name="bench-verifier", name="bench-verifier",

@@ -32,14 +32,14 @@ vk_serve_start() {
   local name="$1" model="$2"; shift 2
   local state="$RUN_DIR/$name.server.json"
   rm -f "$state"
-  "$VK_PY" -m verlkit.serving.launcher serve --name "$name" --model "$model" --run-dir "$RUN_DIR" "$@" \
+  "$VK_PY" -m verlkit.serving serve --name "$name" --model "$model" --run-dir "$RUN_DIR" "$@" \
     >"$RUN_DIR/$name.launcher.out" 2>"$RUN_DIR/$name.launcher.err" &
   VK_STATES+=("$state")
 }
 
 vk_serve_wait() {
   local name="$1" state="$RUN_DIR/$1.server.json"
-  if ! VK_URL="$("$VK_PY" -m verlkit.serving.launcher wait-ready --state "$state" --timeout "${VK_READY_TIMEOUT:-900}")"; then
+  if ! VK_URL="$("$VK_PY" -m verlkit.serving wait-ready --state "$state" --timeout "${VK_READY_TIMEOUT:-900}")"; then
     vk_log "the $name server did not become ready:"; tail -n 40 "$RUN_DIR/$name.launcher.err" >&2
     return 1
   fi
@@ -51,14 +51,14 @@ vk_serve_wait() {
 # vk_stop NAME: stop a server this run started, before the run ends (frees its memory or GPU).
 vk_stop() {
   local state="$RUN_DIR/$1.server.json"
-  [[ -f "$state" ]] && "$VK_PY" -m verlkit.serving.launcher stop --state "$state" >&2 || true
+  [[ -f "$state" ]] && "$VK_PY" -m verlkit.serving stop --state "$state" >&2 || true
 }
 
 vk_cleanup() {
   local rc=$?
   trap - EXIT INT TERM
   for state in "${VK_STATES[@]}"; do
-    [[ -f "$state" ]] && "$VK_PY" -m verlkit.serving.launcher stop --state "$state" >&2 || true
+    [[ -f "$state" ]] && "$VK_PY" -m verlkit.serving stop --state "$state" >&2 || true
   done
   # verl's own processes (Ray) started by this run: stop the local Ray instance if we started one.
   if [[ -n "${VK_TRAIN_PID:-}" ]] && kill -0 "$VK_TRAIN_PID" 2>/dev/null; then

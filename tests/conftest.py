@@ -50,7 +50,7 @@ def vllm_server(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     Yields the launcher's ``ServedModel`` (``.base_url`` like http://127.0.0.1:PORT/v1,
     ``.model_name``); its process group is stopped at the end of the session.
     """
-    from verlkit.serving.launcher import ServerSpec, launch
+    from verlkit.serving import ServerSpec, launch
 
     spec = ServerSpec(
         model=tiny_model_dir,

@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         print(pq.ParquetFile(a.parquet).metadata.num_rows)
         return 0
     if a.command == "load-adapter":
-        from verlkit.serving.launcher import ServerStartError, load_lora_adapter
+        from verlkit.serving import ServerStartError, load_lora_adapter
 
         try:
             load_lora_adapter(a.url, a.name, a.path)

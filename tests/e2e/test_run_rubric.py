@@ -74,7 +74,7 @@ def _assert_nothing_left(run_dir: Path, snapshot):
     if pgid_file.exists():
         # killed members stay in the group as zombies until their parent reaps them: only live
         # members count (group_pids skips zombies), and reaping may take a moment under load
-        from verlkit.serving.launcher import group_pids
+        from verlkit.serving.processes import group_pids
 
         pgid = int(pgid_file.read_text())
         deadline = time.monotonic() + 30
@@ -121,7 +121,7 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
 def test_sigint_during_training_leaves_nothing_alive(tmp_path, tiny_model_dir, vllm_server):
     run_dir = tmp_path / "run"
     # The verifier comes from the session server (the launcher's own SIGINT handling is covered by
-    # the normal run above and tests/integration/test_launcher.py); this test is about the trainer.
+    # the normal run above and tests/integration/serving/); this test is about the trainer.
     proc = _start(run_dir, str(tiny_model_dir), "1", "", "True", str(tiny_model_dir), STEPS="50",
                   VERLKIT_VERIFIER_URL=vllm_server.base_url)
     snapshot = _wait_for(run_dir / "train.log", "Training Progress", proc, timeout=1500)

@@ -106,7 +106,7 @@ def test_eval_verifier_cli_against_the_server(vllm_server, tmp_path):
 @pytest.mark.own_vllm_server
 def test_server_killed_mid_batch_flags_every_affected_sample(tiny_model_dir, tmp_path):
     """A second, short-lived server (never the shared one) is SIGKILLed while a batch is in flight."""
-    from verlkit.serving.launcher import ServerSpec, launch
+    from verlkit.serving import ServerSpec, launch
 
     server = launch(ServerSpec(model=tiny_model_dir, served_model_name="doomed-verifier", name="doomed-verifier",
                                run_dir=tmp_path, ready_timeout_s=float(os.environ.get("VERLKIT_TEST_SERVER_TIMEOUT", "420"))))
