@@ -1,14 +1,11 @@
 """Process and port helpers, checked on this test process itself (nothing is started or killed)."""
 
 import os
-import socket
 
 from verlkit.serving.processes import (
     group_pids,
     parent_death_hook,
-    pick_free_port,
     pid_alive,
-    port_is_free,
     proc_stat,
     start_time,
 )
@@ -45,15 +42,6 @@ def test_proc_stat_reads_state_and_group():
 def test_group_pids_lists_the_members_of_a_group():
     assert os.getpid() in group_pids(os.getpgid(0))
     assert group_pids(_unused_pid()) == []
-
-
-def test_a_listening_port_is_taken_and_a_picked_one_is_free():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen(1)
-        assert not port_is_free("127.0.0.1", s.getsockname()[1])
-    port = pick_free_port("127.0.0.1")
-    assert 0 < port < 65536 and port_is_free("127.0.0.1", port)
 
 
 def test_parent_death_hook_is_available_on_linux():
