@@ -150,15 +150,11 @@ class FeedbackSampler:
     def counts(self) -> RequestCounters:
         return self.asker.counts
 
-    def ask(self, *args: Any, **kwargs: Any):
-        """``Asker.ask`` with this run's decoding, resume log and counters."""
-        return self.asker.ask(*args, **kwargs)
-
     # -- prompts ------------------------------------------------------------------------------
 
     async def categories(self) -> list[str]:
         k = self.config.num_categories
-        found = await self.ask(
+        found = await self.asker.ask(
             self.teacher, "teacher", "categories", categories_messages(self.fb, k), self.config.teacher_max_tokens,
             parse=lambda t: parse_categories(t, k),
             constraint=categories_constraint(k, max_item_chars=self.config.max_category_chars),
@@ -174,7 +170,7 @@ class FeedbackSampler:
         bar = self.progress(f"{self.fb.slug}: {name} prompts", len(categories))
 
         async def one(category: str):
-            got = await self.ask(
+            got = await self.asker.ask(
                 self.teacher, "teacher", f"{name}:{category}", build(self.fb, category, n), self.config.teacher_max_tokens,
                 parse=lambda t: parse_prompt_list(t, n, revised=near),
                 constraint=prompt_list_constraint(n, revised=near, max_item_chars=self.config.max_prompt_chars),
@@ -193,18 +189,18 @@ class FeedbackSampler:
     # -- completions --------------------------------------------------------------------------
 
     async def complete(self, prompt: str, bar) -> dict[str, Any]:
-        cfg, c = self.config, self.completion
-        baseline = await self.ask(c, "completion", "baseline", baseline_messages(prompt), cfg.completion_max_tokens)
+        cfg, c, ask = self.config, self.completion, self.asker.ask
+        baseline = await ask(c, "completion", "baseline", baseline_messages(prompt), cfg.completion_max_tokens)
         revised = None
         if baseline is not None:
-            revised = await self.ask(
+            revised = await ask(
                 c, "completion", "revised", revise_messages(self.fb, prompt, baseline), cfg.completion_max_tokens,
                 parse=parse_revised, constraint=revised_constraint(cfg.max_response_chars),
             )  # fmt: skip
         in_context, cot = await asyncio.gather(
-            self.ask(c, "completion", "in_context", in_context_messages(self.fb, prompt), cfg.completion_max_tokens),
-            self.ask(c, "completion", "cot", cot_messages(self.fb, prompt), cfg.completion_max_tokens,
-                     parse=parse_cot, constraint=cot_constraint(cfg.max_response_chars)),
+            ask(c, "completion", "in_context", in_context_messages(self.fb, prompt), cfg.completion_max_tokens),
+            ask(c, "completion", "cot", cot_messages(self.fb, prompt), cfg.completion_max_tokens,
+                parse=parse_cot, constraint=cot_constraint(cfg.max_response_chars)),
         )  # fmt: skip
         bar.update(1)
         return {"baseline_response": baseline, "revised_response": revised, "in_context_response": in_context,
