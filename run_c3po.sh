@@ -98,7 +98,7 @@ vk_log "sampling: python -m verlkit.c3po.sample ${SAMPLE_CMD[*]}"
 EVALUATED=0
 for slug in "${SLUGS[@]}"; do
   work="$RUN_DIR/train/$slug"; mkdir -p "$work"
-  if ! "$VK_PY" -m verlkit.c3po.dataset "$SAMPLE/$slug" --out "$work/train.parquet" >&2; then
+  if ! "$VK_PY" -m data_prep.c3po "$SAMPLE/$slug" --out "$work/train.parquet" >&2; then
     vk_log "$slug: no training data; skipped"; continue
   fi
   ROWS="$("$VK_PY" -m recipes.c3po.args rows "$work/train.parquet")"

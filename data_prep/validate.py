@@ -16,10 +16,11 @@ Kinds:
   ``required_extra_info`` fields must be present and non-empty, and if the reward function's module
   defines ``validate_row(row) -> list[str]`` that hook is called on every row.
 * ``sft``: a ``messages`` column of chat messages with at least one assistant turn.
-* ``preference``: a ``prompt`` message list that does not end with an assistant turn, and
-  ``chosen`` and ``rejected`` replies, each a non-empty string or a message list with an assistant
-  turn; optional ``prompt_id`` (non-empty str) and ``score_chosen``/``score_rejected`` (numbers, NaN
-  allowed).
+* ``preference``: a ``prompt`` message list that does not end with an assistant turn; an optional
+  ``kind`` (``pair`` when absent, ``near_scope`` or ``out_of_scope``: C3PO's constraint rows); a
+  ``pair`` has ``chosen`` and ``rejected`` replies (different), a constraint row a ``response``,
+  each a non-empty string or a message list with an assistant turn; optional ``prompt_id``
+  (non-empty str) and ``score_chosen``/``score_rejected`` (numbers, NaN allowed).
 * ``prompts``: prompts to generate from (evaluation): a ``prompt`` message list ending with a user
   turn and a ``prompt_id`` (non-empty str, unique in the file).
 
@@ -50,6 +51,9 @@ REQUIRED_COLUMNS = {
     "preference": ("prompt", "chosen", "rejected"),
     "prompts": ("prompt", "prompt_id"),
 }
+# The row kinds of a preference file, as ``verlkit.preference.data`` reads them (not imported: it
+# loads torch, and this validator runs as a quick command-line tool).
+PREFERENCE_ROW_KINDS = ("pair", "near_scope", "out_of_scope")
 DEFAULT_MAX_PROBLEMS = 50
 _BATCH_ROWS = 4096
 
@@ -302,12 +306,20 @@ def check_preference_row(row: dict, columns: set[str]) -> Iterator[tuple[str, st
         # means a reply was left inside it (the bug of the original DPO data, reference-methods §5.7).
         if _last_role(prompt) == "assistant":
             yield "prompt", "ends with an assistant turn; the reply belongs in chosen/rejected"
-    for field in ("chosen", "rejected"):
-        if field in columns:
-            yield from _check_reply(field, row.get(field))
-    chosen, rejected = row.get("chosen"), row.get("rejected")
-    if chosen is not None and chosen == rejected:
-        yield "rejected", "identical to chosen"
+    kind = row.get("kind") if "kind" in columns else None
+    if _is_empty(kind):
+        kind = "pair"  # no kind: a DPO pair, as the trainer reads it
+    if kind not in PREFERENCE_ROW_KINDS:
+        yield "kind", f"must be one of {', '.join(PREFERENCE_ROW_KINDS)}, got {kind!r}"
+    elif kind == "pair":
+        for field in ("chosen", "rejected"):
+            if field in columns:
+                yield from _check_reply(field, row.get(field))
+        chosen, rejected = row.get("chosen"), row.get("rejected")
+        if chosen is not None and chosen == rejected:
+            yield "rejected", "identical to chosen"
+    else:  # a constraint row: the original model's own reply, kept close by the constrained loss
+        yield from _check_reply("response", row.get("response"))
     yield from _check_prompt_id(row, columns)
     for field in ("score_chosen", "score_rejected"):
         value = row.get(field)

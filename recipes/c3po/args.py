@@ -52,12 +52,13 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.command == "select":
         # the shipped names: these stdlib-only modules do not need upstream verl imported first
-        from verlkit.c3po.feedback import FeedbackError, load_feedbacks, select_feedbacks
+        from verlkit.c3po.feedback import load_feedbacks, select_feedbacks
         from verlkit.c3po.general_prompts import BUNDLED_FEEDBACKS
+        from verlkit.records import InputError
 
         try:
             chosen = select_feedbacks(load_feedbacks(a.feedback or [BUNDLED_FEEDBACKS]), a.prefix)
-        except FeedbackError as e:
+        except InputError as e:
             print(f"run_c3po: {e}", file=sys.stderr)
             return 2
         print("\n".join(f.slug for f in chosen))

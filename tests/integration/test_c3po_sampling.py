@@ -6,7 +6,7 @@ The whole chain runs through the CLI on small counts: categories, in-scope and n
 out-of-scope prompts from the bundled file, four completions per prompt, seeded splits, the output
 files. Then: prompts never bleed between feedbacks; an interrupted run resumes from its request log
 and replays what it had; the training parquet built from the output loads in the preference
-trainer's dataset.
+trainer's dataset (written and validated by ``data_prep.c3po``).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 pytestmark = pytest.mark.integration
@@ -134,14 +135,15 @@ def test_an_interrupted_run_resumes_where_it_stopped(vllm_server, tmp_path):
 def test_the_training_parquet_loads_in_the_preference_dataset(sampled, tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
-    from verlkit.c3po.dataset import write_preference_parquet
+    from data_prep.c3po import build_training_file
     from verlkit.preference.data import PreferenceDataset
 
-    counts = write_preference_parquet(sampled / "concise-boss-emails", tmp_path / "train.parquet")
-    assert counts["pair"] >= 1
-    ds = PreferenceDataset(str(tmp_path / "train.parquet"), AutoTokenizer.from_pretrained(tiny_model_dir),
+    out = build_training_file(sampled / "concise-boss-emails", tmp_path / "train.parquet")
+    kinds = pq.read_table(out, columns=["kind"]).column("kind").to_pylist()
+    assert kinds.count("pair") >= 1
+    ds = PreferenceDataset(str(out), AutoTokenizer.from_pretrained(tiny_model_dir),
                            {"max_length": 512, "truncation": "right"})  # fmt: skip
-    assert len(ds) == sum(counts.values())
+    assert len(ds) == len(kinds)
 
 
 def test_prompting_baselines_are_judged_in_both_orders_by_a_real_judge(sampled, vllm_server, tmp_path):
@@ -155,6 +157,7 @@ def test_prompting_baselines_are_judged_in_both_orders_by_a_real_judge(sampled, 
     assert done.returncode == 0, done.stdout + done.stderr
     result = json.loads((tmp_path / "in_context.json").read_text())
     assert result["baseline"] == "stored" and result["type"] == "qualitative"
+    assert result["judge_requests"]["request_failures"] == 0 and result["judge_requests"]["requests"] >= 6
     for name in SETS:
         for rec in result["sets"][name]["records"]:
             assert rec["evaluated"] and rec["baseline"]

@@ -13,7 +13,7 @@ responses are compared with baseline responses of the original model:
   sampling stage's ``baseline_response``.
 
 Quantitative feedback (it has a metric): each prompt is ``better`` (moved in the feedback's
-direction), ``tie`` or ``worse`` (``verlkit.c3po.feedback.compare``). Ties are reported on their
+direction), ``tie`` or ``worse`` (``verlkit.c3po.metrics.compare``). Ties are reported on their
 own and never count as applying the feedback (the original counted them as success).
 
 Qualitative feedback: a judge model compares the two responses for how well they implement the
@@ -25,7 +25,8 @@ A prompt with an unparseable or failed judgement is excluded and counted.
 
 Reported per set: ``applied_rate`` (= feedback adherence on in-scope prompts, overgeneralization on
 near- and out-of-scope prompts), ``tie_rate``, ``worse_rate``, raw means (metric values or judge
-scores, both orders), counts of failures; the headline ``adherence``, ``overgeneralization_near``,
+scores, both orders), counts of failures (and, for qualitative feedback, ``judge_requests``: the
+judge's requests, re-asks and failures); the headline ``adherence``, ``overgeneralization_near``,
 ``overgeneralization_out``. Written as ``OUT/<method>.json`` with one record per prompt, plus a
 bar plot ``OUT/<method>.png``.
 
@@ -42,9 +43,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verlkit.c3po import prompts as P
-from verlkit.c3po.feedback import compare, measure
-from verlkit.c3po.sample import SETS, Endpoint, _constrained, load_sample
+from verlkit.c3po.constraints import judge_constraint
+from verlkit.c3po.endpoints import CONSTRAIN_CHOICES, Asker, Endpoint, use_constraints
+from verlkit.c3po.metrics import compare, measure
+from verlkit.c3po.parsers import parse_judge
+from verlkit.c3po.prompts import baseline_messages, judge_messages
+from verlkit.c3po.sample import SETS, load_sample
+from verlkit.records import InputError
 
 METHODS = ("trained", "in_context", "cot", "revised")
 STORED = {"in_context": "in_context_response", "cot": "cot_response", "revised": "revised_response"}
@@ -97,35 +102,25 @@ class Evaluator:
         self.judge = None
         if self.fb.type == "qualitative":
             self.judge = Endpoint(args.judge_url, args.judge_model, args.judge_api_key_env,
-                                  _constrained(args.judge_constrained, args.judge_url),
+                                  use_constraints(args.judge_constrained, args.judge_url),
                                   args.max_concurrency, args.timeout_s)  # fmt: skip
+        # judge failures and unusable verdicts are counted here and reported with the result
+        self.judge_asker = Asker(max_reasks=args.max_reasks, temperature=args.judge_temperature, top_p=1.0)
 
     async def generate(self, url: str, name: str, prompts: list[str]) -> list[str | None]:
         a = self.args
         client = Endpoint(url, name, a.api_key_env, False, a.max_concurrency, a.timeout_s).client()
         done = await asyncio.gather(*(
-            client.chat(P.baseline_messages(p), max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p)
+            client.chat(baseline_messages(p), max_tokens=a.max_tokens, temperature=a.temperature, top_p=a.top_p)
             for p in prompts
         ))  # fmt: skip
         return [d.text if d.ok else None for d in done]
 
     async def judge_once(self, prompt: str, first: str, second: str) -> int | None:
-        a, j = self.args, self.judge
-        constraint = P.judge_constraint()
-        extra = {"structured_outputs": {"regex": constraint.regex}} if j.constrained else None
-        messages = P.judge_messages(self.fb, prompt, first, second)
-        for attempt in range(a.max_reasks + 1):
-            max_tokens = constraint.max_tokens if extra else a.judge_max_tokens
-            done = await j.client().chat(messages, max_tokens=max_tokens, temperature=a.judge_temperature, top_p=1.0,
-                                         extra_body=extra)  # fmt: skip
-            if not done.ok:
-                return None
-            try:
-                return P.parse_judge(done.text)
-            except P.ParseError as e:
-                if attempt < a.max_reasks:
-                    messages = P.reask_messages(messages, done.text, str(e))
-        return None
+        """The judge's 1..5 verdict (5 = ``second`` carries out the feedback much better), or None."""
+        return await self.judge_asker.ask(self.judge, "judge", "judge", judge_messages(self.fb, prompt, first, second),
+                                          self.args.judge_max_tokens, parse=parse_judge,
+                                          constraint=judge_constraint())  # fmt: skip
 
     async def compare_row(self, row: dict[str, Any], evaluated: str | None, baseline: str | None) -> dict[str, Any]:
         rec = {"prompt": row["prompt"], "category": row.get("category"), "evaluated": evaluated, "baseline": baseline,
@@ -170,6 +165,10 @@ class Evaluator:
         result["adherence"] = s["in_scope"]["applied_rate"]
         result["overgeneralization_near"] = s["near_scope"]["applied_rate"]
         result["overgeneralization_out"] = s["out_of_scope"]["applied_rate"]
+        if self.judge is not None:
+            c = self.judge_asker.counts
+            result["judge_requests"] = {"requests": c.requests, "reasks": c.reasks,
+                                        "request_failures": c.request_failures, "parse_failures": c.parse_failures}
         return result
 
 
@@ -214,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-url", help="qualitative feedback: the judge's server")
     p.add_argument("--judge-model")
     p.add_argument("--judge-api-key-env", default=None)
-    p.add_argument("--judge-constrained", choices=["auto", "on", "off"], default="auto")
+    p.add_argument("--judge-constrained", choices=CONSTRAIN_CHOICES, default="auto")
     p.add_argument("--judge-max-tokens", type=int, default=512)
     p.add_argument("--judge-temperature", type=float, default=0.0)
     p.add_argument("--applied-threshold", type=float, default=4.0)
@@ -248,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         sample = load_sample(args.sample_dir)
-    except (OSError, ValueError, TypeError) as e:
+    except InputError as e:
         print(f"c3po evaluate: cannot read {args.sample_dir}: {e}", file=sys.stderr)
         return 2
     problem = check_args(args, sample["feedback"])

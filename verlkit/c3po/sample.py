@@ -38,7 +38,10 @@ Output (``--out DIR``), readable JSON::
     DIR/manifest.json                      the settings and every feedback's counts
 
 Rows: ``{"prompt", "category", "baseline_response", "revised_response", "in_context_response",
-"cot_response"}`` (``category`` is null for out-of-scope prompts).
+"cot_response"}`` (``category`` is null for out-of-scope prompts). ``load_sample`` reads one
+feedback's directory back; ``python -m data_prep.c3po DIR/<feedback slug> --out train.parquet``
+turns it into the preference trainer's parquet. Requests, re-asks and the resume log are
+``verlkit.c3po.endpoints``.
 
 CLI: ``python -m verlkit.c3po.sample --help``.
 """
@@ -54,15 +57,25 @@ import math
 import os
 import random
 import sys
-import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from data_prep.common import normalize_text
-from verlkit.c3po import prompts as P
+from verlkit.c3po.constraints import categories_constraint, cot_constraint, prompt_list_constraint, revised_constraint
+from verlkit.c3po.endpoints import CONSTRAIN_CHOICES, Asker, Endpoint, RequestCounters, RequestLog, use_constraints
 from verlkit.c3po.feedback import Feedback, load_feedbacks, select_feedbacks
 from verlkit.c3po.general_prompts import BUNDLED_FEEDBACKS, BUNDLED_GENERAL_PROMPTS, load_general_prompts
+from verlkit.c3po.parsers import parse_categories, parse_cot, parse_prompt_list, parse_revised
+from verlkit.c3po.prompts import (
+    baseline_messages,
+    categories_messages,
+    cot_messages,
+    in_context_messages,
+    in_scope_prompts_messages,
+    near_scope_prompts_messages,
+    revise_messages,
+)
+from verlkit.records import InputError, normalize_text
 
 logger = logging.getLogger("verlkit.c3po.sample")
 
@@ -106,93 +119,18 @@ class SampleConfig:
     def check_constraints(self) -> None:
         """Build every structured-output constraint once, so that sizes no reply could satisfy are
         reported before the first request (raises ValueError)."""
-        P.categories_constraint(self.num_categories, max_item_chars=self.max_category_chars)
+        categories_constraint(self.num_categories, max_item_chars=self.max_category_chars)
         for revised in (False, True):
-            P.prompt_list_constraint(self.prompts_per_category, revised=revised, max_item_chars=self.max_prompt_chars)
-        P.revised_constraint(self.max_response_chars)
-        P.cot_constraint(self.max_response_chars)
+            prompt_list_constraint(self.prompts_per_category, revised=revised, max_item_chars=self.max_prompt_chars)
+        revised_constraint(self.max_response_chars)
+        cot_constraint(self.max_response_chars)
 
     @property
     def num_categories(self) -> int:
         return math.ceil(max(self.num_in_scope, self.num_near_scope) / self.prompts_per_category)
 
 
-@dataclass
-class Endpoint:
-    """One served model: where, which name, and whether it takes vLLM's structured-output field."""
-
-    url: str
-    model: str
-    api_key_env: str | None = None
-    constrained: bool = False
-    max_concurrency: int = 32
-    timeout_s: float = 300.0
-    max_retries: int = 3
-
-    def client(self):
-        from verlkit.clients.llm import ClientConfig, get_client
-
-        return get_client(ClientConfig(base_url=self.url, model=self.model, api_key_env=self.api_key_env,
-                                       max_concurrency=self.max_concurrency, timeout_s=self.timeout_s,
-                                       max_retries=self.max_retries))  # fmt: skip
-
-
-# ---- the resume log ------------------------------------------------------------------------------
-
-
-class RequestLog:
-    """Append-only JSONL of ``{"key", "text"}``: every successful reply, written as it arrives.
-
-    A request's key hashes everything that determines it (role, purpose, messages, decoding and the
-    re-ask number), so a rerun asks the server only for what is not in the log yet and replays the
-    logged replies unchanged: the data of an interrupted run equals that of an uninterrupted one.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.replies: dict[str, str] = {}
-        self._lock = threading.Lock()
-        if path.is_file():
-            for i, line in enumerate(path.read_text().splitlines()):
-                try:
-                    item = json.loads(line)
-                    self.replies[item["key"]] = item["text"]
-                except (ValueError, KeyError, TypeError):
-                    # a line cut by the interruption itself: the request is simply asked again
-                    logger.warning("%s: line %d unreadable, ignored", path, i + 1)
-
-    @staticmethod
-    def key(*parts: Any) -> str:
-        return hashlib.sha256(json.dumps(parts, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
-
-    def get(self, key: str) -> str | None:
-        return self.replies.get(key)
-
-    def put(self, key: str, text: str) -> None:
-        with self._lock:
-            self.replies[key] = text
-            with open(self.path, "a") as f:
-                f.write(json.dumps({"key": key, "text": text}, ensure_ascii=False) + "\n")
-                f.flush()
-
-
 # ---- one feedback ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Counters:
-    requests: int = 0
-    replayed: int = 0
-    reasks: int = 0
-    request_failures: int = 0
-    parse_failures: int = 0  # gave up after the re-asks
-    shortfalls: dict[str, int] = field(default_factory=dict)
-    dropped_rows: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-
-    def add(self, table: str, key: str, n: int = 1) -> None:
-        d = getattr(self, table)
-        d[key] = d.get(key, 0) + n
 
 
 class FeedbackSampler:
@@ -204,61 +142,22 @@ class FeedbackSampler:
         self.teacher = teacher
         self.completion = completion
         self.config = config
-        self.log = log
-        self.counts = Counters()
+        self.asker = Asker(max_reasks=config.max_reasks, temperature=config.temperature, top_p=config.top_p, log=log,
+                           request_seeds=config.request_seeds)  # fmt: skip
         self.progress = progress or (lambda desc, total: _NullBar())
 
-    async def ask(self, endpoint: Endpoint, role: str, purpose: str, messages: list[dict], max_tokens: int,
-                  parse: Callable[[str], Any] | None = None, constraint: P.Constraint | None = None) -> Any:  # fmt: skip
-        """One logical request with bounded re-asks. Returns the parsed value (or the text when
-        ``parse`` is None), or None when the request failed or every reply was malformed."""
-        cfg = self.config
-        extra = None
-        if constraint is not None and endpoint.constrained:
-            extra = {"structured_outputs": {"regex": constraint.regex}}
-            # the longest reply the expression allows: anything shorter could cut a reply mid-format
-            max_tokens = constraint.max_tokens
-        for attempt in range(cfg.max_reasks + 1):
-            key = RequestLog.key(role, endpoint.model, purpose, messages, cfg.temperature, cfg.top_p, max_tokens,
-                                 extra, attempt)  # fmt: skip
-            text = self.log.get(key)
-            if text is not None:
-                self.counts.replayed += 1
-            else:
-                self.counts.requests += 1
-                seed = int(key[:8], 16) if cfg.request_seeds else None
-                done = await endpoint.client().chat(messages, max_tokens=max_tokens, temperature=cfg.temperature,
-                                                    top_p=cfg.top_p, seed=seed, extra_body=extra)  # fmt: skip
-                if not done.ok:
-                    self.counts.request_failures += 1
-                    self.counts.errors.append(f"{purpose}: {done.error}"[:300])
-                    return None
-                text = done.text
-                self.log.put(key, text)
-            if parse is None:
-                if text.strip():
-                    return text.strip()
-                problem = "the reply was empty"
-            else:
-                try:
-                    return parse(text)
-                except P.ParseError as e:
-                    problem = str(e)
-            if attempt < cfg.max_reasks:
-                self.counts.reasks += 1
-                messages = P.reask_messages(messages, text, problem)
-        self.counts.parse_failures += 1
-        self.counts.errors.append(f"{purpose}: unusable after {cfg.max_reasks} re-ask(s): {problem}"[:300])
-        return None
+    @property
+    def counts(self) -> RequestCounters:
+        return self.asker.counts
 
     # -- prompts ------------------------------------------------------------------------------
 
     async def categories(self) -> list[str]:
         k = self.config.num_categories
-        found = await self.ask(
-            self.teacher, "teacher", "categories", P.categories_messages(self.fb, k), self.config.teacher_max_tokens,
-            parse=lambda t: P.parse_categories(t, k),
-            constraint=P.categories_constraint(k, max_item_chars=self.config.max_category_chars),
+        found = await self.asker.ask(
+            self.teacher, "teacher", "categories", categories_messages(self.fb, k), self.config.teacher_max_tokens,
+            parse=lambda t: parse_categories(t, k),
+            constraint=categories_constraint(k, max_item_chars=self.config.max_category_chars),
         )  # fmt: skip
         if found is None:
             raise RuntimeError(f"feedback {self.fb.slug!r}: the teacher gave no usable list of {k} categories")
@@ -266,15 +165,15 @@ class FeedbackSampler:
 
     async def prompt_lists(self, categories: list[str], near: bool) -> list[tuple[str, list[str]]]:
         n = self.config.prompts_per_category
-        build = P.near_scope_prompts_messages if near else P.in_scope_prompts_messages
+        build = near_scope_prompts_messages if near else in_scope_prompts_messages
         name = "near_scope" if near else "in_scope"
         bar = self.progress(f"{self.fb.slug}: {name} prompts", len(categories))
 
         async def one(category: str):
-            got = await self.ask(
+            got = await self.asker.ask(
                 self.teacher, "teacher", f"{name}:{category}", build(self.fb, category, n), self.config.teacher_max_tokens,
-                parse=lambda t: P.parse_prompt_list(t, n, revised=near),
-                constraint=P.prompt_list_constraint(n, revised=near, max_item_chars=self.config.max_prompt_chars),
+                parse=lambda t: parse_prompt_list(t, n, revised=near),
+                constraint=prompt_list_constraint(n, revised=near, max_item_chars=self.config.max_prompt_chars),
             )  # fmt: skip
             bar.update(1)
             got = got or []
@@ -290,18 +189,18 @@ class FeedbackSampler:
     # -- completions --------------------------------------------------------------------------
 
     async def complete(self, prompt: str, bar) -> dict[str, Any]:
-        cfg, c = self.config, self.completion
-        baseline = await self.ask(c, "completion", "baseline", P.baseline_messages(prompt), cfg.completion_max_tokens)
+        cfg, c, ask = self.config, self.completion, self.asker.ask
+        baseline = await ask(c, "completion", "baseline", baseline_messages(prompt), cfg.completion_max_tokens)
         revised = None
         if baseline is not None:
-            revised = await self.ask(
-                c, "completion", "revised", P.revise_messages(self.fb, prompt, baseline), cfg.completion_max_tokens,
-                parse=P.parse_revised, constraint=P.revised_constraint(cfg.max_response_chars),
+            revised = await ask(
+                c, "completion", "revised", revise_messages(self.fb, prompt, baseline), cfg.completion_max_tokens,
+                parse=parse_revised, constraint=revised_constraint(cfg.max_response_chars),
             )  # fmt: skip
         in_context, cot = await asyncio.gather(
-            self.ask(c, "completion", "in_context", P.in_context_messages(self.fb, prompt), cfg.completion_max_tokens),
-            self.ask(c, "completion", "cot", P.cot_messages(self.fb, prompt), cfg.completion_max_tokens,
-                     parse=P.parse_cot, constraint=P.cot_constraint(cfg.max_response_chars)),
+            ask(c, "completion", "in_context", in_context_messages(self.fb, prompt), cfg.completion_max_tokens),
+            ask(c, "completion", "cot", cot_messages(self.fb, prompt), cfg.completion_max_tokens,
+                parse=parse_cot, constraint=cot_constraint(cfg.max_response_chars)),
         )  # fmt: skip
         bar.update(1)
         return {"baseline_response": baseline, "revised_response": revised, "in_context_response": in_context,
@@ -406,12 +305,40 @@ def feedback_dir(out: Path, feedback: Feedback) -> Path:
     return out / feedback.slug
 
 
+def _read_sample_file(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("no such file (did sampling finish for this feedback? see its report.json)",
+                         file=path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"cannot read: {e}", file=path) from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"not valid JSON: {e}", file=path) from None
+
+
 def load_sample(path: Path) -> dict[str, Any]:
-    """A sampled feedback directory back as ``{"feedback": Feedback, "categories", "sets": {...}}``."""
+    """A sampled feedback directory back as ``{"feedback": Feedback, "categories", "sets": {...}}``;
+    an ``InputError`` naming the file when one is missing or not what the sampling stage writes."""
     path = Path(path)
-    feedback = Feedback.from_dict(json.loads((path / "feedback.json").read_text()))
-    sets = {name: json.loads((path / f"{name}.json").read_text()) for name in SETS}
-    return {"feedback": feedback, "categories": json.loads((path / "categories.json").read_text()), "sets": sets}
+    feedback_file = path / "feedback.json"
+    try:
+        feedback = Feedback.from_dict(_read_sample_file(feedback_file))
+    except InputError as e:
+        raise e.located(feedback_file) from None
+    except TypeError as e:  # a value of a type the record cannot even hold
+        raise InputError(str(e), file=feedback_file) from None
+    sets = {}
+    for name in SETS:
+        file = path / f"{name}.json"
+        parts = _read_sample_file(file)
+        if not isinstance(parts, dict):
+            raise InputError(f"expected {{\"train\": [...], \"test\": [...]}}, got {type(parts).__name__}", file=file)
+        for part in ("train", "test"):
+            if not isinstance(parts.get(part), list):
+                raise InputError("expected a list of rows", file=file, field=part)
+        sets[name] = parts
+    return {"feedback": feedback, "categories": _read_sample_file(path / "categories.json"), "sets": sets}
 
 
 async def sample_feedback(feedback: Feedback, out: Path, teacher: Endpoint, completion: Endpoint,
@@ -447,15 +374,6 @@ async def sample_all(feedbacks: list[Feedback], out: Path, teacher: Endpoint, co
 # ---- CLI ------------------------------------------------------------------------------------------
 
 
-def _constrained(flag: str, url: str) -> bool:
-    """``auto``: constrain on loopback servers (the launcher's vLLM); hosted APIs do not take the field."""
-    if flag in ("on", "off"):
-        return flag == "on"
-    from urllib.parse import urlsplit
-
-    return (urlsplit(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m verlkit.c3po.sample", description=__doc__.splitlines()[0])
     p.add_argument("--feedback", action="append", type=Path, help=f"feedback file(s) or directories (default {BUNDLED_FEEDBACKS})")
@@ -467,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{role}-url", required=True)
         p.add_argument(f"--{role}-model", required=True)
         p.add_argument(f"--{role}-api-key-env", default=None, help="NAME of the env var holding the key")
-        p.add_argument(f"--{role}-constrained", choices=["auto", "on", "off"], default="auto")
+        p.add_argument(f"--{role}-constrained", choices=CONSTRAIN_CHOICES, default="auto")
     defaults = SampleConfig()
     for name in ("num_in_scope", "num_near_scope", "num_out_of_scope", "prompts_per_category", "max_reasks",
                  "teacher_max_tokens", "completion_max_tokens", "max_category_chars", "max_prompt_chars",
@@ -486,7 +404,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     from verlkit.clients.loop import run_sync
-    from verlkit.c3po.feedback import FeedbackError
     from verlkit.clients.llm import close_session
 
     try:
@@ -495,13 +412,13 @@ def main(argv: list[str] | None = None) -> int:
         config = SampleConfig(**{k: getattr(args, k) for k in SampleConfig.__dataclass_fields__})
         config.check_constraints()
         general = load_general_prompts(args.general_prompts, None, seed=config.seed)
-    except (FeedbackError, ValueError, OSError) as e:
+    except (InputError, ValueError, OSError) as e:
         print(f"c3po sample: {e}", file=sys.stderr)
         return 2
     endpoints = {
         role: Endpoint(url=getattr(args, f"{role}_url"), model=getattr(args, f"{role}_model"),
                        api_key_env=getattr(args, f"{role}_api_key_env"),
-                       constrained=_constrained(getattr(args, f"{role}_constrained"), getattr(args, f"{role}_url")),
+                       constrained=use_constraints(getattr(args, f"{role}_constrained"), getattr(args, f"{role}_url")),
                        max_concurrency=args.max_concurrency, timeout_s=args.timeout_s)
         for role in ("teacher", "completion")
     }  # fmt: skip

@@ -1,5 +1,5 @@
-"""The C3PO sampling stage's logic without a server: bounded re-asks, the resume log, per-feedback
-prompt selection, seeded splits, the training parquet and the evaluation's scoring rules.
+"""The C3PO sampling stage's logic without a server (verlkit.c3po.sample, verlkit.c3po.endpoints):
+bounded re-asks, the resume log, per-feedback prompt selection, seeded splits, reading a sample back.
 
 The chain against a real served model is tests/integration/test_c3po_sampling.py. Here a scripted
 endpoint stands in for the server, to inject malformed and failed replies on demand (a real server
@@ -12,44 +12,18 @@ import asyncio
 import json
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from verlkit.c3po.dataset import preference_rows, write_preference_parquet
-from verlkit.c3po.evaluate import order_corrected, outcome_from_score, summarize_set
+from verlkit.c3po.constraints import categories_constraint
+from verlkit.c3po.endpoints import RequestLog, use_constraints
 from verlkit.c3po.feedback import Feedback
-from verlkit.c3po.sample import (
-    Endpoint,
-    FeedbackSampler,
-    RequestLog,
-    SampleConfig,
-    split,
-    split_seed_for,
-    take_round_robin,
-)
-from verlkit.clients.llm import Completion
+from verlkit.c3po.sample import FeedbackSampler, SampleConfig, load_sample, split, split_seed_for, take_round_robin
+from verlkit.records import InputError
+
+from support.c3po import ScriptedEndpoint
 
 FEEDBACK = Feedback(content="Be more concise when writing emails to my boss", domain="writing emails to my boss",
                     effect="be more concise", name="concise-boss-emails")  # fmt: skip
-
-
-class ScriptedEndpoint(Endpoint):
-    """FAULT INJECTION, not a model: replies from a script (text, or None for a failed request)."""
-
-    def __init__(self, replies):
-        super().__init__(url="http://127.0.0.1:1/v1", model="scripted")
-        self.replies = list(replies)
-        self.calls: list[list[dict]] = []
-
-    def client(self):
-        return self
-
-    async def chat(self, messages, **kw):
-        self.calls.append(messages)
-        text = self.replies.pop(0)
-        if text is None:
-            return Completion(text=None, ok=False, error="HTTP 503", cache_hit=False, latency_s=0.0, attempts=4)
-        return Completion(text=text, ok=True, error=None, cache_hit=False, latency_s=0.0, attempts=1)
 
 
 def sampler(tmp_path: Path, teacher_replies, max_reasks: int = 2) -> tuple[FeedbackSampler, ScriptedEndpoint]:
@@ -118,57 +92,55 @@ def test_splits_are_seeded_per_feedback_and_keep_a_training_row():
     assert split([{"prompt": "only"}, {"prompt": "two"}], 0.9, 1)["train"]
 
 
-def sample_dir(tmp_path: Path, n_in=3, n_near=2, n_out=4) -> Path:
+def test_constraints_are_sent_to_loopback_servers_unless_told_otherwise():
+    assert use_constraints("auto", "http://127.0.0.1:8000/v1") and use_constraints("auto", "http://localhost:1/v1")
+    assert not use_constraints("auto", "https://api.openai.com/v1")
+    assert use_constraints("on", "https://api.openai.com/v1") and not use_constraints("off", "http://127.0.0.1:8000/v1")
+
+
+def test_a_constrained_endpoint_gets_the_regex_and_its_token_budget(tmp_path):
+    s, teacher = sampler(tmp_path, [good_categories(2), good_categories(2)])
+    teacher.constrained = True
+    asyncio.run(s.categories())
+    expected = categories_constraint(2, max_item_chars=100)  # the sampler's default item size
+    assert teacher.kwargs[0]["extra_body"] == {"structured_outputs": {"regex": expected.regex}}
+    assert teacher.kwargs[0]["max_tokens"] == expected.max_tokens != s.config.teacher_max_tokens
+    teacher.constrained = False  # a server without structured outputs: a plain request
+    (tmp_path / "plain").mkdir()
+    again, _ = sampler(tmp_path / "plain", [])
+    again.teacher = teacher
+    asyncio.run(again.categories())
+    assert teacher.kwargs[1]["extra_body"] is None and teacher.kwargs[1]["max_tokens"] == s.config.teacher_max_tokens
+
+
+def write_sample(tmp_path: Path) -> Path:
     d = tmp_path / FEEDBACK.slug
     d.mkdir()
-    row = lambda p, c: {"prompt": p, "category": c, "baseline_response": f"base {p}", "revised_response": f"rev {p}",
-                        "in_context_response": f"ic {p}", "cot_response": None}  # noqa: E731
     (d / "feedback.json").write_text(json.dumps(FEEDBACK.to_dict()))
     (d / "categories.json").write_text(json.dumps(["Work"]))
-    for name, n in (("in_scope", n_in), ("near_scope", n_near), ("out_of_scope", n_out)):
-        rows = [row(f"{name} {i}", None if name == "out_of_scope" else "Work") for i in range(n)]
-        (d / f"{name}.json").write_text(json.dumps({"train": rows, "test": rows[:1]}))
+    for name in ("in_scope", "near_scope", "out_of_scope"):
+        (d / f"{name}.json").write_text(json.dumps({"train": [{"prompt": f"{name} 0"}], "test": []}))
     return d
 
 
-def test_training_rows_pair_revised_over_baseline_and_constrain_with_baselines(tmp_path):
-    from verlkit.c3po.sample import load_sample
-
-    rows = preference_rows(load_sample(sample_dir(tmp_path)))
-    kinds = [r["kind"] for r in rows]
-    assert kinds == ["pair", "pair", "near_scope", "near_scope", "out_of_scope", "out_of_scope"]  # balanced to 2
-    pair = rows[0]
-    assert pair["prompt"] == [{"role": "user", "content": "in_scope 0"}]
-    assert pair["chosen"] == "rev in_scope 0" and pair["rejected"] == "base in_scope 0"
-    assert rows[2]["response"] == "base near_scope 0" and rows[4]["category"] is None
-    assert all(r["feedback_id"] == FEEDBACK.id for r in rows)
+def test_load_sample_reads_back_what_sampling_wrote(tmp_path):
+    sample = load_sample(write_sample(tmp_path))
+    assert sample["feedback"] == FEEDBACK and sample["categories"] == ["Work"]
+    assert sample["sets"]["near_scope"] == {"train": [{"prompt": "near_scope 0"}], "test": []}
 
 
-def test_the_training_parquet_loads_in_the_preference_dataset(tmp_path, tiny_model_dir):
-    from transformers import AutoTokenizer
+def test_load_sample_errors_name_the_file(tmp_path):
+    d = write_sample(tmp_path)
+    (d / "out_of_scope.json").unlink()
+    with pytest.raises(InputError, match=r"out_of_scope.json: no such file \(did sampling finish"):
+        load_sample(d)
+    (d / "out_of_scope.json").write_text('{"train": [], "test": ')
+    with pytest.raises(InputError, match=r"out_of_scope.json: not valid JSON"):
+        load_sample(d)
+    (d / "out_of_scope.json").write_text('{"train": {}, "test": []}')
+    with pytest.raises(InputError, match=r"out_of_scope.json: train: expected a list of rows"):
+        load_sample(d)
+    (d / "feedback.json").write_text(json.dumps({**FEEDBACK.to_dict(), "scope": "nowhere"}))
+    with pytest.raises(InputError, match=r"feedback.json: scope: must be one of"):
+        load_sample(d)
 
-    from verlkit.preference.data import PreferenceDataset
-
-    out = tmp_path / "train.parquet"
-    counts = write_preference_parquet(sample_dir(tmp_path), out, balance=False)
-    assert counts == {"pair": 3, "near_scope": 2, "out_of_scope": 4}
-    ds = PreferenceDataset(str(out), AutoTokenizer.from_pretrained(tiny_model_dir), {"max_length": 256})
-    assert len(ds) == 9 and len(pd.read_parquet(out)) == 9
-
-
-def test_judge_scores_are_order_corrected_and_thresholded_symmetrically():
-    # evaluated response second: 5 = it is much better; first: 1 = it is much better
-    assert order_corrected(5, 1) == 5.0 and order_corrected(3, 3) == 3.0 and order_corrected(4, 4) == 3.0
-    assert [outcome_from_score(s, 4.0) for s in (5.0, 4.0, 3.5, 3.0, 2.5, 2.0, 1.0)] == [
-        "better", "better", "tie", "tie", "tie", "worse", "worse"]
-
-
-def test_set_summary_reports_ties_apart_and_excludes_failures():
-    records = [{"outcome": "better", "baseline_metric": 10, "evaluated_metric": 5},
-               {"outcome": "tie", "baseline_metric": 5, "evaluated_metric": 5},
-               {"outcome": None}]  # fmt: skip
-    s = summarize_set(records, quantitative=True)
-    assert s["n_judged"] == 2 and s["failures"] == 1
-    assert s["applied_rate"] == 0.5 and s["tie_rate"] == 0.5 and s["worse_rate"] == 0.0
-    assert s["mean_baseline_metric"] == 7.5 and s["mean_evaluated_metric"] == 5.0
-    assert summarize_set([{"outcome": None}], quantitative=False)["applied_rate"] is None
