@@ -25,7 +25,8 @@ import urllib.request
 from pathlib import Path
 
 from verlkit.clients.loop import run_sync
-from verlkit.clients.llm import ClientConfig, LLMClient
+from verlkit.clients.llm import LLMClient
+from verlkit.clients.settings import ClientSettings
 from verl.utils.reward_score.verifier_prompts import tinyv_prompt
 
 MAX_TOKENS = 8
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         raw_t, ours_t = [], []
         for rep in range(2):
             raw_t.append(asyncio.run(run_raw(url, args.model, prompts(args.n, f"raw{rep}"), args.concurrency)))
-            client = LLMClient(ClientConfig(base_url=url, model=args.model, max_concurrency=args.concurrency,
-                                            cache_size=0, timeout_s=120))
+            client = LLMClient(ClientSettings(url=url, model=args.model, max_concurrency=args.concurrency,
+                                              cache_size=0, timeout_s=120).client_config())
             elapsed, failed = run_sync(run_ours(client, prompts(args.n, f"ours{rep}")))
             assert failed == 0, f"{failed} requests failed"
             ours_t.append(elapsed)
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         # GRPO-like batch: dedupe on vs off
         batch = grpo_batch(args.grpo_prompts, 8, "grpo")
         distinct = len(set(batch))
-        on = LLMClient(ClientConfig(base_url=url, model=args.model, max_concurrency=args.concurrency, cache_size=0))
+        on = LLMClient(ClientSettings(url=url, model=args.model, max_concurrency=args.concurrency,
+                                      cache_size=0).client_config())
         t_on, _ = run_sync(run_ours(on, batch))
         sent_on = on.stats()["http_attempts"]
         off_rps_batch = grpo_batch(args.grpo_prompts, 8, "grpo-nodedupe")

@@ -1,25 +1,24 @@
-"""Shared pieces of the data-prep writers: building verl rows, reading inputs, deterministic
-subsets and splits, and writing parquet that is validated before it is put in place."""
+"""Shared pieces of the data-prep writers: building verl rows, deterministic subsets and splits, and
+writing parquet that is validated before it is put in place. Inputs are read with
+``verlkit.records`` (re-exported here: ``read_records``, ``InputError``, ``require_field``,
+``require_messages``, ``normalize_text``)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import random
 from pathlib import Path
 from typing import Any, Iterable, Sequence, TypeVar
 
-from data_prep.validate import ROLES, DataValidationError, validate_file  # noqa: F401  (re-exported)
+from data_prep.validate import DataValidationError, validate_file  # noqa: F401  (re-exported)
+# Inputs are read, and their problems reported, the one way every part of verlkit does.
+from verlkit.records import InputError, normalize_text, read_records, require_field, require_messages  # noqa: F401
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_SEED = 42
 
 T = TypeVar("T")
-
-
-class InputError(ValueError):
-    """Bad input data; the message names the file, the record and the field."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -47,90 +46,8 @@ def rl_row(data_source: str, prompt: list[dict[str, str]], ground_truth: Any, *,
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading
+# Fingerprints
 # ---------------------------------------------------------------------------------------------
-def read_records(path: str | Path) -> list[dict[str, Any]]:
-    """Records of a ``.jsonl``, ``.json`` (a list, or an object with a ``data`` list) or ``.parquet`` file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        from data_prep.validate import to_plain
-
-        return [to_plain(r) for r in pq.read_table(path).to_pylist()]
-    text = path.read_text(encoding="utf-8")
-    if suffix == ".jsonl":
-        records = []
-        for line_no, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}: line {line_no}: not valid JSON: {e}") from e
-            if not isinstance(records[-1], dict):
-                raise InputError(f"{path}: line {line_no}: expected a JSON object, got {type(records[-1]).__name__}")
-        return records
-    if suffix == ".json":
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}: not valid JSON: {e}") from e
-        if isinstance(data, dict) and isinstance(data.get("data"), list):
-            data = data["data"]
-        if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-            raise InputError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}})")
-        return data
-    raise InputError(f"{path}: unsupported file type {suffix!r} (use .jsonl, .json or .parquet)")
-
-
-def require_field(record: dict[str, Any], name: str, *, source: str, index: int, types: tuple = (str,)) -> Any:
-    """``record[name]``, or an InputError naming file, record and field."""
-    value = record.get(name)
-    if value is None or (isinstance(value, str) and not value.strip()):
-        raise InputError(f"{source}: record {index}: {name}: missing or empty")
-    if not isinstance(value, types) or isinstance(value, bool):
-        names = " or ".join(t.__name__ for t in types)
-        raise InputError(f"{source}: record {index}: {name}: expected {names}, got {type(value).__name__}")
-    return value
-
-
-def require_messages(record: dict[str, Any], name: str, *, source: str, index: int) -> list[dict[str, str]]:
-    """``record[name]`` as a non-empty list of ``{"role", "content"}`` chat messages with known roles
-    and non-empty text, copied to plain dicts of exactly those two keys; else an InputError naming
-    file, record and field (``messages[2].role``)."""
-    value = record.get(name)
-    if value is None:
-        raise InputError(f"{source}: record {index}: {name}: missing")
-    if not isinstance(value, list):
-        raise InputError(f"{source}: record {index}: {name}: expected a list of chat messages, got {type(value).__name__}")
-    if not value:
-        raise InputError(f"{source}: record {index}: {name}: empty list of messages")
-    messages = []
-    for position, message in enumerate(value):
-        where = f"{source}: record {index}: {name}[{position}]"
-        if not isinstance(message, dict):
-            raise InputError(f"{where}: expected a dict with 'role' and 'content', got {type(message).__name__}")
-        role, content = message.get("role"), message.get("content")
-        if role not in ROLES:
-            raise InputError(f"{where}.role: must be one of {', '.join(ROLES)}, got {role!r}")
-        if not isinstance(content, str):
-            raise InputError(f"{where}.content: expected str, got {type(content).__name__}")
-        if not content.strip():
-            raise InputError(f"{where}.content: empty")
-        messages.append({"role": role, "content": content})
-    return messages
-
-
-def normalize_text(text: str) -> str:
-    """The form two texts are compared in when looking for duplicates or leaks: case and runs of
-    whitespace do not make a prompt a different prompt."""
-    return " ".join(text.split()).casefold()
-
-
 def text_sha256(text: str) -> str:
     """Hex sha256 of the UTF-8 text (how UltraFeedback-binarized derives ``prompt_id`` from a prompt)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

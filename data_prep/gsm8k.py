@@ -25,8 +25,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import (ASSETS, DEFAULT_SEED, DataValidationError, InputError, chat, read_records, require_field, rl_row,
-                              seeded_sample, split_train_test, write_parquet)
+from data_prep.common import (ASSETS, DEFAULT_SEED, DataValidationError, chat, rl_row, seeded_sample, split_train_test,
+                              write_parquet)
+from verlkit.records import InputError, read_records, require_field
 
 DATA_SOURCE = "openai/gsm8k"
 INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'
@@ -50,12 +51,12 @@ def extract_final_answer(answer: str) -> str | None:
 
 def make_row(record: dict[str, Any], *, split: str, index: int, source: str) -> dict[str, Any]:
     """One verl row from a GSM8K record (``question``, ``answer``)."""
-    question = require_field(record, "question", source=source, index=index)
-    answer = require_field(record, "answer", source=source, index=index)
+    question = require_field(record, "question", file=source, entry=index)
+    answer = require_field(record, "answer", file=source, entry=index)
     final = extract_final_answer(answer)
     if final is None:
-        raise InputError(f"{source}: record {index}: answer: no number after '####' "
-                         f"(ends with {answer[-60:]!r})")
+        raise InputError(f"no number after '####' (ends with {answer[-60:]!r})", file=source, entry=index,
+                         field="answer")
     return rl_row(
         DATA_SOURCE,
         chat(f"{question} {INSTRUCTION}"),
@@ -84,7 +85,7 @@ def load_splits(input_path: Path, *, test_fraction: float, seed: int) -> dict[st
             files = _find_split_files(input_path, split)
             if not files:
                 looked = ", ".join(p.format(split=split) for p in _SPLIT_PATTERNS)
-                raise InputError(f"{input_path}: no {split} split found (looked for {looked})")
+                raise InputError(f"no {split} split found (looked for {looked})", file=input_path)
             records = [r for f in files for r in read_records(f)]
             splits[split] = (", ".join(map(str, files)), list(enumerate(records)))
         return splits

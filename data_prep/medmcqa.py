@@ -23,13 +23,14 @@ Rows follow verl's RL schema: ``prompt``, ``data_source``, ``ability="medical_mc
 options, subject_name, topic_name, choice_type, split, index}``. Written files are checked with
 ``data_prep.validate`` when it is available.
 
-A bad input row stops the run with ``FILE:LINE: field 'X': what is wrong``; with
-``--skip-invalid`` bad rows are skipped, counted and the first few reported instead.
+A bad input row stops the run with ``FILE: line N: FIELD: what is wrong``; with ``--skip-invalid``
+bad rows (malformed JSON lines included) are skipped, counted and the first few reported instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import random
 import sys
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from verl.utils.reward_score import calibration, rlcr
+from verlkit.records import InputError
 
 DEFAULT_INPUT = Path(__file__).resolve().parent / "assets" / "medmcqa_sample"
 OPTION_FIELDS = ("opa", "opb", "opc", "opd")
@@ -46,8 +48,8 @@ DATA_SOURCES = {"cgp": "medmcqa_cgp", "rlcr": "medmcqa_rlcr"}
 ABILITY = "medical_mcq"
 
 
-class MedMCQAFormatError(ValueError):
-    """A MedMCQA input row is malformed; the message names file, line and field."""
+class MedMCQAFormatError(InputError):
+    """A MedMCQA input row is malformed; names file, line and field."""
 
 
 @dataclass(frozen=True)
@@ -61,70 +63,72 @@ class Question:
     topic_name: str
 
 
-def _optional_text(record: dict, name: str, where: str) -> str:
+def _optional_text(record: dict, name: str, fail) -> str:
     value = record.get(name)
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise MedMCQAFormatError(f"{where}: field {name!r}: expected a string or null, got {value!r}")
+        raise fail(f"expected a string or null, got {value!r}", field=name)
     return value
 
 
-def parse_record(record: Any, where: str) -> Question:
-    """One labeled MedMCQA record -> :class:`Question`. ``where`` = ``FILE:LINE`` for errors."""
+def parse_record(record: Any, *, file: str | Path | None = None, entry: str | int | None = None) -> Question:
+    """One labeled MedMCQA record -> :class:`Question`; errors name ``file`` and ``entry`` (``line N``)."""
+    fail = functools.partial(MedMCQAFormatError, file=file, entry=entry)
     if not isinstance(record, dict):
-        raise MedMCQAFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        raise fail(f"expected a JSON object, got {type(record).__name__}")
     raw_id = record.get("id")
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
-        raise MedMCQAFormatError(f"{where}: field 'id': missing or empty")
+        raise fail("missing or empty", field="id")
     question = record.get("question")
     if not isinstance(question, str) or not question.strip():
-        raise MedMCQAFormatError(f"{where}: field 'question': missing or empty")
+        raise fail("missing or empty", field="question")
     options = []
     for name in OPTION_FIELDS:
         value = record.get(name)
         if not isinstance(value, str) or not value.strip():
-            raise MedMCQAFormatError(f"{where}: field {name!r}: missing or empty option, got {value!r}")
+            raise fail(f"missing or empty option, got {value!r}", field=name)
         options.append(value.strip())
     cop = record.get("cop")
     if isinstance(cop, bool) or not isinstance(cop, int) or not 1 <= cop <= 4:
-        raise MedMCQAFormatError(
-            f"{where}: field 'cop': expected the correct option as an integer 1..4 (1-based, as in the "
-            f"original JSON release; the HF copy is 0-based), got {cop!r}"
-        )
+        raise fail(f"expected the correct option as an integer 1..4 (1-based, as in the original JSON release; the "
+                   f"HF copy is 0-based), got {cop!r}", field="cop")
     return Question(
         id=str(raw_id),
         question=question.strip(),
         options=tuple(options),  # type: ignore[arg-type]
         answer=cop,
-        choice_type=_optional_text(record, "choice_type", where),
-        subject_name=_optional_text(record, "subject_name", where),
-        topic_name=_optional_text(record, "topic_name", where),
+        choice_type=_optional_text(record, "choice_type", fail),
+        subject_name=_optional_text(record, "subject_name", fail),
+        topic_name=_optional_text(record, "topic_name", fail),
     )
 
 
 def read_split(path: Path, skip_invalid: bool = False) -> tuple[list[Question], list[str]]:
-    """All questions of a labeled JSON-lines file, and the problems of skipped rows."""
+    """All questions of a labeled file, and the problems of skipped rows.
+
+    Read here line by line rather than with ``verlkit.records.read_records``: the release names its
+    JSON-lines files ``.json``, and ``--skip-invalid`` must skip a malformed line, not the file."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such MedMCQA file (expected train.json/dev.json JSON lines)")
+        raise MedMCQAFormatError("no such MedMCQA file (expected train.json/dev.json JSON lines)", file=path)
     questions, problems = [], []
     with path.open(encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
+            where = {"file": path, "entry": f"line {lineno}"}
             try:
                 try:
                     record = json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise MedMCQAFormatError(f"{where}: not valid JSON: {e}") from None
-                questions.append(parse_record(record, where))
+                    raise MedMCQAFormatError(f"not valid JSON: {e}", **where) from None
+                questions.append(parse_record(record, **where))
             except MedMCQAFormatError as e:
                 if not skip_invalid:
                     raise
                 problems.append(str(e))
     if not questions:
-        raise MedMCQAFormatError(f"{path}: no valid rows")
+        raise MedMCQAFormatError("no valid rows", file=path)
     return questions, problems
 
 
@@ -250,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     designs = DESIGNS if args.design == "both" else (args.design,)
     try:
         manifest = build(args.input, args.out, designs, args.train_size, args.dev_size, args.seed, args.skip_invalid)
-    except (MedMCQAFormatError, FileNotFoundError) as e:
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     skipped = manifest["skipped_invalid"]

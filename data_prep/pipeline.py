@@ -41,6 +41,7 @@ records instead.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import sys
@@ -48,22 +49,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from data_prep.common import (
-    ASSETS,
-    DEFAULT_SEED,
-    InputError,
-    file_sha256,
-    normalize_text,
-    read_records,
-    require_field,
-    require_messages,
-    rl_row,
-    seeded_sample,
-    split_train_test,
-    text_sha256,
-    write_parquet,
-)
+from data_prep.common import (ASSETS, DEFAULT_SEED, file_sha256, rl_row, seeded_sample, split_train_test, text_sha256,
+                              write_parquet)
 from data_prep.validate import DataValidationError, format_problems, validate_rows
+from verlkit.records import InputError, normalize_text, read_records, require_field, require_messages
 
 SAMPLES = ASSETS / "pipeline"
 DEFAULT_SMOLTALK = SAMPLES / "smoltalk_sample.jsonl"
@@ -139,47 +128,49 @@ class Sizes:
 # ---------------------------------------------------------------------------------------------
 def parse_chat(record: dict[str, Any], *, source: str, index: int) -> Chat:
     """A SmolTalk-style record -> :class:`Chat`; an InputError names file, record and field."""
-    messages = require_messages(record, "messages", source=source, index=index)
-    where = f"{source}: record {index}: messages"
+    messages = require_messages(record, "messages", file=source, entry=index)
+    fail = functools.partial(InputError, file=source, entry=index, field="messages")
     roles = [m["role"] for m in messages]
     for position, role in enumerate(roles):
         if role == "system" and position != 0:
-            raise InputError(f"{where}[{position}].role: a system turn is only allowed first")
+            raise InputError("a system turn is only allowed first", file=source, entry=index,
+                             field=f"messages[{position}].role")
     conversation = roles[1:] if roles[0] == "system" else roles
     if not conversation or conversation[0] != "user":
         first = conversation[0] if conversation else "nothing"
-        raise InputError(f"{where}: the conversation must start with a user turn, starts with {first!r}")
+        raise fail(f"the conversation must start with a user turn, starts with {first!r}")
     if "assistant" not in roles:
-        raise InputError(f"{where}: has no assistant turn, so there is nothing to train on (roles: {', '.join(roles)})")
+        raise fail(f"has no assistant turn, so there is nothing to train on (roles: {', '.join(roles)})")
     if roles[-1] != "assistant":
         # A trailing user turn has no reply: it would be a prompt with no target.
-        raise InputError(f"{where}: must end with an assistant turn, ends with {roles[-1]!r}")
+        raise fail(f"must end with an assistant turn, ends with {roles[-1]!r}")
     return Chat(source, index, messages)
 
 
-def split_prompt_and_reply(messages: list[dict[str, str]], *, where: str) -> tuple[list[dict[str, str]], str]:
-    """An UltraFeedback ``chosen``/``rejected`` message list -> (prompt turns, final reply text).
-
-    ``where`` is ``"<file>: record <i>: <field>"`` for the errors."""
+def split_prompt_and_reply(messages: list[dict[str, str]], *, file: str, entry: int,
+                           field: str) -> tuple[list[dict[str, str]], str]:
+    """An UltraFeedback ``chosen``/``rejected`` message list -> (prompt turns, final reply text);
+    ``file``, ``entry`` and ``field`` locate the errors."""
+    fail = functools.partial(InputError, file=file, entry=entry, field=field)
     if messages[-1]["role"] != "assistant":
-        raise InputError(f"{where}: the last turn must be the assistant's reply, got role {messages[-1]['role']!r}")
+        raise fail(f"the last turn must be the assistant's reply, got role {messages[-1]['role']!r}")
     prompt = messages[:-1]
     if not prompt:
-        raise InputError(f"{where}: only a reply, no prompt turns before it")
+        raise fail("only a reply, no prompt turns before it")
     if prompt[-1]["role"] != "user":
-        raise InputError(f"{where}[{len(prompt) - 1}].role: the turn before the reply must be the user's, "
-                         f"got {prompt[-1]['role']!r}")
+        raise InputError(f"the turn before the reply must be the user's, got {prompt[-1]['role']!r}", file=file,
+                         entry=entry, field=f"{field}[{len(prompt) - 1}].role")
     return prompt, messages[-1]["content"]
 
 
-def _optional_score(record: dict[str, Any], name: str, where: str) -> float:
+def _optional_score(record: dict[str, Any], name: str, *, source: str, index: int) -> float:
     value = record.get(name)
     if value is None:
         return math.nan
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"{where}: {name}: expected a number, got {type(value).__name__}")
+        raise InputError(f"expected a number, got {type(value).__name__}", file=source, entry=index, field=name)
     if math.isinf(value):
-        raise InputError(f"{where}: {name}: not a finite number: {value!r}")
+        raise InputError(f"not a finite number: {value!r}", file=source, entry=index, field=name)
     return float(value)
 
 
@@ -192,32 +183,31 @@ def _first_difference(a: list[dict[str, str]], b: list[dict[str, str]]) -> int:
 
 def parse_preference(record: dict[str, Any], *, source: str, index: int) -> PreferencePair:
     """An UltraFeedback-style record -> :class:`PreferencePair`; an InputError names file, record and field."""
-    where = f"{source}: record {index}"
-    prompt_text = require_field(record, "prompt", source=source, index=index)
-    chosen_prompt, chosen = split_prompt_and_reply(
-        require_messages(record, "chosen", source=source, index=index), where=f"{where}: chosen")
-    rejected_prompt, rejected = split_prompt_and_reply(
-        require_messages(record, "rejected", source=source, index=index), where=f"{where}: rejected")
+    at = {"file": source, "entry": index}
+    prompt_text = require_field(record, "prompt", **at)
+    chosen_prompt, chosen = split_prompt_and_reply(require_messages(record, "chosen", **at), **at, field="chosen")
+    rejected_prompt, rejected = split_prompt_and_reply(require_messages(record, "rejected", **at), **at,
+                                                       field="rejected")
     if chosen_prompt != rejected_prompt:
         turn = _first_difference(chosen_prompt, rejected_prompt)
-        raise InputError(f"{where}: rejected: its prompt turns differ from chosen's (first difference at turn {turn}); "
-                         "both must be the same conversation followed by a different final reply")
+        raise InputError(f"its prompt turns differ from chosen's (first difference at turn {turn}); both must be "
+                         "the same conversation followed by a different final reply", **at, field="rejected")
     # The prompt string must be one of the conversation's user turns; otherwise the record mixes
     # up two conversations and the pair is not a preference about this prompt.
     if prompt_text.strip() not in {m["content"].strip() for m in chosen_prompt if m["role"] == "user"}:
-        raise InputError(f"{where}: prompt: does not match any user turn of chosen/rejected")
+        raise InputError("does not match any user turn of chosen/rejected", **at, field="prompt")
     raw_id = record.get("prompt_id")
     if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
         prompt_id = text_sha256(prompt_text)
     elif isinstance(raw_id, str):
         prompt_id = raw_id
     else:
-        raise InputError(f"{where}: prompt_id: expected str, got {type(raw_id).__name__}")
+        raise InputError(f"expected str, got {type(raw_id).__name__}", **at, field="prompt_id")
     return PreferencePair(
         source=source, index=index, prompt_id=prompt_id, prompt_text=prompt_text, prompt=chosen_prompt,
         chosen=chosen, rejected=rejected,
-        score_chosen=_optional_score(record, "score_chosen", where),
-        score_rejected=_optional_score(record, "score_rejected", where),
+        score_chosen=_optional_score(record, "score_chosen", source=source, index=index),
+        score_rejected=_optional_score(record, "score_rejected", source=source, index=index),
     )
 
 
@@ -232,7 +222,7 @@ def parse_all(records: Sequence[dict[str, Any]], parse, *, source: str, skip_inv
                 raise
             problems.append(str(e))
     if not parsed:
-        raise InputError(f"{source}: no usable records" + (f" ({len(problems)} invalid)" if problems else ""))
+        raise InputError("no usable records" + (f" ({len(problems)} invalid)" if problems else ""), file=source)
     return parsed, problems
 
 

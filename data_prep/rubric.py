@@ -32,8 +32,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from data_prep.common import (ASSETS, DEFAULT_SEED, DataValidationError, InputError, chat, read_records,
-                              require_field, rl_row, split_train_test, write_parquet)
+from data_prep.common import ASSETS, DEFAULT_SEED, DataValidationError, chat, rl_row, split_train_test, write_parquet
+from verlkit.records import InputError, read_records, require_field
 
 TINYV_SUFFIX = "_tinyv"
 DEFAULT_TINYV_SOURCE = "polaris_tinyv"
@@ -62,14 +62,14 @@ def _text(value: Any, *, source: str, index: int, field: str) -> str:
         return str(value)
     if isinstance(value, str):
         return value
-    raise InputError(f"{source}: record {index}: {field}: expected str, got {type(value).__name__}")
+    raise InputError(f"expected str, got {type(value).__name__}", file=source, entry=index, field=field)
 
 
 def tinyv_row(record: dict[str, Any], *, data_source: str, split: str, index: int, source: str) -> dict[str, Any]:
-    problem = _text(require_field(record, "problem", source=source, index=index), source=source, index=index, field="problem")
-    answer = _text(require_field(record, "answer", source=source, index=index, types=(str, int, float)),
+    problem = _text(require_field(record, "problem", file=source, entry=index), source=source, index=index, field="problem")
+    answer = _text(require_field(record, "answer", file=source, entry=index, types=(str, int, float)),
                    source=source, index=index, field="answer")
-    criteria = _text(require_field(record, "criteria", source=source, index=index, types=(str, list)),
+    criteria = _text(require_field(record, "criteria", file=source, entry=index, types=(str, list)),
                      source=source, index=index, field="criteria")
     extra_columns = {"problem": problem, "answer": answer, "criteria": criteria}
     for optional in ("difficulty", "query_id"):
@@ -92,21 +92,22 @@ def reference_score(record: dict[str, Any], *, source: str, index: int) -> float
         if value is None:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise InputError(f"{source}: record {index}: {name}: expected a number, got {value!r}")
+            raise InputError(f"expected a number, got {value!r}", file=source, entry=index, field=name)
         if not 0.0 <= value <= top:
-            raise InputError(f"{source}: record {index}: {name}: must be in [0, {top:g}], got {value}")
+            raise InputError(f"must be in [0, {top:g}], got {value}", file=source, entry=index, field=name)
     if score is None and score_10 is None:
-        raise InputError(f"{source}: record {index}: score: missing (give score in [0, 1] or score_10 in [0, 10])")
+        raise InputError("missing (give score in [0, 1] or score_10 in [0, 10])", file=source, entry=index,
+                         field="score")
     if score is not None and score_10 is not None and abs(score - score_10 / 10.0) > 1e-9:
-        raise InputError(f"{source}: record {index}: score: {score} disagrees with score_10={score_10}")
+        raise InputError(f"{score} disagrees with score_10={score_10}", file=source, entry=index, field="score")
     return float(score) if score is not None else float(score_10) / 10.0
 
 
 def grade_row(record: dict[str, Any], *, split: str, index: int, source: str) -> dict[str, Any]:
-    question = _text(require_field(record, "question", source=source, index=index), source=source, index=index, field="question")
-    criteria = _text(require_field(record, "criteria", source=source, index=index, types=(str, list)),
+    question = _text(require_field(record, "question", file=source, entry=index), source=source, index=index, field="question")
+    criteria = _text(require_field(record, "criteria", file=source, entry=index, types=(str, list)),
                      source=source, index=index, field="criteria")
-    answer = _text(require_field(record, "answer", source=source, index=index, types=(str, int, float)),
+    answer = _text(require_field(record, "answer", file=source, entry=index, types=(str, int, float)),
                    source=source, index=index, field="answer")
     score = reference_score(record, source=source, index=index)
     return rl_row(

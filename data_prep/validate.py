@@ -12,9 +12,8 @@ Kinds:
 
 * ``rl`` (default): verl's RL schema (``prompt``, ``data_source``, ``reward_model``, optional
   ``ability`` and ``extra_info``) plus what the row's ``data_source`` family needs: the source must
-  be routed by our reward registry or upstream verl's dispatcher, its spec's
-  ``required_extra_info`` fields must be present and non-empty, and if the reward function's module
-  defines ``validate_row(row) -> list[str]`` that hook is called on every row.
+  be routed by our reward registry or upstream verl's dispatcher, and the family's row validator
+  (its ``RewardSpec.row_validator``) is run on every row.
 * ``sft``: a ``messages`` column of chat messages with at least one assistant turn.
 * ``preference``: a ``prompt`` message list that does not end with an assistant turn; an optional
   ``kind`` (``pair`` when absent, ``near_scope`` or ``out_of_scope``: C3PO's constraint rows); a
@@ -26,11 +25,11 @@ Kinds:
 
 Python API: :func:`validate_files` / :func:`validate_file` return :class:`Problem` objects.
 
-The row-level hook: a reward module (the module of a ``RewardSpec``'s target function) may define
-``validate_row(row: dict) -> list[str]``. ``row`` is the row as plain Python objects (lists, dicts,
-str, numbers: no numpy arrays). Each returned string is one problem and should start with the
-field path, e.g. ``"reward_model.ground_truth: must be a number in [0, 1], got 1.5"``; a message
-without a ``<field>: `` prefix is reported against the field ``row``.
+The family's row validator (``RewardSpec.row_validator``, ``validate_row(row: dict) -> list[str]``)
+gets the row as plain Python objects (lists, dicts, str, numbers: no numpy arrays). Each returned
+string is one problem and should start with the field path, e.g.
+``"reward_model.ground_truth: must be a number in [0, 1], got 1.5"``; a message without a
+``<field>: `` prefix is reported against the field ``row``.
 """
 
 from __future__ import annotations
@@ -43,7 +42,8 @@ from numbers import Real
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-ROLES = ("system", "user", "assistant")
+from verlkit.records import CHAT_ROLES, InputError, to_plain
+
 KINDS = ("rl", "sft", "preference", "prompts")
 REQUIRED_COLUMNS = {
     "rl": ("prompt", "data_source", "reward_model"),
@@ -72,43 +72,20 @@ class Problem:
         return f"{where}{self.field}: {self.message}"
 
 
-class DataValidationError(ValueError):
-    """Raised by writers (``data_prep.common.write_parquet``) when what they wrote does not validate."""
+class DataValidationError(InputError):
+    """Raised by writers (``data_prep.common.write_parquet``) when what they wrote does not validate;
+    each of ``problems`` names its file, row and field."""
 
     def __init__(self, problems: list[Problem], max_problems: int = DEFAULT_MAX_PROBLEMS):
         self.problems = problems
         super().__init__("invalid data:\n" + "\n".join(format_problems(problems, max_problems)))
 
-
-# ---------------------------------------------------------------------------------------------
-# Value normalisation: parquet via pandas gives numpy arrays for lists; via pyarrow, plain lists.
-# ---------------------------------------------------------------------------------------------
-def to_plain(value: Any) -> Any:
-    """numpy arrays/scalars and nested containers -> plain Python lists, dicts and scalars."""
-    if isinstance(value, dict):
-        return {k: to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    if type(value).__module__ == "numpy":
-        if hasattr(value, "tolist"):
-            return to_plain(value.tolist())
-    return value
+    def located(self, file=None, entry=None) -> DataValidationError:
+        return self  # every problem already names its file and row
 
 
 def _type_name(value: Any) -> str:
     return type(value).__name__
-
-
-def _is_empty(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, (list, dict)):
-        return len(value) == 0
-    return False
 
 
 def _is_number(value: Any) -> bool:
@@ -139,8 +116,8 @@ def check_messages(field: str, value: Any, *, need_role: str | None = None) -> I
             yield where, f"expected a dict with 'role' and 'content', got {_type_name(message)}"
             continue
         role = message.get("role")
-        if role not in ROLES:
-            yield f"{where}.role", f"must be one of {', '.join(ROLES)}, got {role!r}"
+        if role not in CHAT_ROLES:
+            yield f"{where}.role", f"must be one of {', '.join(CHAT_ROLES)}, got {role!r}"
         content = message.get("content")
         if not isinstance(content, str):
             yield f"{where}.content", ("missing" if content is None
@@ -180,7 +157,6 @@ class _RegistryView:
 
         self.registry = registry
         self._known: dict[str, bool] = {}
-        self._hooks: dict[str, Callable[[dict], list[str]] | None] = {}
 
     def is_known(self, data_source: str) -> bool:
         if data_source not in self._known:
@@ -190,21 +166,13 @@ class _RegistryView:
     def spec(self, data_source: str):
         return self.registry.resolve(data_source)
 
-    def hook(self, spec) -> Callable[[dict], list[str]] | None:
-        """``validate_row`` from the module that defines the spec's reward function, if any."""
-        if spec.name not in self._hooks:
-            fn = spec.function()  # ImportError etc. propagate: see check_rl_row
-            module = sys.modules.get(getattr(fn, "__module__", "") or "")
-            hook = getattr(module, "validate_row", None) if module is not None else None
-            self._hooks[spec.name] = hook if callable(hook) else None
-        return self._hooks[spec.name]
 
-
-def _hook_problems(hook: Callable[[dict], list[str]], row: dict) -> Iterator[tuple[str, str]]:
+def _family_problems(validator: Callable[[dict], list[str]], row: dict) -> Iterator[tuple[str, str]]:
     try:
-        messages = hook(row) or []
-    except Exception as exc:  # a broken hook is a problem to report, not a crash of the validator
-        yield "row", f"validate_row hook {hook.__module__}.validate_row raised {exc!r}"
+        messages = validator(row) or []
+    except Exception as exc:  # a broken validator is a problem to report, not a crash of the validator
+        name = f"{getattr(validator, '__module__', '?')}.{getattr(validator, '__qualname__', validator)}"
+        yield "row", f"row validator {name} raised {exc!r}"
         return
     for message in messages:
         head, sep, rest = str(message).partition(": ")
@@ -255,19 +223,16 @@ def check_rl_row(row: dict, columns: set[str], registry: _RegistryView) -> Itera
     extra_info = row.get("extra_info") if "extra_info" in columns else None
     if extra_info is not None and not isinstance(extra_info, dict):
         yield "extra_info", f"expected a dict, got {_type_name(extra_info)}"
-        extra_info = None
+        return  # the family's checks read extra_info's fields
     if spec is not None:
-        for name in spec.required_extra_info:
-            if extra_info is None or _is_empty(extra_info.get(name)):
-                what = "missing" if extra_info is None or extra_info.get(name) is None else "empty"
-                yield f"extra_info.{name}", f"{what} (required by reward {spec.name!r} for {data_source!r})"
         try:
-            hook = registry.hook(spec)
+            spec.function()
+            validator = spec.validator()
         except Exception as exc:  # training could not score this row either
             yield "data_source", f"reward {spec.name!r} for {data_source!r} cannot be loaded: {exc!r}"
             return
-        if hook is not None:
-            yield from _hook_problems(hook, row)
+        if validator is not None:
+            yield from _family_problems(validator, row)
 
 
 def check_sft_row(row: dict, columns: set[str]) -> Iterator[tuple[str, str]]:

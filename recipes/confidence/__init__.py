@@ -193,13 +193,15 @@ def check_chat(url: str, model: str, api_key_env: str | None = None, timeout_s: 
     named ``api_key_env`` by the shared client; it never appears on a command line."""
     import os
 
+    from verlkit.clients.llm import close_session, get_client
     from verlkit.clients.loop import run_sync
-    from verlkit.clients.llm import ClientConfig, close_session, get_client
+    from verlkit.clients.settings import ClientSettings
 
     if api_key_env and not os.environ.get(api_key_env):
         return f"DOWNSTREAM_API_KEY_ENV={api_key_env}, but the environment variable {api_key_env} is empty or unset"
-    client = get_client(ClientConfig(base_url=url, model=model, api_key_env=api_key_env or None,
-                                     timeout_s=timeout_s, max_retries=2, cache_size=0))
+    settings = ClientSettings(url=url, model=model, api_key_env=api_key_env, timeout_s=timeout_s, max_retries=2,
+                              cache_size=0)
+    client = get_client(settings.client_config())
     try:
         reply = run_sync(client.chat([{"role": "user", "content": "Say OK."}], max_tokens=4, temperature=0.0),
                          timeout=timeout_s * 4)

@@ -1,9 +1,9 @@
 """LLMClient retry / dedupe / cache / backoff / timeout behaviour.
 
-These tests use a FAKE OpenAI-style HTTP server (aiohttp.web on 127.0.0.1, in a thread of this
-process) because they inject faults a real vLLM server cannot produce on demand: HTTP 500s for the
-first N requests, replies that never come, garbage bodies, 4xx. Behaviour against a real vLLM server
-is covered by tests/integration/test_verifier_server.py.
+These tests use the FAKE OpenAI server of ``support.fake_openai`` because they inject faults a real
+vLLM server cannot produce on demand: HTTP 500s for the first N requests, replies that never come,
+garbage bodies, 4xx. Behaviour against a real vLLM server is covered by
+tests/integration/test_verifier_server.py.
 
 The fake server reads its behaviour from the first message's content (``mode:...``) and counts the
 requests it received per content.
@@ -12,85 +12,16 @@ requests it received per content.
 from __future__ import annotations
 
 import asyncio
-import collections
 import socket
 import threading
 import time
 
 import pytest
-from aiohttp import web
+from support.fake_openai import FakeOpenAIServer as FakeServer
 
 from verlkit.clients import llm as llm_client
 from verlkit.clients.loop import run_sync
 from verlkit.clients.llm import ClientConfig, LLMClient, get_client
-
-
-class FakeServer:
-    def __init__(self) -> None:
-        self.counts: collections.Counter[str] = collections.Counter()
-        self.auth: list[str | None] = []
-        self.loop = asyncio.new_event_loop()
-        self.release: asyncio.Event | None = None
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.port = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
-        self.base_url = f"http://127.0.0.1:{self.port}/v1"
-
-    async def _start(self) -> int:
-        self.release = asyncio.Event()
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self._chat)
-        app.router.add_post("/v1/completions", self._completion)
-        self.runner = web.AppRunner(app)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        return site._server.sockets[0].getsockname()[1]
-
-    async def _behave(self, content: str):
-        self.counts[content] += 1
-        n = self.counts[content]
-        mode = content.split(":", 1)[1] if content.startswith("mode:") else "ok"
-        if mode.startswith("fail500x"):
-            if n <= int(mode.split("x")[1].split(" ")[0]):
-                return web.Response(status=500, text="internal error (injected)")
-        elif mode == "always500":
-            return web.Response(status=503, text="overloaded (injected)")
-        elif mode == "bad400":
-            return web.Response(status=400, text='{"error": "bad request (injected)"}')
-        elif mode == "hang":
-            await self.release.wait()
-        elif mode == "garbage":
-            return web.Response(status=200, text="<html>not json{", content_type="text/html")
-        elif mode.startswith("hold"):
-            await self.release.wait()
-        return None
-
-    async def _chat(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        self.auth.append(request.headers.get("Authorization"))
-        content = body["messages"][0]["content"]
-        fault = await self._behave(content)
-        if fault is not None:
-            return fault
-        reply = f"echo {content} n={self.counts[content]} t={body['temperature']}"
-        return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]})
-
-    async def _completion(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        fault = await self._behave(body["prompt"])
-        if fault is not None:
-            return fault
-        return web.json_response({"choices": [{"index": 0, "text": "completion of " + body["prompt"]}]})
-
-    def close(self) -> None:
-        async def stop():
-            self.release.set()
-            await self.runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(stop(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(5)
 
 
 @pytest.fixture
@@ -197,7 +128,7 @@ def test_identical_requests_in_flight_share_one_http_request(server):
         calls = [asyncio.ensure_future(client.chat([{"role": "user", "content": "mode:hold"}], max_tokens=8))
                  for _ in range(10)]
         await wait_until(lambda: client.stats()["dedup_hits"] == 9)
-        server.loop.call_soon_threadsafe(server.release.set)
+        server.release_all()
         return await asyncio.gather(*calls)
 
     results = asyncio.run(scenario())
@@ -250,7 +181,7 @@ def test_concurrency_is_bounded(server):
                  for i in range(8)]
         await wait_until(lambda: client.stats()["in_flight"] == 3)
         assert sum(server.counts.values()) <= 3
-        server.loop.call_soon_threadsafe(server.release.set)
+        server.release_all()
         return await asyncio.gather(*calls)
 
     assert all(r.ok for r in asyncio.run(scenario()))

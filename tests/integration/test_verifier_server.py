@@ -14,7 +14,8 @@ import pytest
 
 from verlkit.clients.llm import get_client
 from verl.utils.reward_score import registry
-from verl.utils.reward_score.tinyv import build_messages, parse_options, parse_verifier_score
+from verl.utils.reward_score.options import parse_options
+from verl.utils.reward_score.tinyv import TinyVOptions, build_messages, parse_verifier_score
 
 pytestmark = pytest.mark.integration
 
@@ -44,7 +45,7 @@ def test_rows_scored_through_the_registry(vllm_server, template, max_tokens):
     options = server_options(vllm_server, template=template, setup="tinyv_only", max_tokens=max_tokens)
     rows = [row(i, answer=str(10 + i)) for i in range(4)]
     results = score_batch(rows, options)
-    opts = parse_options(options)
+    opts = parse_options(TinyVOptions, options)
     client = get_client(opts.client_config())
     for r, out in zip(rows, results):
         assert set(out) == set(registry.result_keys())
@@ -71,7 +72,7 @@ def test_addon_calls_the_verifier_only_for_rule_failures(vllm_server):
 def test_identical_prompts_one_request_then_cache_hits_next_step(vllm_server):
     # rubric + tinyv_only: no rule check before the call, so the 8 calls reach the client together
     options = server_options(vllm_server, template="rubric", setup="tinyv_only", max_tokens=16)
-    client = get_client(parse_options(options).client_config())
+    client = get_client(parse_options(TinyVOptions, options).client_config())
     rows = [row(200)] * 8  # a GRPO group whose 8 samples produced the same response
     before = client.stats()
     step1 = score_batch(rows, options)
@@ -113,7 +114,7 @@ def test_server_killed_mid_batch_flags_every_affected_sample(tiny_model_dir, tmp
     try:
         options = {"model": server.model_name, "url": server.base_url, "template": "rubric", "setup": "tinyv_only",
                    "max_tokens": 128, "max_concurrency": 2, "max_retries": 1, "timeout_s": 30, "on_failure": "rule"}
-        client = get_client(parse_options(options).client_config())
+        client = get_client(parse_options(TinyVOptions, options).client_config())
         rows = [row(300 + i, answer=str(11 + i % 3)) for i in range(120)]
 
         async def scenario():

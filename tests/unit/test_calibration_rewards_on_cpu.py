@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from verl.utils.reward_score import calibration as cgp
 from verl.utils.reward_score import registry, rlcr
+from verl.utils.reward_score.options import parse_options
 
 OPTIONS = ["Liver", "Pancreas", "Spleen", "Kidney"]
 EXTRA = {"question": "Which organ produces insulin?", "options": OPTIONS}
@@ -141,18 +142,24 @@ def test_cgp_parseable_reply_beats_unparseable(answer, conf, gold, variant):
 
 
 def test_cgp_options_are_checked():
-    with pytest.raises(registry.RewardOptionsError, match="url"):
-        cgp.resolve_options({"model": "m"})
-    with pytest.raises(registry.RewardOptionsError, match="variant"):
-        cgp.resolve_options({"url": "http://127.0.0.1:1/v1", "model": "m", "variant": "nope"})
-    with pytest.raises(registry.RewardOptionsError, match="on_failure"):
-        cgp.resolve_options({"url": "http://127.0.0.1:1/v1", "model": "m", "on_failure": "ignore"})
-    with pytest.raises(registry.RewardOptionsError, match="unknown option"):
-        cgp.resolve_options({"url": "http://127.0.0.1:1/v1", "model": "m", "temprature": 0.5})
-    with pytest.raises(registry.RewardOptionsError, match="base_url"):
-        cgp.resolve_options({"url": "127.0.0.1:1", "model": "m"})
-    opts = cgp.resolve_options({"url": "http://127.0.0.1:1/v1", "model": "m"})
-    assert opts["temperature"] == 0.1 and opts["max_tokens"] == 256 and opts["variant"] == "log_penalized"
+    def parse(options):
+        return parse_options(cgp.CGPOptions, options)
+
+    with pytest.raises(registry.RewardOptionsError, match="cgp: option 'url' is required"):
+        parse({"model": "m"})
+    with pytest.raises(registry.RewardOptionsError, match="cgp: option 'variant'='nope'"):
+        parse({"url": "http://127.0.0.1:1/v1", "model": "m", "variant": "nope"})
+    with pytest.raises(registry.RewardOptionsError, match="cgp: option 'on_failure'='ignore'"):
+        parse({"url": "http://127.0.0.1:1/v1", "model": "m", "on_failure": "ignore"})
+    with pytest.raises(registry.RewardOptionsError, match="cgp: unknown option 'temprature'"):
+        parse({"url": "http://127.0.0.1:1/v1", "model": "m", "temprature": 0.5})
+    with pytest.raises(registry.RewardOptionsError, match="cgp: option 'url'='127.0.0.1:1': must be an http"):
+        parse({"url": "127.0.0.1:1", "model": "m"})
+    opts = parse({"url": "http://127.0.0.1:1/v1", "model": "m"})
+    assert opts.temperature == 0.1 and opts.max_tokens == 256 and opts.variant == "log_penalized"
+    assert opts.on_failure == "neutral" and opts.seed is None
+    # a number on_failure, also as a string from the env JSON
+    assert parse({"url": "http://127.0.0.1:1/v1", "model": "m", "on_failure": "-0.5"}).on_failure == -0.5
 
 
 def test_cgp_validate_row_hook():

@@ -63,12 +63,14 @@ def test_hosted_downstream_passes_the_key_by_env_var_name_and_a_rate_limit():
     assert cgp.api_key_env == "OPENAI_API_KEY" and cgp.rate_limit_rps == 5.0 and cgp.model == "gpt-4o-mini"
 
 
-def test_the_reward_options_are_accepted_by_the_cgp_reward():
-    from verl.utils.reward_score.calibration import resolve_options
+def test_the_reward_options_are_accepted_by_the_cgp_reward(monkeypatch):
+    monkeypatch.setenv("K", "a-key")  # the options check that the named key variable is set
+    from verl.utils.reward_score.calibration import CGPOptions
+    from verl.utils.reward_score.options import parse_options
 
     cfg = compose_ppo(overrides(gpu_run(variant="brier", downstream_api_key_env="K", downstream_rate_limit_rps=2)))
-    opts = resolve_options(OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.cgp))
-    assert opts["variant"] == "brier" and opts["rate_limit_rps"] == 2
+    opts = parse_options(CGPOptions, OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.cgp))
+    assert opts.variant == "brier" and opts.rate_limit_rps == 2 and opts.api_key_env == "K"
 
 
 def test_gpu_rlcr_command_line_has_no_downstream_and_longer_responses():

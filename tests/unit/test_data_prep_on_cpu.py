@@ -29,7 +29,7 @@ def rubric_sources():
         added.append(registry.register_reward(registry.RewardSpec("test_stand_in_grade", _never_called, exact=("grade",))))
     if registry.resolve("polaris_tinyv") is None:
         added.append(registry.register_reward(registry.RewardSpec(
-            "test_stand_in_tinyv", _never_called, suffixes=("_tinyv",), required_extra_info=("question", "criteria"))))
+            "test_stand_in_tinyv", _never_called, suffixes=("_tinyv",))))
     yield
     for spec in added:
         registry.REWARDS.remove(spec)

@@ -11,6 +11,7 @@ import pytest
 
 from data_prep import medmcqa
 from verl.utils.reward_score import calibration, registry, rlcr
+from verlkit.records import InputError
 
 SAMPLE = medmcqa.DEFAULT_INPUT
 
@@ -128,7 +129,8 @@ def test_bad_rows_are_rejected_naming_file_line_and_field(tmp_path, patch, drop,
     with pytest.raises(medmcqa.MedMCQAFormatError) as err:
         medmcqa.build(folder, tmp_path / "out", ("cgp",), 10, 5, 42)
     message = str(err.value)
-    assert "train.json:7:" in message and f"'{field}'" in message and needle in message
+    assert "train.json: line 7: " in message and f": {field}: " in message and needle in message
+    assert isinstance(err.value, InputError) and (err.value.entry, err.value.field) == ("line 7", field)
     # the CLI reports it and exits 1 without a traceback; --skip-invalid skips and counts it
     assert medmcqa.main(["--input", str(folder), "--out", str(tmp_path / "cli")]) == 1
     assert medmcqa.main(["--input", str(folder), "--out", str(tmp_path / "skip"), "--skip-invalid"]) == 0
@@ -143,7 +145,7 @@ def test_invalid_json_line_is_named(tmp_path):
     lines = (SAMPLE / "train.json").read_text().splitlines()
     lines[2] = lines[2][:-5]
     (folder / "train.json").write_text("\n".join(lines) + "\n")
-    with pytest.raises(medmcqa.MedMCQAFormatError, match=r"train\.json:3: not valid JSON"):
+    with pytest.raises(medmcqa.MedMCQAFormatError, match=r"train\.json: line 3: not valid JSON"):
         medmcqa.read_split(folder / "train.json")
 
 

@@ -52,6 +52,10 @@ def test_rloo_stage_composes_with_verls_ppo_config(profile):
     assert cfg.actor_rollout_ref.rollout.temperature == 0.7 and cfg.actor_rollout_ref.rollout.top_p == 0.9
     kw = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs)
     assert kw == {"scalar_rm": {"url": "http://127.0.0.1:9/v1", "model": "reward_model", "tokenizer": "/rm"}}
+    from verl.utils.reward_score.options import parse_options
+    from verl.utils.reward_score.scalar_rm import ScalarRMOptions
+
+    assert parse_options(ScalarRMOptions, kw["scalar_rm"]).tokenizer == "/rm"  # the reward accepts them
     assert cfg.actor_rollout_ref.rollout.name == ("hf" if profile == "cpu" else "vllm")
 
 

@@ -18,6 +18,7 @@ from verlkit.preference.trainer import (
     last_token_values,
 )
 from verl.utils.reward_score import registry, scalar_rm
+from verl.utils.reward_score.options import parse_options
 
 C, R, PAD = KIND_CHOSEN, KIND_REJECTED, KIND_PADDING
 
@@ -97,12 +98,17 @@ def test_scalar_rm_conversation_ids_are_the_chat_template_of_the_whole_conversat
 
 
 def test_scalar_rm_options_are_checked_before_any_request():
-    with pytest.raises(registry.RewardOptionsError, match="required"):
-        scalar_rm.resolve_options(url="http://127.0.0.1:1/v1")
-    with pytest.raises(registry.RewardOptionsError, match="unknown"):
-        scalar_rm.resolve_options(url="http://x/v1", tokenizer="/t", temperature=0.1)
-    with pytest.raises(registry.RewardOptionsError, match="on_failure"):
-        scalar_rm.resolve_options(url="http://x/v1", tokenizer="/t", on_failure="skip")
+    def parse(**options):
+        return parse_options(scalar_rm.ScalarRMOptions, options)
+
+    with pytest.raises(registry.RewardOptionsError, match="scalar_rm: option 'tokenizer' is required"):
+        parse(url="http://127.0.0.1:1/v1")
+    with pytest.raises(registry.RewardOptionsError, match="scalar_rm: unknown option 'temperature'"):
+        parse(url="http://x/v1", tokenizer="/t", temperature=0.1)
+    with pytest.raises(registry.RewardOptionsError, match="scalar_rm: option 'on_failure'='skip'"):
+        parse(url="http://x/v1", tokenizer="/t", on_failure="skip")
+    opts = parse(url="http://x/v1", tokenizer="/t", on_failure="raise")
+    assert (opts.model, opts.on_failure, opts.max_concurrency) == ("reward_model", "raise", 64)
 
 
 def test_an_unreachable_reward_model_is_flagged_never_silent(tiny_model_dir):

@@ -38,6 +38,12 @@ def test_gpu_command_line_of_the_original_8gpu_configuration_composes():
         "template": "rubric", "max_concurrency": 64, "timeout_s": 120.0, "on_failure": "rule",
     }
     assert cfg.reward.custom_reward_function.name == "compute_score_async"
+    # ... and the tinyv reward accepts them as they come from hydra
+    from verl.utils.reward_score.options import parse_options
+    from verl.utils.reward_score.tinyv import TinyVOptions
+
+    opts = parse_options(TinyVOptions, kwargs["tinyv"])
+    assert (opts.template, opts.setup, opts.timeout_s, opts.model) == ("rubric", "tinyv_only", 120.0, "rubric-model")
 
 
 def test_grpo_and_kl_variants_compose():

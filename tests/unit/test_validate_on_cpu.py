@@ -114,23 +114,36 @@ def _scored(data_source, solution_str, ground_truth, extra_info=None, **options)
 
 
 def validate_row(row: dict) -> list[str]:
-    """The family hook the validator finds next to ``_scored`` (this module)."""
+    """The family's row check, named by its spec's ``row_validator``."""
+    problems = []
+    if not str(row["extra_info"].get("criteria") or "").strip():
+        problems.append("extra_info.criteria: missing or empty")
     gt = row["reward_model"]["ground_truth"]
     if not isinstance(gt, float) or not 0.0 <= gt <= 1.0:
-        return [f"reward_model.ground_truth: must be a number in [0, 1], got {gt!r}", "a message with no field"]
-    return []
+        problems += [f"reward_model.ground_truth: must be a number in [0, 1], got {gt!r}", "a message with no field"]
+    return problems
+
+
+def _broken_validator(row: dict) -> list[str]:
+    raise KeyError("criteria")
 
 
 @pytest.fixture
-def hooked_family():
-    spec = registry.register_reward(registry.RewardSpec(
-        "test_hooked_family", _scored, suffixes=("_hooked_test",), required_extra_info=("criteria",)))
-    yield spec
-    registry.REWARDS.remove(spec)
+def family():
+    added = []
+
+    def register(name, suffix, row_validator):
+        added.append(registry.register_reward(registry.RewardSpec(name, _scored, suffixes=(suffix,),
+                                                                  row_validator=row_validator)))
+
+    yield register
+    for spec in added:
+        registry.REWARDS.remove(spec)
 
 
-def test_required_extra_info_and_row_hook(tmp_path: Path, hooked_family) -> None:
-    rows = [good_row(i, data_source="x_hooked_test") for i in range(3)]
+def test_the_family_row_validator_is_the_one_row_check(tmp_path: Path, family) -> None:
+    family("test_checked_family", "_checked_test", validate_row)
+    rows = [good_row(i, data_source="x_checked_test") for i in range(3)]
     for row in rows:
         row["reward_model"]["ground_truth"] = 0.5
         row["extra_info"]["criteria"] = "- (10 points) right answer"
@@ -139,10 +152,30 @@ def test_required_extra_info_and_row_hook(tmp_path: Path, hooked_family) -> None
     path = write(tmp_path / "family.parquet", rows)
     found = [(p.row, p.field, p.message) for p in validate_files([path])]
     assert found == [
-        (1, "extra_info.criteria", "empty (required by reward 'test_hooked_family' for 'x_hooked_test')"),
+        (1, "extra_info.criteria", "missing or empty"),
         (2, "reward_model.ground_truth", "must be a number in [0, 1], got 1.5"),
         (2, "row", "a message with no field"),
     ]
+
+
+def test_a_broken_row_validator_is_reported_not_raised(tmp_path: Path, family) -> None:
+    family("test_broken_family", "_broken_test", _broken_validator)
+    path = write(tmp_path / "broken.parquet", [good_row(0, data_source="x_broken_test")])
+    assert [(p.row, p.field, p.message) for p in validate_files([path])] == [
+        (0, "row", f"row validator {__name__}._broken_validator raised KeyError('criteria')")]
+
+
+@pytest.mark.parametrize("data_source, extra_info, expected", [
+    ("x_tinyv", {"split": "train"}, [("extra_info.question", "missing or empty (the verifier prompt needs the question)")]),
+    ("medmcqa_cgp", {"question": "q"}, [("extra_info.options", "need a list of at least 2 option strings, got None")]),
+    ("ultrafeedback", {"split": "train"}, [("extra_info.prompt_messages", "missing or empty (the prompt's chat messages)")]),
+])
+def test_our_families_check_their_rows_through_the_registry(tmp_path: Path, data_source, extra_info, expected) -> None:
+    row = good_row(0, data_source=data_source)
+    row["extra_info"] = extra_info
+    row["reward_model"]["ground_truth"] = "1"
+    path = write(tmp_path / "ours.parquet", [row])
+    assert [(p.field, p.message) for p in validate_files([path])] == expected
 
 
 def test_listing_stops_after_max_problems_per_file(tmp_path: Path, capsys) -> None:

@@ -22,7 +22,8 @@ Talks to any OpenAI-compatible server (vLLM by default): ``/v1/chat/completions`
 - **Never raises for server or transport failures**: the caller gets ``Completion(ok=False,
   error=...)`` and decides (reward functions flag the row and apply their failure policy).
 
-Use ``get_client(ClientConfig(...))``: one client per distinct config per process.
+Use ``get_client(settings.client_config())`` with a ``verlkit.clients.settings.ClientSettings`` (how
+rewards and CLIs spell the settings): one client per distinct config per process.
 """
 
 from __future__ import annotations

@@ -36,32 +36,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from verlkit.clients.llm import close_session, get_client
+from verlkit.clients.settings import ClientSettings
 from verlkit.evaluation import calibration_stats as cm
+from verlkit.records import InputError, read_records
 from verl.utils.reward_score import calibration, rlcr
 
 HINT_SEED = 1
 
 
 def load_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Rows of a prepared parquet as plain Python objects."""
-    import pyarrow.parquet as pq
-
-    rows = pq.read_table(path).to_pylist()
+    """Rows of a prepared parquet as plain Python objects; an ``InputError`` names file, record and field."""
+    rows = read_records(path)
     if not rows:
-        raise ValueError(f"{path}: no rows")
+        raise InputError("no rows", file=path)
     for i, row in enumerate(rows):
         for field in ("prompt", "reward_model", "extra_info"):
             if not row.get(field):
-                raise ValueError(f"{path}: row {i}: field {field!r} missing or empty")
+                raise InputError("missing or empty", file=path, entry=i, field=field)
     return rows[:limit] if limit else rows
 
 
 def _client(url: str, model: str, args: argparse.Namespace, api_key_env: str | None):
-    from verlkit.clients.llm import ClientConfig, get_client
-
-    return get_client(ClientConfig(base_url=url, model=model, api_key_env=api_key_env,
-                                   max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
-                                   max_retries=args.max_retries))
+    settings = ClientSettings(url=url, model=model, api_key_env=api_key_env, max_concurrency=args.max_concurrency,
+                              timeout_s=args.timeout_s, max_retries=args.max_retries)
+    return get_client(settings.client_config())
 
 
 async def _downstream(client, question, options, hint, args):
@@ -201,9 +200,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--design cgp needs --downstream-url and --downstream-model")
     if "test" in args.data.stem.split("_") or "test" in args.data.stem.split("-"):
         parser.error(f"{args.data}: MedMCQA's test split has no labels; evaluate on dev")
-    rows = load_rows(args.data, args.limit)
-    from verlkit.clients.llm import close_session
-
+    try:
+        rows = load_rows(args.data, args.limit)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     try:
         records = asyncio.run(_run(args, rows))
     finally:

@@ -6,7 +6,8 @@ token ids, exactly as the ``scalar_rm`` training reward does, through the shared
 concurrency, timeouts, retries). A row the server could not score is excluded and counted, never
 scored as 0.
 
-CLI (pairwise accuracy of ``prefs/test.parquet`` from ``data_prep.pipeline``)::
+CLI (pairwise accuracy of ``prefs/test.parquet`` from ``data_prep.pipeline``; any file
+``verlkit.records.read_records`` reads, a bad row is an ``InputError`` naming file, record and field)::
 
     python -m verlkit.evaluation.reward_model --pairs prefs/test.parquet --rm-url http://127.0.0.1:PORT/v1 \\
         --rm-name reward_model --rm-tokenizer RM_DIR --out rm_eval.json
@@ -25,13 +26,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from verlkit.clients.llm import close_session, get_client
+from verlkit.clients.loop import run_sync
+from verlkit.clients.settings import ClientSettings
+from verlkit.records import InputError, read_records, require_messages
+
 
 def rm_client(url: str, name: str, max_concurrency: int = 32, timeout_s: float = 60.0, max_retries: int = 3,
               api_key_env: str | None = None, rate_limit_rps: float | None = None):  # fmt: skip
-    from verlkit.clients.llm import ClientConfig, get_client
+    settings = ClientSettings(url=url, model=name, api_key_env=api_key_env, max_concurrency=max_concurrency,
+                              timeout_s=timeout_s, max_retries=max_retries, rate_limit_rps=rate_limit_rps)
+    return get_client(settings.client_config())
 
-    return get_client(ClientConfig(base_url=url, model=name, api_key_env=api_key_env, max_concurrency=max_concurrency,
-                                   timeout_s=timeout_s, max_retries=max_retries, rate_limit_rps=rate_limit_rps))  # fmt: skip
+
+def chat_field(record: dict[str, Any], name: str, *, role: str, file: Path, entry: int) -> list[dict[str, str]]:
+    """``record[name]`` as chat messages: a non-empty string is one ``role`` turn (how the preference
+    files store replies), a list must hold valid ``{role, content}`` messages; else an ``InputError``."""
+    value = record.get(name)
+    if isinstance(value, str) and value.strip():
+        return [{"role": role, "content": value}]
+    return require_messages(record, name, file=file, entry=entry)
 
 
 async def score_conversations(client, tokenizer_dir: str, conversations: list[list[dict]]) -> list[float | None]:
@@ -88,19 +102,15 @@ def pairwise_report(chosen: list[float | None], rejected: list[float | None], id
 
 
 async def evaluate_pairs(path: Path, client, tokenizer_dir: str, limit: int | None = None) -> dict[str, Any]:
-    import pyarrow.parquet as pq
-
-    rows = pq.read_table(path).to_pylist()[: limit or None]
+    rows = read_records(path)[: limit or None]
     if not rows:
-        raise ValueError(f"{path}: no pairs")
-    from verlkit.preference.data import chat_messages
-
+        raise InputError("no pairs", file=path)
     chosen_convs, rejected_convs = [], []
     for i, row in enumerate(rows):
-        where = f"{path}: row {i}"
-        prompt = chat_messages(where, "prompt", row.get("prompt"), "user")
-        chosen_convs.append(prompt + chat_messages(where, "chosen", row.get("chosen"), "assistant"))
-        rejected_convs.append(prompt + chat_messages(where, "rejected", row.get("rejected"), "assistant"))
+        at = {"file": Path(path), "entry": i}
+        prompt = chat_field(row, "prompt", role="user", **at)
+        chosen_convs.append(prompt + chat_field(row, "chosen", role="assistant", **at))
+        rejected_convs.append(prompt + chat_field(row, "rejected", role="assistant", **at))
     chosen, rejected = await asyncio.gather(
         score_conversations(client, tokenizer_dir, chosen_convs), score_conversations(client, tokenizer_dir, rejected_convs)
     )
@@ -118,8 +128,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-concurrency", type=int, default=32)
     parser.add_argument("--timeout-s", type=float, default=60.0)
     args = parser.parse_args(argv)
-    from verlkit.clients.loop import run_sync
-    from verlkit.clients.llm import close_session
 
     client = rm_client(args.rm_url, args.rm_name, args.max_concurrency, args.timeout_s)
     try:

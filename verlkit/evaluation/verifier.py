@@ -3,8 +3,9 @@
     python -m verlkit.evaluation.verifier --pairs FILE.(jsonl|json|parquet) --url URL --model NAME \\
         [--template tinyv|rubric] [--out metrics.json]
 
-Rows: ``question``, ``ground_truth``, ``answer``, ``label`` (true = the answer is correct), optional
-``criteria`` (rubric template). HardVerify-Math style rows (``question``, ``ground_truth``,
+Rows (read with ``verlkit.records.read_records``; a bad row is an ``InputError`` naming file, record
+and field): ``question``, ``ground_truth``, ``answer``, ``label`` (true = the answer is correct),
+optional ``criteria`` (required by the rubric template). HardVerify-Math style rows (``question``, ``ground_truth``,
 ``fn_output``, ``tn_output``; the fields may also sit in ``extra_info``) expand into two pairs:
 ``fn_output`` labelled True (a correct answer rule checkers reject) and ``tn_output`` labelled False.
 
@@ -25,7 +26,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from verlkit.clients.llm import ClientConfig, LLMClient
+from verlkit.clients.llm import LLMClient
+from verlkit.clients.settings import ClientSettings
+from verlkit.records import InputError, read_records
 
 
 @dataclass(frozen=True)
@@ -37,77 +40,48 @@ class Pair:
     criteria: str | None = None
 
 
-class PairsFileError(ValueError):
-    pass
-
-
-def _label(value, where: str) -> bool:
+def _label(value, *, file: Path, entry: int) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, (int, float)) and value in (0, 1):
         return bool(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0", "yes", "no"):
         return value.strip().lower() in ("true", "1", "yes")
-    raise PairsFileError(f"{where}: field 'label' must be true/false, got {value!r}")
+    raise InputError(f"must be true/false, got {value!r}", file=file, entry=entry, field="label")
 
 
-def _rows(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise PairsFileError(f"{path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise PairsFileError(f"{path}, line {n}: invalid JSON: {e}") from None
-        return rows
-    if suffix == ".json":
-        data = json.loads(path.read_text())
-        if isinstance(data, dict):  # {"data": [...]} or similar single-key wrappers
-            lists = [v for v in data.values() if isinstance(v, list)]
-            data = lists[0] if len(lists) == 1 else None
-        if not isinstance(data, list):
-            raise PairsFileError(f"{path}: expected a JSON list of rows")
-        return data
-    if suffix == ".parquet":
-        import pandas as pd
-
-        return pd.read_parquet(path).to_dict(orient="records")
-    raise PairsFileError(f"{path}: unsupported extension {suffix!r} (jsonl, json or parquet)")
+def _field(row: dict, name: str, *, file: Path, entry: int, required: bool = True):
+    """``row[name]``, else ``row["extra_info"][name]`` (verl RL rows), else for ``ground_truth``
+    ``row["reward_model"]["ground_truth"]``."""
+    extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
+    value = row.get(name, extra.get(name))
+    if value is None and name == "ground_truth" and isinstance(row.get("reward_model"), dict):
+        value = row["reward_model"].get("ground_truth")
+    if required and (value is None or (isinstance(value, str) and not value.strip())):
+        raise InputError("missing or empty", file=file, entry=entry, field=name)
+    return value
 
 
-def load_pairs(path: str | Path) -> list[Pair]:
+def load_pairs(path: str | Path, *, needs_criteria: bool = False) -> list[Pair]:
+    """The labelled pairs of a ``.jsonl``/``.json``/``.parquet`` file (``needs_criteria``: the rubric
+    template, every row must carry its ``criteria``)."""
     path = Path(path)
     pairs: list[Pair] = []
-    for i, row in enumerate(_rows(path)):
-        where = f"{path}, row {i}"
-        if not isinstance(row, dict):
-            raise PairsFileError(f"{where}: expected an object, got {type(row).__name__}")
-        extra = row.get("extra_info") if isinstance(row.get("extra_info"), dict) else {}
-
-        def field(name, required=True):
-            value = row.get(name, extra.get(name))
-            if value is None and name == "ground_truth" and isinstance(row.get("reward_model"), dict):
-                value = row["reward_model"].get("ground_truth")
-            if required and (value is None or (isinstance(value, str) and not value.strip())):
-                raise PairsFileError(f"{where}: missing field {name!r}")
-            return value
-
-        question, gt = str(field("question")), str(field("ground_truth"))
-        criteria = field("criteria", required=False)
+    for i, row in enumerate(read_records(path)):
+        at = {"file": path, "entry": i}
+        question, gt = str(_field(row, "question", **at)), str(_field(row, "ground_truth", **at))
+        criteria = _field(row, "criteria", **at, required=needs_criteria)
         criteria = str(criteria) if criteria is not None else None
-        if field("fn_output", required=False) is not None or field("tn_output", required=False) is not None:
+        hardverify = {name: _field(row, name, **at, required=False) for name in ("fn_output", "tn_output")}
+        if any(value is not None for value in hardverify.values()):
             for name, label in (("fn_output", True), ("tn_output", False)):
-                value = field(name, required=False)
-                if value is not None and str(value).strip():
-                    pairs.append(Pair(question, gt, str(value), label, criteria))
+                if hardverify[name] is not None and str(hardverify[name]).strip():
+                    pairs.append(Pair(question, gt, str(hardverify[name]), label, criteria))
             continue
-        pairs.append(Pair(question, gt, str(field("answer")), _label(field("label"), where), criteria))
+        answer = str(_field(row, "answer", **at))
+        pairs.append(Pair(question, gt, answer, _label(_field(row, "label", **at), **at), criteria))
     if not pairs:
-        raise PairsFileError(f"{path}: no pairs")
+        raise InputError("no pairs", file=path)
     return pairs
 
 
@@ -163,7 +137,7 @@ async def evaluate(pairs: list[Pair], client: LLMClient, template: str = "tinyv"
     async def one(pair: Pair):
         if template == "rubric":
             if not pair.criteria:
-                raise PairsFileError("template=rubric needs a 'criteria' field on every row")
+                raise ValueError("template=rubric needs a 'criteria' field on every pair")
             prompt = rubric_prompt(pair.question, pair.criteria, pair.answer)
         else:
             prompt = tinyv_prompt(pair.question, pair.ground_truth, pair.answer)
@@ -199,13 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="write the metrics as JSON here")
     args = parser.parse_args(argv)
     try:
-        pairs = load_pairs(args.pairs)
-    except PairsFileError as e:
+        pairs = load_pairs(args.pairs, needs_criteria=args.template == "rubric")
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     # A fresh client, no cache: each pair is asked once and timed.
-    client = LLMClient(ClientConfig(base_url=args.url, model=args.model, api_key_env=args.api_key_env,
-                                    max_concurrency=args.max_concurrency, timeout_s=args.timeout_s, cache_size=0))
+    settings = ClientSettings(url=args.url, model=args.model, api_key_env=args.api_key_env,
+                              max_concurrency=args.max_concurrency, timeout_s=args.timeout_s, cache_size=0)
+    client = LLMClient(settings.client_config())
     from verlkit.clients.loop import run_sync
 
     metrics = run_sync(evaluate(pairs, client, args.template, args.max_tokens, args.think))

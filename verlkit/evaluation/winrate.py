@@ -30,27 +30,27 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from verlkit.evaluation.reward_model import judge_conversations, rm_client, score_conversations
+from verlkit.clients.llm import close_session, get_client
+from verlkit.clients.loop import run_sync
+from verlkit.clients.settings import ClientSettings
+from verlkit.evaluation.reward_model import chat_field, judge_conversations, rm_client, score_conversations
+from verlkit.records import InputError, read_records
 
 
 def load_prompts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    from verlkit.preference.data import chat_messages
-
-    rows = pq.read_table(path).to_pylist()
+    """``{"prompt_id", "prompt"}`` per record; an ``InputError`` names file, record and field."""
+    rows = read_records(path)
     if not rows:
-        raise ValueError(f"{path}: no prompts")
+        raise InputError("no prompts", file=path)
     return [{"prompt_id": row.get("prompt_id", str(i)),
-             "prompt": chat_messages(f"{path}: row {i}", "prompt", row.get("prompt"), "user")}
+             "prompt": chat_field(row, "prompt", role="user", file=Path(path), entry=i)}
             for i, row in enumerate(rows[: limit or None])]  # fmt: skip
 
 
 def _chat_client(url: str, name: str, args: argparse.Namespace):
-    from verlkit.clients.llm import ClientConfig, get_client
-
-    return get_client(ClientConfig(base_url=url, model=name, max_concurrency=args.max_concurrency,
-                                   timeout_s=args.timeout_s, max_retries=args.max_retries))  # fmt: skip
+    settings = ClientSettings(url=url, model=name, max_concurrency=args.max_concurrency, timeout_s=args.timeout_s,
+                              max_retries=args.max_retries)
+    return get_client(settings.client_config())
 
 
 async def generate(client, prompts: list[dict], args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -152,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     if (args.rm_url and not args.rm_tokenizer) or (args.judge_url and not args.judge_model):
         parser.error("--rm-url needs --rm-tokenizer; --judge-url needs --judge-model")
     from verlkit.evaluation import winrate_stats as winrate
-    from verlkit.clients.loop import run_sync
-    from verlkit.clients.llm import close_session
 
     try:
         records, summary = run_sync(evaluate(args))

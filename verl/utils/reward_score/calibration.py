@@ -41,37 +41,36 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Literal, Sequence, get_args
 
-EXACT_SOURCES = ("medmcqa_cgp",)
-SOURCE_SUFFIXES = ("_cgp",)
-VARIANTS = ("log", "log_penalized", "brier")
-ON_FAILURE_MODES = ("neutral", "unparseable", "raise")
+from pydantic import Field
+
+from verlkit.clients.llm import get_client
+from verlkit.clients.settings import ClientSettings
+from verl.utils.reward_score.options import RewardOptions, parse_options
+
+Variant = Literal["log", "log_penalized", "brier"]
+OnFailure = Literal["neutral", "unparseable", "raise"]
+VARIANTS = get_args(Variant)
 
 LOG_CLIP = 1e-10
 UNPARSEABLE_LOG_SCORE = math.log(1e-12)  # -27.631, the seed's format sentinel
 UNPARSEABLE_BRIER_SCORE = -1.0
 WRONG_PENALTY = 1.0  # the v2 ("log_penalized") extra penalty on a wrong answer
 
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "url": None,  # OpenAI-compatible base URL of the downstream server (required)
-    "model": None,  # served model name (required)
-    "api_key_env": None,  # name of the env variable holding the API key, if any
-    "max_concurrency": 64,
-    "timeout_s": 60.0,
-    "max_retries": 3,
-    "rate_limit_rps": None,
-    "backoff_s": 0.5,
-    "cache_size": 100_000,  # only deterministic requests (temperature 0 or a seed) are cached
-    "variant": "log_penalized",
-    "temperature": 0.1,
-    "top_p": 0.95,
-    "max_tokens": 256,
-    "seed": None,
-    "on_failure": "neutral",
-}
 
-RESULT_KEYS = ("score", "acc", "parse_ok", "confidence", "downstream_ok", "cache_hit", "latency_s")
+class CGPOptions(RewardOptions, ClientSettings):
+    """``reward_kwargs.cgp.*``: the downstream model (``url`` and ``model`` required, the other
+    :class:`ClientSettings`) and how its reply is sampled and scored."""
+
+    reward_name: ClassVar[str] = "cgp"
+
+    variant: Variant = "log_penalized"
+    temperature: float = Field(0.1, ge=0.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    seed: int | None = None
+    on_failure: OnFailure | float = "neutral"  # see the module docstring
 
 
 class DownstreamError(RuntimeError):
@@ -227,38 +226,8 @@ def result_for(parsed: ParsedReply | None, gold: int, variant: str) -> dict[str,
 
 
 # ---------------------------------------------------------------------------------------------
-# Options and row checks
+# Row checks
 # ---------------------------------------------------------------------------------------------
-def resolve_options(options: dict[str, Any]) -> dict[str, Any]:
-    """Defaults + given options, checked. Raises the registry's ``RewardOptionsError``."""
-    from verl.utils.reward_score.registry import RewardOptionsError
-
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise RewardOptionsError(f"cgp: unknown option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
-    merged = {**DEFAULT_OPTIONS, **options}
-    if not merged["url"] or not merged["model"]:
-        raise RewardOptionsError(
-            "cgp: options 'url' and 'model' (the downstream OpenAI-compatible server) are required: "
-            "+reward.custom_reward_function.reward_kwargs.cgp.url=http://127.0.0.1:PORT/v1 ...model=NAME"
-        )
-    if merged["variant"] not in VARIANTS:
-        raise RewardOptionsError(f"cgp: variant must be one of {VARIANTS}, got {merged['variant']!r}")
-    on_failure = merged["on_failure"]
-    if on_failure not in ON_FAILURE_MODES:
-        try:
-            float(on_failure)
-        except (TypeError, ValueError):
-            raise RewardOptionsError(
-                f"cgp: on_failure must be one of {ON_FAILURE_MODES} or a number, got {on_failure!r}"
-            ) from None
-    try:
-        client_config(merged)
-    except ValueError as e:
-        raise RewardOptionsError(f"cgp: {e}") from None
-    return merged
-
-
 def question_and_options(extra_info: dict[str, Any] | None) -> tuple[str, list[str]]:
     """``extra_info["question"]`` and ``extra_info["options"]`` (plain list of strings)."""
     extra_info = extra_info or {}
@@ -272,7 +241,7 @@ def question_and_options(extra_info: dict[str, Any] | None) -> tuple[str, list[s
 
 
 def validate_row(row: dict) -> list[str]:
-    """Row-level hook for ``data_prep.validate``."""
+    """The row check of the ``cgp`` family (``data_prep.validate`` calls it through the registry)."""
     problems = []
     try:
         _, options = question_and_options(row.get("extra_info"))
@@ -288,53 +257,30 @@ def validate_row(row: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # The edge: one downstream call per row through the shared client
 # ---------------------------------------------------------------------------------------------
-def client_config(opts: dict[str, Any]):
-    from verlkit.clients.llm import ClientConfig
-
-    return ClientConfig(
-        base_url=opts["url"],
-        model=opts["model"],
-        api_key_env=opts["api_key_env"],
-        max_concurrency=int(opts["max_concurrency"]),
-        timeout_s=float(opts["timeout_s"]),
-        max_retries=int(opts["max_retries"]),
-        backoff_s=float(opts["backoff_s"]),
-        cache_size=int(opts["cache_size"]),
-        rate_limit_rps=None if opts["rate_limit_rps"] is None else float(opts["rate_limit_rps"]),
-    )
-
-
-async def ask_downstream(client, prompt: str, opts: dict[str, Any]):
+async def ask_downstream(client, prompt: str, opts: CGPOptions):
     """One chat request; returns the client's ``Completion`` (never raises for server failures)."""
-    return await client.chat(
-        [{"role": "user", "content": prompt}],
-        max_tokens=int(opts["max_tokens"]),
-        temperature=float(opts["temperature"]),
-        top_p=float(opts["top_p"]),
-        seed=None if opts["seed"] is None else int(opts["seed"]),
-    )
+    return await client.chat([{"role": "user", "content": prompt}], max_tokens=opts.max_tokens,
+                             temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed)
 
 
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
     """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer."""
-    from verlkit.clients.llm import get_client
-
-    opts = resolve_options(options)
+    opts = parse_options(CGPOptions, options)
     question, choices = question_and_options(extra_info)
     gold = parse_gold(ground_truth, len(choices))
     prompt = build_downstream_prompt(question, choices, solution_str or "")
     started = time.monotonic()
-    completion = await ask_downstream(get_client(client_config(opts)), prompt, opts)
+    completion = await ask_downstream(get_client(opts.client_config()), prompt, opts)
     latency = getattr(completion, "latency_s", None)
     client_fields = {
         "cache_hit": float(bool(getattr(completion, "cache_hit", False))),
         "latency_s": float(latency) if latency is not None else time.monotonic() - started,
     }
     if not completion.ok:
-        if opts["on_failure"] == "raise":
-            raise DownstreamError(f"downstream model {opts['model']!r} at {opts['url']}: {completion.error}")
+        if opts.on_failure == "raise":
+            raise DownstreamError(f"downstream model {opts.model!r} at {opts.url}: {completion.error}")
         return {
-            "score": failure_score(opts["on_failure"], opts["variant"], len(choices)),
+            "score": failure_score(opts.on_failure, opts.variant, len(choices)),
             "acc": 0.0,
             "parse_ok": math.nan,
             "confidence": math.nan,
@@ -342,4 +288,4 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
             **client_fields,
         }
     parsed = parse_final_answer(completion.text, len(choices))
-    return {**result_for(parsed, gold, opts["variant"]), "downstream_ok": 1.0, **client_fields}
+    return {**result_for(parsed, gold, opts.variant), "downstream_ok": 1.0, **client_fields}

@@ -23,6 +23,18 @@ from __future__ import annotations
 
 import math
 import re
+from typing import ClassVar
+
+from pydantic import Field
+
+from verl.utils.reward_score.options import RewardOptions, parse_options
+
+
+class GradeOptions(RewardOptions):
+    """``reward_kwargs.grade.*``."""
+
+    reward_name: ClassVar[str] = "grade"
+    acc_tolerance: float = Field(0.1, ge=0.0)  # acc = 1 when |s/10 - gt| is at most this
 
 # Decoration between the marker and the number (markdown bold/italics/tables, brackets, LaTeX).
 _NOISE = re.compile(r"\\boxed\{|\\textbf\{|\\text\{|\\mathbf\{|[*_|\[\]$`{}#>]")
@@ -121,8 +133,9 @@ def validate_ground_truth(ground_truth) -> float:
     return gt
 
 
-def compute_score(data_source, solution_str, ground_truth, extra_info=None, acc_tolerance: float = 0.1) -> dict:
+def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict:
     """Reward for one RRM reply. ``acc`` = 1 when the predicted score is within ``acc_tolerance`` of gt."""
+    acc_tolerance = parse_options(GradeOptions, options).acc_tolerance
     gt = validate_ground_truth(ground_truth)
     total = parse_total_score(solution_str)
     if total is None:
@@ -138,7 +151,8 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, acc_
 
 
 def validate_row(row: dict) -> list[str]:
-    """Row-level hook for ``data_prep.validate``: the reference score must be a number in [0, 1]."""
+    """The row check of the ``grade`` family (``data_prep.validate`` calls it through the registry): the
+    reference score must be a number in [0, 1]."""
     try:
         validate_ground_truth((row.get("reward_model") or {}).get("ground_truth"))
     except ValueError as e:

@@ -1,6 +1,7 @@
 """The one place that maps a row's ``data_source`` to a reward function.
 
 Adding a reward = one file in this folder + one ``RewardSpec`` line in ``REWARDS`` below.
+Reward modules never import this module (it imports them).
 
 A reward function has verl's custom-reward signature and may be sync or ``async``::
 
@@ -22,6 +23,11 @@ Options: ``+reward.custom_reward_function.reward_kwargs.<spec name>.<option>=val
 command line (verl passes ``reward_kwargs`` as keyword arguments), on top of defaults from the
 ``VERLKIT_REWARD_OPTIONS`` environment variable (JSON ``{"<spec name>": {...}}``), on top of the
 reward function's own defaults. An option namespace that names no registered spec is an error.
+The options reach the function as keyword arguments; our modules validate them into one typed model
+(``verl.utils.reward_score.options``), a plain function takes them as keyword parameters.
+
+Row checks: a spec's ``row_validator`` is the one check of its family's rows that
+``data_prep.validate`` runs before training (what ``extra_info`` must hold, the ground truth's form).
 
 Failures: a reward function that raises never crashes training and never silently becomes a 0: the
 row gets ``score=0.0`` and ``reward_error=1.0``, which the step metrics count; the first traceback
@@ -41,6 +47,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# Defined next to the options contract; users keep importing it from here.
+from verl.utils.reward_score.options import RewardOptionsError  # noqa: F401
+
 logger = logging.getLogger("verlkit.rewards")
 
 OPTIONS_ENV = "VERLKIT_REWARD_OPTIONS"
@@ -57,7 +66,9 @@ class RewardSpec:
     name: option namespace and log name. target: ``"module:function"`` (a module of this folder) or
     ``"package.module:function"`` or a callable. exact/prefixes/suffixes: routing rules on
     ``data_source``. metrics: extra numeric keys the function may return (become step metrics).
-    required_extra_info: ``extra_info`` fields the validator demands for rows of this family.
+    row_validator: the family's row check, named like ``target`` (or None: only the base schema is
+    checked): ``validate_row(row: dict) -> list[str]``, one ``"<field>: <what is wrong>"`` per problem,
+    ``row`` as plain Python values.
     """
 
     name: str
@@ -66,14 +77,21 @@ class RewardSpec:
     prefixes: tuple[str, ...] = ()
     suffixes: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ()
-    # Fields of ``extra_info`` every row of this family must carry (checked by data_prep.validate).
-    required_extra_info: tuple[str, ...] = ()
-    _fn: list = field(default_factory=list, compare=False, repr=False)
+    row_validator: str | Callable[[dict], list[str]] | None = None
+    _loaded: dict = field(default_factory=dict, compare=False, repr=False)
 
     def function(self) -> Callable[..., Any]:
-        if not self._fn:
-            self._fn.append(_load_target(self.target))
-        return self._fn[0]
+        if "function" not in self._loaded:
+            self._loaded["function"] = _load_target(self.target)
+        return self._loaded["function"]
+
+    def validator(self) -> Callable[[dict], list[str]] | None:
+        """The family's row check (imports its module on first use), or None."""
+        if self.row_validator is None:
+            return None
+        if "validator" not in self._loaded:
+            self._loaded["validator"] = _load_target(self.row_validator)
+        return self._loaded["validator"]
 
 
 def _load_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
@@ -90,28 +108,24 @@ def _load_target(target: str | Callable[..., Any]) -> Callable[..., Any]:
 # ---------------------------------------------------------------------------------------------
 REWARDS: list[RewardSpec] = [
     RewardSpec("gsm8k", "gsm8k_exact:compute_score", exact=("openai/gsm8k",)),
-    RewardSpec("grade", "grade:compute_score", exact=("grade",), metrics=("parse_ok", "grade_pred")),
+    RewardSpec("grade", "grade:compute_score", exact=("grade",), metrics=("parse_ok", "grade_pred"),
+               row_validator="grade:validate_row"),
     RewardSpec("tinyv", "tinyv:compute_score", exact=("zhangchenxu/HardVerify-Math",), suffixes=("_tinyv",),
                metrics=("parse_ok", "verifier_called", "verifier_ok", "cache_hit", "latency_s", "rule_correct",
                         "verifier_failed"),
-               required_extra_info=("question",)),
+               row_validator="tinyv:validate_row"),
     RewardSpec("cgp", "calibration:compute_score", exact=("medmcqa_cgp",), suffixes=("_cgp",),
                metrics=("parse_ok", "confidence", "downstream_ok", "cache_hit", "latency_s"),
-               required_extra_info=("question", "options")),
+               row_validator="calibration:validate_row"),
     RewardSpec("rlcr", "rlcr:compute_score", exact=("medmcqa_rlcr",), suffixes=("_rlcr",),
-               metrics=("format_ok", "confidence", "brier")),
+               metrics=("format_ok", "confidence", "brier"), row_validator="rlcr:validate_row"),
     RewardSpec("scalar_rm", "scalar_rm:compute_score", exact=("ultrafeedback",), suffixes=("_rm",),
-               metrics=("rm_ok", "rm_failed", "rm_score", "latency_s"), required_extra_info=("prompt_messages",)),
+               metrics=("rm_ok", "rm_failed", "rm_score", "latency_s"), row_validator="scalar_rm:validate_row"),
 ]
 
 
 class UnknownDataSourceError(KeyError):
     pass
-
-
-class RewardOptionsError(ValueError):
-    """Raised by a reward function for invalid options: a configuration error, so it is not caught
-    as a per-row failure but stops the run at the first step."""
 
 
 _upstream_fallback: Callable[..., Any] | None = None

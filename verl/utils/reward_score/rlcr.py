@@ -27,12 +27,17 @@ from __future__ import annotations
 import math
 import re
 import string
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
-EXACT_SOURCES = ("medmcqa_rlcr",)
-SOURCE_SUFFIXES = ("_rlcr",)
+from verl.utils.reward_score.options import RewardOptions, parse_options
+
 FORMAT_WEIGHT = ACCURACY_WEIGHT = BRIER_WEIGHT = 0.5
-RESULT_KEYS = ("score", "acc", "format_ok", "confidence", "brier")
+
+
+class RLCROptions(RewardOptions):
+    """``reward_kwargs.rlcr.*``: none. The weights are the method's, not a knob."""
+
+    reward_name: ClassVar[str] = "rlcr"
 
 SYSTEM_PROMPT = (
     "Work through the question in four tagged sections, in this order and with nothing after the "
@@ -173,15 +178,13 @@ def score_response(text: str, ground_truth: Any, extra_info: dict[str, Any] | No
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
     """verl custom-reward entry point (no options)."""
-    if options:
-        from verl.utils.reward_score.registry import RewardOptionsError
-
-        raise RewardOptionsError(f"rlcr takes no options, got {sorted(options)}")
+    parse_options(RLCROptions, options)
     return score_response(solution_str, ground_truth, extra_info)
 
 
 def validate_row(row: dict) -> list[str]:
-    """Row-level hook for ``data_prep.validate``: MC rows need a ground truth naming an option."""
+    """The row check of the ``rlcr`` family (``data_prep.validate`` calls it through the registry): MC
+    rows need a ground truth naming an option."""
     extra_info = row.get("extra_info") or {}
     options = extra_info.get("options")
     if extra_info.get("answer_type") == "math" or not options:

@@ -14,9 +14,10 @@ after its bounded retries (or that rejected the request, e.g. a sequence longer 
 sets ``rm_ok = 0`` and ``rm_failed = 1`` (counted in the step metrics) and the row scores
 ``on_failure`` (default 0.0; ``"raise"`` turns it into a registry-level ``reward_error``).
 
-Options (``+reward.custom_reward_function.reward_kwargs.scalar_rm.<option>=...``): ``url``,
-``model`` (served name), ``tokenizer`` (the reward model directory; required), ``api_key_env``,
-``max_concurrency``, ``timeout_s``, ``max_retries``, ``on_failure``.
+Options (``+reward.custom_reward_function.reward_kwargs.scalar_rm.<option>=...``): see
+``ScalarRMOptions``: ``url`` (required), ``model`` (served name), ``tokenizer`` (the reward model
+directory; required), ``on_failure`` and the other client settings (``max_concurrency``,
+``timeout_s``, ``max_retries``, ``api_key_env``, ...).
 Importing this module does no I/O; the tokenizer and the HTTP client are created on first use.
 """
 
@@ -24,46 +25,27 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar, Literal
 
-from verl.utils.reward_score.registry import RewardOptionsError
+from pydantic import Field
+
+from verlkit.clients.llm import get_client
+from verlkit.clients.settings import ClientSettings
+from verl.utils.reward_score.options import RewardOptions, parse_options
 
 
 class RewardModelError(RuntimeError):
     """The served reward model could not score a row (raised only with ``on_failure="raise"``)."""
 
 
-@dataclass(frozen=True)
-class ScalarRMOptions:
-    url: str = ""
-    model: str = "reward_model"
-    tokenizer: str = ""
-    api_key_env: str | None = None
-    max_concurrency: int = 64
-    timeout_s: float = 60.0
-    max_retries: int = 3
-    on_failure: Any = 0.0  # a number, or "raise"
+class ScalarRMOptions(RewardOptions, ClientSettings):
+    """``reward_kwargs.scalar_rm.*``: the served reward model (``url`` required) and its directory."""
 
+    reward_name: ClassVar[str] = "scalar_rm"
 
-@functools.lru_cache(maxsize=64)
-def resolve_options(**options: Any) -> ScalarRMOptions:
-    known = {f.name for f in fields(ScalarRMOptions)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise RewardOptionsError(f"scalar_rm: unknown option(s) {unknown}; known: {sorted(known)}")
-    opts = ScalarRMOptions(**options)
-    if not opts.url or not opts.tokenizer:
-        raise RewardOptionsError(
-            "scalar_rm: options 'url' (the served reward model) and 'tokenizer' (its directory) are required: "
-            "+reward.custom_reward_function.reward_kwargs.scalar_rm.url=http://127.0.0.1:PORT/v1 ...tokenizer=DIR"
-        )
-    if opts.on_failure != "raise":
-        try:
-            float(opts.on_failure)
-        except (TypeError, ValueError):
-            raise RewardOptionsError(f"scalar_rm: on_failure must be a number or 'raise', got {opts.on_failure!r}") from None
-    return opts
+    model: str = Field("reward_model", min_length=1)
+    tokenizer: str = Field(min_length=1)  # the reward model's directory (its chat template)
+    on_failure: Literal["raise"] | float = 0.0  # the score of a row the reward model could not score
 
 
 def conversation(extra_info: dict[str, Any] | None, response: str) -> list[dict[str, str]]:
@@ -97,7 +79,7 @@ def conversation_ids(tokenizer, messages: list[dict[str, str]]) -> list[int]:
 
 
 def validate_row(row: dict) -> list[str]:
-    """Row-level hook for ``data_prep.validate``."""
+    """The row check of the ``scalar_rm`` family (``data_prep.validate`` calls it through the registry)."""
     try:
         conversation(row.get("extra_info"), "")
     except ValueError as e:
@@ -106,14 +88,9 @@ def validate_row(row: dict) -> list[str]:
 
 
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
-    from verlkit.clients.llm import ClientConfig, get_client
-
-    opts = resolve_options(**options)
+    opts = parse_options(ScalarRMOptions, options)
     ids = conversation_ids(load_tokenizer(opts.tokenizer), conversation(extra_info, solution_str or ""))
-    client = get_client(ClientConfig(base_url=opts.url, model=opts.model, api_key_env=opts.api_key_env,
-                                     max_concurrency=opts.max_concurrency, timeout_s=opts.timeout_s,
-                                     max_retries=opts.max_retries))  # fmt: skip
-    done = await client.classify(ids)
+    done = await get_client(opts.client_config()).classify(ids)
     common = {"latency_s": float(done.latency_s)}
     if not done.ok:
         if opts.on_failure == "raise":

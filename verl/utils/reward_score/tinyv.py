@@ -27,123 +27,44 @@ Importing this module does no I/O; the HTTP client and rule-check workers start 
 from __future__ import annotations
 
 import math
-import os
 import re
-from dataclasses import dataclass, fields
+from typing import ClassVar, Literal, get_args
+
+from pydantic import Field
 
 from verlkit.clients import rule_check
-from verlkit.clients.llm import ClientConfig, get_client
+from verlkit.clients.llm import get_client
+from verlkit.clients.settings import ClientSettings
 from verl.utils.reward_score.grade import parse_total_score
-from verl.utils.reward_score.registry import RewardOptionsError
+from verl.utils.reward_score.options import RewardOptions, parse_options
 from verl.utils.reward_score.verifier_prompts import rubric_prompt, tinyv_prompt
 
 URL_ENV = "VERLKIT_VERIFIER_URL"
 MODEL_ENV = "VERLKIT_VERIFIER_MODEL"
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
-SETUPS = ("tinyv_only", "addon", "mixed")
-TEMPLATES = ("rubric", "tinyv")
-FAILURE_POLICIES = ("rule", "zero")
+Template = Literal["rubric", "tinyv"]
+Setup = Literal["tinyv_only", "addon", "mixed"]
+TEMPLATES, SETUPS = get_args(Template), get_args(Setup)
 _ANSWER_TAIL_CHARS = 1000  # sent as "the answer" when the rule checker extracted none
 
 
-@dataclass(frozen=True)
-class TinyVOptions:
-    url: str = ""  # default: $VERLKIT_VERIFIER_URL or http://127.0.0.1:8000/v1
-    model: str = ""  # served model name; default $VERLKIT_VERIFIER_MODEL (required one way or the other)
-    template: str = "tinyv"  # rubric | tinyv
-    setup: str = "addon"  # tinyv_only | addon | mixed
-    weight: float = 1.0
-    max_concurrency: int = 64
-    timeout_s: float = 60.0  # per HTTP attempt
-    max_retries: int = 3
-    on_failure: str = "rule"  # rule | zero
-    max_tokens: int = 0  # 0 = by template: tinyv 8 (512 for think models), rubric 2048
-    temperature: float = 0.0
+class TinyVOptions(RewardOptions, ClientSettings):
+    """``reward_kwargs.tinyv.*``. The client settings (``url``, ``model``, ``max_concurrency``,
+    ``timeout_s``, ``max_retries``, ``api_key_env``, ...) come from :class:`ClientSettings`; ``url`` and
+    ``model`` fall back to ``$VERLKIT_VERIFIER_URL`` / ``$VERLKIT_VERIFIER_MODEL``."""
+
+    reward_name: ClassVar[str] = "tinyv"
+    env_defaults: ClassVar[dict[str, str]] = {"url": URL_ENV, "model": MODEL_ENV}
+
+    url: str = DEFAULT_URL
+    template: Template = "tinyv"
+    setup: Setup = "addon"
+    weight: float = Field(1.0, ge=0.0, le=1.0)
+    on_failure: Literal["rule", "zero"] = "rule"
+    max_tokens: int = Field(0, ge=0)  # 0 = by template: tinyv 8 (512 for think models), rubric 2048
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
     is_think_model: bool = False
-    api_key_env: str | None = None
-    rule_timeout_s: float = rule_check.DEFAULT_TIMEOUT_S
-
-    def client_config(self) -> ClientConfig:
-        return ClientConfig(base_url=self.url, model=self.model, api_key_env=self.api_key_env,
-                            max_concurrency=self.max_concurrency, timeout_s=self.timeout_s,
-                            max_retries=self.max_retries)
-
-
-_FIELD_TYPES = {f.name: f.type for f in fields(TinyVOptions)}
-_options_cache: dict[tuple, TinyVOptions] = {}
-
-
-def _coerce(name: str, value, kind: str):
-    try:
-        if kind == "bool":
-            if isinstance(value, str):
-                if value.strip().lower() in ("1", "true", "yes"):
-                    return True
-                if value.strip().lower() in ("0", "false", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if kind == "int":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if kind == "float":
-            return float(value)
-        if kind == "str | None":
-            return None if value in (None, "") else str(value)
-        return str(value)
-    except (TypeError, ValueError):
-        raise RewardOptionsError(f"tinyv option {name}={value!r}: expected {kind}") from None
-
-
-def parse_options(options: dict) -> TinyVOptions:
-    """Validated options (RewardOptionsError on unknown names or bad values). Memoised per distinct dict."""
-    try:
-        key = tuple(sorted(options.items())) + ((URL_ENV, os.environ.get(URL_ENV)), (MODEL_ENV, os.environ.get(MODEL_ENV)))
-        cached = _options_cache.get(key)
-    except TypeError:  # unhashable values: validate without memoising
-        key, cached = None, None
-    if cached is not None:
-        return cached
-    unknown = sorted(set(options) - set(_FIELD_TYPES))
-    if unknown:
-        raise RewardOptionsError(f"tinyv: unknown option(s) {unknown}; known: {sorted(_FIELD_TYPES)}")
-    values = {name: _coerce(name, value, str(_FIELD_TYPES[name])) for name, value in options.items()}
-    values.setdefault("url", "")
-    values.setdefault("model", "")
-    values["url"] = values["url"] or os.environ.get(URL_ENV) or DEFAULT_URL
-    values["model"] = values["model"] or os.environ.get(MODEL_ENV, "")
-    opts = TinyVOptions(**values)
-    problems = []
-    if not opts.url.startswith(("http://", "https://")):
-        problems.append(f"url must be an http(s) URL, got {opts.url!r}")
-    if not opts.model:
-        problems.append(f"model is required (the served model name), or set ${MODEL_ENV}")
-    if opts.template not in TEMPLATES:
-        problems.append(f"template must be one of {TEMPLATES}, got {opts.template!r}")
-    if opts.setup not in SETUPS:
-        problems.append(f"setup must be one of {SETUPS}, got {opts.setup!r}")
-    if opts.on_failure not in FAILURE_POLICIES:
-        problems.append(f"on_failure must be one of {FAILURE_POLICIES}, got {opts.on_failure!r}")
-    if not (math.isfinite(opts.weight) and 0.0 <= opts.weight <= 1.0):
-        problems.append(f"weight must be in [0, 1], got {opts.weight!r}")
-    if opts.max_concurrency < 1:
-        problems.append(f"max_concurrency must be >= 1, got {opts.max_concurrency}")
-    if not opts.timeout_s > 0 or not opts.rule_timeout_s > 0:
-        problems.append("timeout_s and rule_timeout_s must be > 0")
-    if opts.max_retries < 0:
-        problems.append(f"max_retries must be >= 0, got {opts.max_retries}")
-    if opts.max_tokens < 0:
-        problems.append(f"max_tokens must be >= 1 (or 0 for the template default), got {opts.max_tokens}")
-    if not (0.0 <= opts.temperature <= 2.0):
-        problems.append(f"temperature must be in [0, 2], got {opts.temperature}")
-    if opts.api_key_env and not os.environ.get(opts.api_key_env):
-        problems.append(f"api_key_env={opts.api_key_env!r} but that environment variable is not set")
-    if problems:
-        raise RewardOptionsError("tinyv: " + "; ".join(problems))
-    if key is not None:
-        _options_cache[key] = opts
-    return opts
+    rule_timeout_s: float = Field(rule_check.DEFAULT_TIMEOUT_S, gt=0)
 
 
 def max_tokens_for(opts: TinyVOptions) -> int:
@@ -223,10 +144,19 @@ def combine(setup: str, weight: float, v: float, rule_correct: bool | None) -> f
 
 
 def _question(extra_info: dict) -> str:
-    question = (extra_info or {}).get("question")
+    question = extra_info.get("question") if isinstance(extra_info, dict) else None
     if not isinstance(question, str) or not question.strip():
-        raise ValueError("tinyv: extra_info['question'] is missing or empty (the verifier prompt needs the question)")
+        raise ValueError("extra_info.question: missing or empty (the verifier prompt needs the question)")
     return question
+
+
+def validate_row(row: dict) -> list[str]:
+    """The row check of the ``tinyv`` family (``data_prep.validate`` calls it through the registry)."""
+    try:
+        _question(row.get("extra_info"))
+    except ValueError as e:
+        return [str(e)]
+    return []
 
 
 def build_messages(opts: TinyVOptions, solution_str: str, ground_truth: str, extra_info: dict,
@@ -235,7 +165,7 @@ def build_messages(opts: TinyVOptions, solution_str: str, ground_truth: str, ext
     if opts.template == "rubric":
         criteria = (extra_info or {}).get("criteria")
         if not isinstance(criteria, str) or not criteria.strip():
-            raise ValueError("tinyv: template=rubric needs extra_info['criteria'] (the problem's rubric)")
+            raise ValueError("extra_info.criteria: missing or empty (template=rubric needs the problem's rubric)")
         prompt = rubric_prompt(question, criteria, solution_str)
     else:
         answer = extracted if extracted else solution_str.strip()[-_ANSWER_TAIL_CHARS:]
@@ -258,7 +188,7 @@ def parse_verifier_score(opts: TinyVOptions, reply: str | None) -> float | None:
 
 
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict:
-    opts = parse_options(options)
+    opts = parse_options(TinyVOptions, options)
     extra_info = extra_info or {}
     _question(extra_info)  # a data error is reported before any work
     nan = math.nan
