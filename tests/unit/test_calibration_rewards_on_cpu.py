@@ -169,29 +169,6 @@ def test_cgp_validate_row_hook():
     assert "extra_info.options" in cgp.validate_row({"extra_info": {"question": "q"}, "reward_model": {}})[0]
 
 
-@pytest.fixture
-def shared_session_closed():
-    from verlkit.clients.llm import close_session
-
-    yield
-    close_session()
-
-
-def test_cgp_downstream_unreachable_is_flagged_not_sentinel(shared_session_closed):
-    """Port 9 on loopback refuses connections: a real transport failure, no fake server needed."""
-    opts = {"url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 1, "backoff_s": 0.0, "timeout_s": 5}
-    result = asyncio.run(registry.compute_score_async("medmcqa_cgp", "a hint", "2", EXTRA, cgp=opts))
-    assert result["downstream_ok"] == 0.0
-    assert result["reward_error"] == 0.0
-    assert result["score"] == pytest.approx(cgp.neutral_score("log_penalized", 4))
-    assert result["score"] != cgp.UNPARSEABLE_LOG_SCORE
-    assert math.isnan(result["parse_ok"]) and math.isnan(result["confidence"])
-    # on_failure=raise: the registry turns it into a counted reward_error
-    raised = asyncio.run(registry.compute_score_async("x_cgp", "a hint", "2", EXTRA,
-                                                      cgp={**opts, "on_failure": "raise"}))
-    assert raised["reward_error"] == 1.0
-
-
 # ---------------------------------------------------------------------------------------------
 # Routing
 # ---------------------------------------------------------------------------------------------

@@ -53,11 +53,13 @@ class Endpoint:
     max_retries: int = 3
 
     def client(self):
-        from verlkit.clients.llm import ClientConfig, get_client
+        from verlkit.clients.llm import get_client
+        from verlkit.clients.settings import ClientSettings
 
-        return get_client(ClientConfig(base_url=self.url, model=self.model, api_key_env=self.api_key_env,
-                                       max_concurrency=self.max_concurrency, timeout_s=self.timeout_s,
-                                       max_retries=self.max_retries))  # fmt: skip
+        settings = ClientSettings(url=self.url, model=self.model, api_key_env=self.api_key_env,
+                                  max_concurrency=self.max_concurrency, timeout_s=self.timeout_s,
+                                  max_retries=self.max_retries)
+        return get_client(settings.client_config())
 
 
 class RequestLog:
