@@ -216,7 +216,14 @@ def check_options(options: Mapping[str, Any], probe: bool = False) -> None:
     server enforces the constraint and returns log-probabilities where the options need them.
     Raises ``RewardOptionsError``; ``registry.check_options`` calls it before training."""
     opts = parse_options(TinyVOptions, options)
-    if probe and (opts.constraint is not None or opts.verdict_mode == "prob"):
+    if probe:
+        probe_verifier(opts)
+
+
+def probe_verifier(opts: TinyVOptions) -> None:
+    """Check the served verifier with real requests where the options need server features (a
+    constraint, log-probabilities); nothing to do otherwise (see ``templated.probe_server``)."""
+    if opts.constraint is not None or opts.verdict_mode == "prob":
         probe_server(get_client(opts.client_config()), opts.chat_template.render(**SAMPLE_VALUES),
                      constraint=opts.constraint, top_logprobs=opts.top_logprobs if opts.verdict_mode == "prob" else None,
                      reward="tinyv")
