@@ -195,8 +195,12 @@ def probe_server(client, messages: list[dict], *, constraint: StructuredOutput |
     """Check, with real requests, that the server enforces ``constraint`` and returns log-probabilities
     when asked (see the module docstring). Raises :class:`ServerFeatureError`; returns None when
     there is nothing to check."""
+    import dataclasses
+
+    from verlkit.clients.llm import LLMClient
     from verlkit.clients.loop import run_sync
 
+    client = LLMClient(dataclasses.replace(client.config, cache_size=0))  # the server's answer now, never a cached one
     where = f"{reward}: the server {client.config.base_url} (model {client.config.model!r})"
     if constraint is not None:
         nonce = StructuredOutput(choice=(PROBE_CHOICE,), max_tokens=16)

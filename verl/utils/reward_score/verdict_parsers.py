@@ -96,7 +96,7 @@ def parse_verdict(reply: str | None, is_think_model: bool = False) -> bool | Non
 # ---------------------------------------------------------------------------------------------
 _BARE_LETTER = re.compile(r"^[\s*_`'\"(\[{]*([A-Z])[\s*_`'\")\]}.:]*$")
 _MARKED_LETTER = re.compile(
-    r"\b(?:final\s+answer|answer|verdict|judg(?:e)?ment|decision|option|choice|grade)\s*(?:is)?\s*[:=\-]?\s*"
+    r"\b(?i:final\s+answer|answer|verdict|judg(?:e)?ment|decision|option|choice|grade)\s*(?i:is)?\s*[:=\-]?\s*"
     r"[*_`'\"(\[{]*\s*([A-Z])\b"
 )
 
