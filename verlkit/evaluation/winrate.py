@@ -133,7 +133,8 @@ def judge_options(args: argparse.Namespace) -> JudgeOptions:
 
     raw = {"template_file": args.judge_template_file, "verdict": args.judge_verdict,
            "score_max": args.judge_score_max, "option_scores": args.judge_option_scores,
-           "constrained": args.judge_constrained, "max_tokens": args.judge_max_tokens}
+           "constrained": args.judge_constrained, "max_tokens": args.judge_max_tokens,
+           "reasoning_chars": args.judge_reasoning_chars}
     return parse_options(JudgeOptions, {k: v for k, v in raw.items() if v is not None})
 
 
@@ -159,6 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-constrained", choices=("auto", "true", "false"), default=None,
                    help="constrain the judge's reply to its verdict format (vLLM structured outputs); auto = off")
     p.add_argument("--judge-max-tokens", type=int, default=None, help="reply budget without a constraint (32)")
+    p.add_argument("--judge-reasoning-chars", type=int, default=None,
+                   help="reasoning characters a constrained judge reply may hold before its verdict line")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--label", default="model", help="name of the evaluated model in the report")
     p.add_argument("--limit", type=int, default=None)
