@@ -88,6 +88,21 @@ def label_of(cmdline: list[str], name: str) -> str:
     return exe + (" " + Path(cmdline[1]).name if len(cmdline) > 1 and exe.startswith(("python", "bash")) else "")
 
 
+def runnable_threads(pid: int) -> int:
+    """Threads of ``pid`` in state R (running or waiting for a CPU) right now."""
+    count = 0
+    try:
+        for entry in os.scandir(f"/proc/{pid}/task"):
+            try:
+                with open(f"{entry.path}/stat", "rb") as f:
+                    count += f.read().rsplit(b") ", 1)[1][:1] == b"R"
+            except (OSError, IndexError):
+                continue
+    except OSError:
+        return 0
+    return count
+
+
 class Sampler(threading.Thread):
     """Every ``interval`` s: CPU seconds and threads of every process, labelled; machine busy time."""
 
@@ -97,22 +112,32 @@ class Sampler(threading.Thread):
         self.samples: list[dict] = []  # {"t", "busy", "procs": {key: (label, cpu_s, threads)}}
         self.lines: list[tuple[float, str, str]] = []  # (arrival time, file key, line) of watched logs
         self.omp: dict[str, set[str]] = defaultdict(set)  # label -> OMP_NUM_THREADS values seen
-        self._labels: dict[tuple[int, float], str | None] = {}
+        self.affinity: dict[str, set[str]] = defaultdict(set)  # label -> CPU affinity lists seen
+        self._mine: dict[tuple[int, float], bool] = {}
+        self._env_seen: set[tuple[int, float]] = set()
         self._offsets: dict[str, int] = {}
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def _label(self, proc: psutil.Process, key) -> str | None:
-        if key not in self._labels:
-            try:
-                chain = {p.pid for p in proc.parents()} | {proc.pid}
-                mine = self.root_pid in chain
-                lab = label_of(proc.cmdline(), proc.name()) if mine else None
-                if mine:
-                    self.omp[lab].add(proc.environ().get("OMP_NUM_THREADS", "unset"))
-            except (psutil.Error, OSError):
+        """None for a process outside the run. Re-read every sample: a Ray worker or vLLM's engine
+        renames itself (setproctitle) after it started."""
+        try:
+            if key not in self._mine:
+                self._mine[key] = self.root_pid in {p.pid for p in proc.parents()} | {proc.pid}
+            if not self._mine[key]:
                 return None
-            self._labels[key] = lab
-        return self._labels[key]
+            cmdline = proc.cmdline()
+            lab = label_of(cmdline, proc.name())
+            if any("multiprocessing" in c for c in cmdline):  # a spawn/forkserver/resource_tracker helper
+                parent = proc.parent()
+                lab = f"{label_of(parent.cmdline(), parent.name()) if parent else '?'} > mp helper"
+            if key not in self._env_seen:
+                self._env_seen.add(key)
+                self.omp[lab].add(proc.environ().get("OMP_NUM_THREADS", "unset"))
+                self.affinity[lab].add(",".join(map(str, proc.cpu_affinity())))
+            return lab
+        except (psutil.Error, OSError):
+            return None
 
     def _tail_logs(self, now: float) -> None:
         for name, path in self.log_files.items():
@@ -138,18 +163,21 @@ class Sampler(threading.Thread):
                 threads = proc.num_threads()
             except (psutil.Error, OSError):
                 continue
-            procs[key] = (self._label(proc, key) or OUTSIDE, times.user + times.system, threads)
+            label = self._label(proc, key) or OUTSIDE
+            # the sampler's own thread is always running while it samples: not counted
+            running = runnable_threads(proc.pid) - (proc.pid == self.root_pid) if label != OUTSIDE else 0
+            procs[key] = (label, times.user + times.system, threads, running)
         self.samples.append({"t": now, "busy": busy, "procs": procs})
         self._tail_logs(now)
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             start = time.monotonic()
             self.sample()
-            self._stop.wait(max(0.0, self.interval - (time.monotonic() - start)))
+            self._halt.wait(max(0.0, self.interval - (time.monotonic() - start)))
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join()
         self.sample()
 
@@ -189,7 +217,7 @@ def throughput(stats: list[dict], windows: list[tuple[float, float]]) -> dict:
 def cpu_by_label(samples: list[dict], windows: list[tuple[float, float]]) -> tuple[dict, float]:
     """Cores used per label (CPU seconds / seconds) over the sample intervals whose midpoint lies in a
     window, plus the machine's busy cores over the same intervals."""
-    cpu_s, threads, procs = defaultdict(float), defaultdict(int), defaultdict(set)
+    cpu_s, threads, procs, runnable = defaultdict(float), defaultdict(int), defaultdict(set), defaultdict(float)
     covered = machine = 0.0
     for prev, cur in zip(samples, samples[1:]):
         mid = (prev["t"] + cur["t"]) / 2
@@ -197,19 +225,32 @@ def cpu_by_label(samples: list[dict], windows: list[tuple[float, float]]) -> tup
             continue
         covered += cur["t"] - prev["t"]
         machine += cur["busy"] - prev["busy"]
-        for key, (label, cpu, nthreads) in cur["procs"].items():
+        for key, (label, cpu, nthreads, running) in cur["procs"].items():
             before = prev["procs"].get(key)
             cpu_s[label] += max(0.0, cpu - (before[1] if before else cpu))
+            runnable[label] += running * (cur["t"] - prev["t"])
             threads[label] = max(threads[label], nthreads) if label != OUTSIDE else 0
             procs[label].add(key)
     if covered <= 0:
         return {}, 0.0
     run_total = sum(v for k, v in cpu_s.items() if k != OUTSIDE)
-    table = {k: {"cores": v / covered, "procs": len(procs[k]), "max_threads": threads[k]} for k, v in cpu_s.items()}
+    table = {k: {"cores": v / covered, "procs": len(procs[k]), "max_threads": threads[k],
+                 "runnable": runnable[k] / covered} for k, v in cpu_s.items()}
     table["TOTAL (run)"] = {"cores": run_total / covered, "procs": sum(len(p) for k, p in procs.items() if k != OUTSIDE),
-                            "max_threads": 0}
+                            "max_threads": 0, "runnable": sum(v for k, v in runnable.items() if k != OUTSIDE) / covered}
     table["machine busy (all)"] = {"cores": machine / covered, "procs": 0, "max_threads": 0}
     return table, covered
+
+
+def timeline(samples: list[dict], start: float, end: float, bucket: float) -> list[dict]:
+    """Cores per label in consecutive buckets of ``bucket`` seconds (to see start-up and each step)."""
+    out, t = [], start
+    while t < end:
+        table, covered = cpu_by_label(samples, [(t, min(t + bucket, end))])
+        if covered:
+            out.append({"t": round(t - start), **{k: round(v["cores"], 2) for k, v in table.items() if v["cores"] >= 0.01}})
+        t += bucket
+    return out
 
 
 def step_timings(lines: list[tuple[float, str, str]]) -> list[dict]:
@@ -231,6 +272,25 @@ def cpu_profile_env() -> dict[str, str]:
     out = subprocess.run([sys.executable, "-m", "verlkit.cpu_profile.overrides", "env"], check=True,
                          capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+_AVX2_SITECUSTOMIZE = """\
+# Written by benchmarks/profile_reward_phase.py --emulate-avx2: vLLM's CPU build picks its kernels
+# with these two checks; answering False makes it load its AVX2 build, as on a machine without AVX-512.
+import torch.cpu
+torch.cpu._is_avx512_supported = lambda: False
+torch.cpu._is_avx512_bf16_supported = lambda: False
+"""
+
+
+def avx2_env(run_dir: Path, env: dict[str, str]) -> dict[str, str]:
+    """The verifier's environment on an AVX-512 machine made to run like an AVX2-only one (the issue's):
+    torch's ATen and oneDNN kernels capped at AVX2, vLLM's AVX2 kernels."""
+    site = run_dir / "avx2_emulation"
+    site.mkdir(exist_ok=True)
+    (site / "sitecustomize.py").write_text(_AVX2_SITECUSTOMIZE)
+    path = os.pathsep.join(p for p in (str(site), env.get("PYTHONPATH", "")) if p)
+    return {**env, "ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "PYTHONPATH": path}
 
 
 def start_verifier(run_dir: Path, env: dict[str, str], model: str) -> tuple[subprocess.Popen, str]:
@@ -285,10 +345,13 @@ def run_standalone(run_dir: Path, url: str) -> list[tuple[float, float, int]]:
     batches, options = standalone_requests(run_dir, url)
     if not batches:
         print(f"[profile] no rollouts under {run_dir}/rollouts: no standalone measurement", flush=True)
+    async def grade(batch):
+        return await asyncio.gather(*(tinyv.compute_score(*item, **options) for item in batch))
+
     spans = []
     for batch in batches:
         start = time.time()
-        results = asyncio.run(asyncio.gather(*(tinyv.compute_score(*item, **options) for item in batch)))
+        results = asyncio.run(grade(batch))
         spans.append((start, time.time(), sum(r["verifier_failed"] > 0 for r in results)))
         time.sleep(STATS_INTERVAL_S + 0.5)  # let the stats interval that holds the batch's tail close
     return spans
@@ -297,14 +360,16 @@ def run_standalone(run_dir: Path, url: str) -> list[tuple[float, float, int]]:
 def fmt_table(reward: dict, standalone: dict, omp: dict) -> str:
     labels = sorted(set(reward) | set(standalone), key=lambda k: (k.startswith(("TOTAL", "machine")),
                                                                    -reward.get(k, {}).get("cores", 0.0)))
-    head = f"{'process (label)':52s} {'procs':>5s} {'threads':>7s} {'OMP':>6s} {'reward':>7s} {'alone':>7s}"
+    head = (f"{'process (label)':46s} {'procs':>5s} {'threads':>7s} {'OMP':>5s} {'reward':>7s} {'alone':>7s} "
+            f"{'R-thr rw':>8s} {'R-thr al':>8s}")
     out = [head, "-" * len(head)]
     for k in labels:
         r, s = reward.get(k, {}), standalone.get(k, {})
         procs = max(r.get("procs", 0), s.get("procs", 0))
         thr = max(r.get("max_threads", 0), s.get("max_threads", 0))
-        out.append(f"{k[:52]:52s} {procs or '':>5} {thr or '':>7} {','.join(sorted(omp.get(k, ())))[:6]:>6s} "
-                   f"{r.get('cores', 0.0):7.3f} {s.get('cores', 0.0):7.3f}")
+        out.append(f"{k[:46]:46s} {procs or '':>5} {thr or '':>7} {','.join(sorted(omp.get(k, ())))[:5]:>5s} "
+                   f"{r.get('cores', 0.0):7.3f} {s.get('cores', 0.0):7.3f} {r.get('runnable', 0.0):8.2f} "
+                   f"{s.get('runnable', 0.0):8.2f}")
     return "\n".join(out)
 
 
@@ -314,9 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--interval", type=float, default=1.0, help="sampling period, s")
     ap.add_argument("--verifier-model", default=None, help="default: the local SmolLM2-135M-Instruct")
+    ap.add_argument("--emulate-avx2", action="store_true",
+                    help="serve the verifier with AVX2 kernels only (as on a machine without AVX-512)")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="after --: the run (default: bash run_rubric.sh)")
     args = ap.parse_args(argv)
-    command = [c for c in args.command if c != "--"] or ["bash", "run_rubric.sh"]
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    command = command or ["bash", "run_rubric.sh"]
     run_dir = args.run_dir.resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
 
@@ -328,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = Sampler(os.getpid(), args.interval, {"train": run_dir / "train.log"})
     sampler.start()
     t0 = time.time()
-    server, url = start_verifier(run_dir, env, model)
+    server, url = start_verifier(run_dir, avx2_env(run_dir, env) if args.emulate_avx2 else env, model)
     t_ready = time.time()
     try:
         print(f"[profile] verifier ready at {url} after {t_ready - t0:.0f}s; running: {shlex.join(command)}", flush=True)
@@ -354,16 +422,26 @@ def main(argv: list[str] | None = None) -> int:
         "verifier_in_training_vs_standalone": ratio,
         "verifier_in_training": in_training, "verifier_standalone": alone,
         "wall_s": {"verifier_start": t_ready - t0, "command": t_done - t_ready, "total": t_done - t0},
-        "command": command, "returncode": rc, "reward_phase_s": reward_s, "standalone_s": alone_s,
+        "command": command, "returncode": rc, "emulate_avx2": args.emulate_avx2, "reward_phase_s": reward_s, "standalone_s": alone_s,
         "standalone_failed_requests": sum(f for *_, f in spans),
         "steps": step_timings(sampler.lines),
         "cpu_cores": {"reward_phase": reward_cpu, "standalone": alone_cpu, "whole_command": run_cpu},
         "omp_num_threads": {k: sorted(v) for k, v in sampler.omp.items()},
+        "cpu_affinity": {k: sorted(v) for k, v in sampler.affinity.items()},
+        "timeline_10s": timeline(sampler.samples, t0, t_done, 10.0),
         "loadavg_end": os.getloadavg(),
     }
     print(f"\n## CPU cores per process label (1.0 = one core busy): reward phase ({reward_s:.0f}s) vs "
-          f"standalone ({alone_s:.0f}s); whole command {run_s:.0f}s")
+          f"standalone ({alone_s:.0f}s); whole command {run_s:.0f}s.\nOMP: OMP_NUM_THREADS in the environment the "
+          f"process started with (Ray sets its workers' later); R-thr: mean threads runnable (running or waiting "
+          f"for a core)")
     print(fmt_table(reward_cpu, alone_cpu, sampler.omp))
+    print("\n## Timeline (10 s buckets from the verifier's start): the 4 busiest run labels, cores")
+    for row in report["timeline_10s"]:
+        top = sorted(((k, v) for k, v in row.items() if k not in ("t", OUTSIDE, "TOTAL (run)", "machine busy (all)")),
+                     key=lambda kv: -kv[1])[:4]
+        print(f"{row['t']:5d}s run {row.get('TOTAL (run)', 0):4.2f} other {row.get(OUTSIDE, 0):4.2f} | "
+              + ", ".join(f"{k[:28]} {v:.2f}" for k, v in top))
     for s in report["steps"]:
         print(f"step {s['step']}: " + ", ".join(f"{k[9:]}={v:.1f}s" for k, v in s.items() if k.startswith("timing_s/")
                                                  and k[9:] in ("gen", "reward", "update_actor", "step")))
