@@ -320,29 +320,33 @@ def reward_kwargs(command_out: Path) -> dict[str, str]:
     return {k: v.strip("'\"") for k, v in found}
 
 
-def standalone_requests(run_dir: Path, url: str) -> tuple[list[list[tuple]], dict]:
-    """The run's rollouts, each paired with another training question, grouped by step."""
+def standalone_requests(run_dir: Path, url: str, rounds: int = 1) -> tuple[list[list[tuple]], dict]:
+    """The run's rollouts, each paired with another training question, grouped by step; ``rounds``
+    times over, each round with other pairs."""
     import pandas as pd
 
     rows = pd.read_parquet(run_dir / "data" / "train.parquet").to_dict("records")
+    steps = [[json.loads(line)["output"] for line in path.read_text().splitlines() if line.strip()]
+             for path in sorted((run_dir / "rollouts").glob("*.jsonl"))]
     batches = []
-    for i, path in enumerate(sorted((run_dir / "rollouts").glob("*.jsonl"))):
-        outputs = [json.loads(line)["output"] for line in path.read_text().splitlines() if line.strip()]
-        # A different question than in training (no exact repeat for the prefix cache), one of the same set.
-        picked = [rows[(j + 7 * (i + 1)) % len(rows)] for j in range(len(outputs))]
-        batches.append([(r["data_source"], out, r["reward_model"]["ground_truth"], dict(r["extra_info"]))
-                        for r, out in zip(picked, outputs)])
+    for k in range(rounds):
+        for i, outputs in enumerate(steps):
+            # Another question than in training (no exact repeat for the prefix cache), one of the same set.
+            shift = 7 * (i + 1) + 3 * k
+            picked = [rows[(j + shift) % len(rows)] for j in range(len(outputs))]
+            batches.append([(r["data_source"], out, r["reward_model"]["ground_truth"], dict(r["extra_info"]))
+                            for r, out in zip(picked, outputs)])
     options = {**reward_kwargs(run_dir / "command.out"), "url": url}
     return batches, options
 
 
-def run_standalone(run_dir: Path, url: str) -> list[tuple[float, float, int]]:
+def run_standalone(run_dir: Path, url: str, rounds: int) -> list[tuple[float, float, int]]:
     """Grade the requests with the run's own reward function, one step's batch at a time."""
     sys.path.insert(0, str(Path.cwd()))
     import verl  # noqa: F401  (grafts our reward modules onto verl.utils.reward_score)
     from verl.utils.reward_score import tinyv
 
-    batches, options = standalone_requests(run_dir, url)
+    batches, options = standalone_requests(run_dir, url, rounds)
     if not batches:
         print(f"[profile] no rollouts under {run_dir}/rollouts: no standalone measurement", flush=True)
     async def grade(batch):
@@ -379,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--interval", type=float, default=1.0, help="sampling period, s")
     ap.add_argument("--verifier-model", default=None, help="default: the local SmolLM2-135M-Instruct")
+    ap.add_argument("--standalone-rounds", type=int, default=2,
+                    help="times the run's rollouts are graded standalone (the machine may be shared: more is steadier)")
     ap.add_argument("--emulate-avx2", action="store_true",
                     help="serve the verifier with AVX2 kernels only (as on a machine without AVX-512)")
     ap.add_argument("command", nargs=argparse.REMAINDER, help="after --: the run (default: bash run_rubric.sh)")
@@ -405,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
             rc = subprocess.run(command, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
         t_done = time.time()
         print(f"[profile] command exited {rc} after {t_done - t_ready:.0f}s; standalone requests...", flush=True)
-        spans = run_standalone(run_dir, url) if rc == 0 else []
+        spans = run_standalone(run_dir, url, args.standalone_rounds) if rc == 0 else []
     finally:
         stop_verifier(run_dir, server, env)
         sampler.stop()
@@ -422,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         "verifier_in_training_vs_standalone": ratio,
         "verifier_in_training": in_training, "verifier_standalone": alone,
         "wall_s": {"verifier_start": t_ready - t0, "command": t_done - t_ready, "total": t_done - t0},
+        "outside_cores": {"reward_phase": reward_cpu.get(OUTSIDE, {}).get("cores"),
+                          "standalone": alone_cpu.get(OUTSIDE, {}).get("cores")},
         "command": command, "returncode": rc, "emulate_avx2": args.emulate_avx2, "reward_phase_s": reward_s, "standalone_s": alone_s,
         "standalone_failed_requests": sum(f for *_, f in spans),
         "steps": step_timings(sampler.lines),
@@ -450,6 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({d['intervals']} intervals)")
     print(f"\nverifier in training: {fmt(in_training)}\nverifier standalone: {fmt(alone)}")
     print(f"verifier_in_training_vs_standalone = {ratio:.2f}" if ratio else "verifier_in_training_vs_standalone = n/a")
+    print("cores used outside the run (other users of the machine): reward phase "
+          f"{report['outside_cores']['reward_phase'] or 0:.2f}, standalone {report['outside_cores']['standalone'] or 0:.2f}")
     print(f"wall: verifier start {t_ready - t0:.0f}s + command {t_done - t_ready:.0f}s = {t_done - t0:.0f}s (rc={rc})")
     if args.json:
         args.json.write_text(json.dumps(report, indent=1, default=str))
