@@ -8,19 +8,23 @@ COMMAND defaults to ``bash run_rubric.sh`` (the CPU default) and runs in the cur
 1. starts the verifier exactly as ``run_rubric.sh`` does on CPU (``verlkit.serving.launcher serve``,
    SmolLM2-135M-Instruct, ``--max-model-len 2048``, served as ``verifier``, the CPU profile's env),
    but itself, so the server outlives the recipe (the recipe uses it through ``VERLKIT_VERIFIER_URL``);
-2. samples every process on the machine once per ``--interval`` seconds (CPU time and thread count
-   with psutil), labelling the run's processes (vLLM, Ray's raylet/gcs, Ray workers by their
+2. samples every process on the machine once per ``--interval`` seconds (CPU time, threads and
+   threads runnable right now, with psutil and /proc), labelling the run's processes (vLLM, Ray's raylet/gcs, Ray workers by their
    ``ray::<Actor>`` proctitle, TransferQueue storage units, the HF rollout server, FSDP workers,
    rule-check workers...); everything else on the machine is "outside the run";
 3. runs COMMAND with ``RUN_DIR``; the reward phase is every stats interval of the verifier's vLLM
    log (``RUN_DIR/verifier.vllm.log``, logged every ``VLLM_LOG_STATS_INTERVAL`` = 2 s) that ends with
    requests running, while COMMAND runs;
 4. then sends the same kind of requests standalone to the same server (the run's rollouts, graded by
-   the run's own reward function with the run's options, in batches of one step's size), and
+   the run's own reward function with the run's options, in batches of one step's size,
+   ``--standalone-rounds`` times), and
 5. prints per-label CPU use (cores: 1.0 = one core busy) in the reward phase and standalone, the
    verifier's generation throughput in both, and ``verifier_in_training_vs_standalone``.
 
-Numbers are ratios from one run on one machine; never compare absolute speeds across machines.
+The wall time it reports is the verifier's start plus COMMAND, what a plain ``bash run_rubric.sh``
+spends in the same two parts one after the other. ``--emulate-avx2`` serves the verifier with vLLM's
+AVX2 kernels on an AVX-512 machine (issue 14's machine had AVX2 only). Numbers are ratios from one
+run on one machine; never compare absolute speeds across machines.
 """
 
 from __future__ import annotations
