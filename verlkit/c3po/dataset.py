@@ -1,6 +1,6 @@
 """Training data for the preference trainer from one sampled feedback (``verlkit.c3po.sample``).
 
-One parquet serves every method of ``verlkit.preference.trainer`` (each loss reads the row
+One parquet serves every method of ``verlkit.preference.train`` (each loss reads the row
 kinds it needs):
 
 * ``pair`` rows from the in-scope train set: ``chosen`` = the revised response (the feedback

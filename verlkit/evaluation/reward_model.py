@@ -97,10 +97,10 @@ async def evaluate_pairs(path: Path, client, tokenizer_dir: str, limit: int | No
 
     chosen_convs, rejected_convs = [], []
     for i, row in enumerate(rows):
-        where = f"{path}: row {i}"
-        prompt = chat_messages(where, "prompt", row.get("prompt"), "user")
-        chosen_convs.append(prompt + chat_messages(where, "chosen", row.get("chosen"), "assistant"))
-        rejected_convs.append(prompt + chat_messages(where, "rejected", row.get("rejected"), "assistant"))
+        where = {"file": path, "entry": i}
+        prompt = chat_messages(row.get("prompt"), "user", field="prompt", **where)
+        chosen_convs.append(prompt + chat_messages(row.get("chosen"), "assistant", field="chosen", **where))
+        rejected_convs.append(prompt + chat_messages(row.get("rejected"), "assistant", field="rejected", **where))
     chosen, rejected = await asyncio.gather(
         score_conversations(client, tokenizer_dir, chosen_convs), score_conversations(client, tokenizer_dir, rejected_convs)
     )

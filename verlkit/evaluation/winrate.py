@@ -42,7 +42,7 @@ def load_prompts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     if not rows:
         raise ValueError(f"{path}: no prompts")
     return [{"prompt_id": row.get("prompt_id", str(i)),
-             "prompt": chat_messages(f"{path}: row {i}", "prompt", row.get("prompt"), "user")}
+             "prompt": chat_messages(row.get("prompt"), "user", file=path, entry=i, field="prompt")}
             for i, row in enumerate(rows[: limit or None])]  # fmt: skip
 
 
