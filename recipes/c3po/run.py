@@ -25,21 +25,10 @@ from pathlib import Path
 
 from recipes import format_table
 from recipes.checkpoints import latest_checkpoint, merge_checkpoint
-from recipes.compose import (
-    Setting,
-    SettingError,
-    compose,
-    integer,
-    items,
-    local_model_overrides,
-    missing,
-    number,
-    quoted,
-    script_settings,
-    tool_arguments,
-)
-from recipes.driver import RecipeError, Run, cpu_profile_environment, detect_profile, devices_except, gpu_indices, log, parse_devices
+from recipes.compose import Setting, SettingError, integer, items, number, quoted, tool_arguments
+from recipes.driver import RecipeError, devices_except, gpu_indices, log, parse_devices
 from recipes.driver import main as run_recipe
+from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 METHODS = ("lcdpo", "dpo", "sft", "sft_neg")
@@ -85,10 +74,6 @@ KNOBS = {
     "NPROC": Setting("recipe.nproc", integer),
     "NNODES": Setting("recipe.nnodes", integer),
 }
-
-
-def config_name(profile: str) -> str:
-    return "c3po_cpu" if profile == "cpu" else "c3po"
 
 
 def place_devices(all_gpus: list[str], student: list[str], teacher: list[str], train: list[str], hosted_teacher: bool):
@@ -158,33 +143,20 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     from verlkit.serving import ServerSpec, ServerStartError, load_lora_adapter
 
     register_configs()  # preference_trainer and its typed `preference` group, for composing here
-    profile = detect_profile()
-    log(f"profile: {profile}")
-    if profile == "cpu":
-        cpu_profile_environment()
-    name = config_name(profile)
-    try:
-        chosen, extra = script_settings(KNOBS, POSITIONAL, argv, os.environ, USAGE)
-    except SettingError as e:
-        raise RecipeError(f"{e}. {USAGE}", code=2) from None
-    cfg = compose(CONFIG_DIR, name, chosen + extra)
-    problem = missing(cfg, {"recipe.student": "a student model (1st argument)"})
-    if problem:
-        raise RecipeError(f"{problem}. {USAGE}", code=2)
-    teacher = cfg.recipe.teacher
+    s = RecipeSettings("c3po", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
+    s.require({"recipe.student": "a student model (1st argument)"})
+    teacher = s.cfg.recipe.teacher
     if not (teacher.url or teacher.model):
         raise RecipeError(f"set TEACHER (a model directory) or TEACHER_URL (a hosted API). {USAGE}", code=2)
     student_devices, teacher_devices, train_devices = [], [], []
-    if profile == "gpu":
+    if s.profile == "gpu":
         student_devices, teacher_devices, train_devices = place_devices(
-            gpu_indices(), parse_devices(cfg.recipe.student_server.devices), parse_devices(teacher.devices),
-            parse_devices(cfg.recipe.train_devices), bool(teacher.url))  # fmt: skip
-    nproc = cfg.recipe.nproc or len(train_devices)
-    slugs = selected_feedbacks(cfg)
-
-    run = Run.open("c3po", profile, cfg.recipe.run_dir, stack)
-    runtime = [f"recipe.run_dir={quoted(run.run_dir)}"] + local_model_overrides(cfg.recipe)
-    cfg = compose(CONFIG_DIR, name, chosen + extra + runtime)
+            gpu_indices(), parse_devices(s.cfg.recipe.student_server.devices), parse_devices(teacher.devices),
+            parse_devices(s.cfg.recipe.train_devices), bool(teacher.url))  # fmt: skip
+    nproc = s.cfg.recipe.nproc or len(train_devices)
+    slugs = selected_feedbacks(s.cfg)
+    run = s.open_run(stack)
+    cfg, profile, name = s.cfg, s.profile, s.name
     teacher, method = cfg.recipe.teacher, cfg.recipe.method
     log(f"feedbacks: {' '.join(slugs)}; method: {method}")
 
@@ -239,11 +211,12 @@ def body(stack: contextlib.ExitStack, argv) -> int:
             log(f"{slug}: no training data ({e}); skipped")
             continue
         log(f"{work / 'train.parquet'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        overrides = [f"trainer.experiment_name={quoted(f'{run.experiment}-{slug}')}", f"trainer.n_gpus_per_node={nproc}",
-                     f"trainer.nnodes={cfg.recipe.nnodes}", *chosen, *extra, *runtime,
-                     f"data.train_files={quoted(work / 'train.parquet')}",
-                     f"data.train_batch_size={batch_rows(sum(counts.values()), cfg.data.train_batch_size, nproc)}",
-                     f"trainer.default_local_dir={quoted(work / 'checkpoints')}"]  # fmt: skip
+        # the run's name and the process count come before the user's overrides; the feedback's files after
+        s.defaults = [f"trainer.experiment_name={quoted(f'{run.experiment}-{slug}')}", f"trainer.n_gpus_per_node={nproc}",
+                      f"trainer.nnodes={cfg.recipe.nnodes}"]  # fmt: skip
+        overrides = s.overrides(f"data.train_files={quoted(work / 'train.parquet')}",
+                                f"data.train_batch_size={batch_rows(sum(counts.values()), cfg.data.train_batch_size, nproc)}",
+                                f"trainer.default_local_dir={quoted(work / 'checkpoints')}")  # fmt: skip
         rc = run.train(slug, TRAINER, CONFIG_DIR, name, overrides, work, launcher=launcher, env=env)
         if rc:
             raise RecipeError(f"{slug}: training failed (exit status {rc}; log: {work / 'train.log'})", code=rc)

@@ -16,25 +16,10 @@ from pathlib import Path
 
 from recipes import format_table
 from recipes.checkpoints import export_hf
-from recipes.compose import (
-    Setting,
-    SettingError,
-    compose,
-    integer,
-    items,
-    local_model_overrides,
-    missing,
-    number,
-    quoted,
-    script_settings,
-    tool_arguments,
-)
+from recipes.compose import Setting, SettingError, integer, items, number, quoted, tool_arguments
 from recipes.driver import (
     RecipeError,
-    Run,
     call_tool,
-    cpu_profile_environment,
-    detect_profile,
     devices_except,
     gpu_indices,
     log,
@@ -43,6 +28,7 @@ from recipes.driver import (
     validate_data,
 )
 from recipes.driver import main as run_recipe
+from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 DESIGNS = ("cgp", "rlcr")
@@ -84,10 +70,6 @@ KNOBS = {
     "POLICY_DEVICES": Setting("recipe.policy_server.devices"),
     "EVAL_LIMIT": Setting("recipe.eval.limit", integer),
 }
-
-
-def config_name(profile: str) -> str:
-    return "confidence_cpu" if profile == "cpu" else "confidence"
 
 
 def place_devices(all_gpus: list[str], design: str, hosted: bool, train: list[str], downstream: list[str]):
@@ -158,68 +140,52 @@ def server_spec(section, name: str, model, run_dir: Path, devices: list[str], **
 
 
 def body(stack: contextlib.ExitStack, argv) -> int:
-    profile = detect_profile()
-    log(f"profile: {profile}")
-    if profile == "cpu":
-        cpu_profile_environment()
-    name = config_name(profile)
-    try:
-        chosen, extra = script_settings(KNOBS, POSITIONAL, argv, os.environ, USAGE)
-    except SettingError as e:
-        raise RecipeError(f"{e}. {USAGE}", code=2) from None
-    cfg = compose(CONFIG_DIR, name, chosen + extra)
-    design, ds = cfg.recipe.design, cfg.recipe.downstream
-    problem = missing(cfg, {"recipe.policy": "a policy model (1st argument)"})
-    if problem:
-        raise RecipeError(f"{problem}. {USAGE}", code=2)
+    s = RecipeSettings("confidence", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
+    s.require({"recipe.policy": "a policy model (1st argument)"})
+    design, ds = s.cfg.recipe.design, s.cfg.recipe.downstream
     if design == "cgp" and not ds.model:
         raise RecipeError("design cgp needs a downstream model (a model directory, or with DOWNSTREAM_URL the "
                           f"API's model name). {USAGE}", code=2)  # fmt: skip
-
-    train, ds_devices, runtime = [], [], []
-    if profile == "gpu":
-        train, ds_devices = place_devices(gpu_indices(), design, bool(ds.url), parse_devices(cfg.recipe.train_devices),
+    train, ds_devices = [], []
+    if s.profile == "gpu":
+        train, ds_devices = place_devices(gpu_indices(), design, bool(ds.url), parse_devices(s.cfg.recipe.train_devices),
                                           parse_devices(ds.devices))  # fmt: skip
-        runtime.append(f"recipe.train_gpu_count={len(train)}")
-
-    run = Run.open("confidence", profile, cfg.recipe.run_dir, stack)
-    base = chosen + [f"trainer.experiment_name={quoted(run.experiment)}"] + extra
-    runtime += [f"recipe.run_dir={quoted(run.run_dir)}"] + local_model_overrides(cfg.recipe)
-    cfg = compose(CONFIG_DIR, name, base + runtime)
-    ds = cfg.recipe.downstream
+        s.add(f"recipe.train_gpu_count={len(train)}")
+    run = s.open_run(stack)
+    profile, name = s.profile, s.name
 
     # --- data
     from data_prep.medmcqa import main as medmcqa
 
     data = run.run_dir / "data"
-    prep = ["--out", data, "--design", design, "--train-size", cfg.recipe.data.train_size,
-            "--dev-size", cfg.recipe.data.dev_size] + (["--input", cfg.recipe.data.input] if cfg.recipe.data.input else [])
+    prep_cfg = s.cfg.recipe.data
+    prep = ["--out", data, "--design", design, "--train-size", prep_cfg.train_size, "--dev-size", prep_cfg.dev_size]
+    prep += ["--input", prep_cfg.input] if prep_cfg.input else []
     call_tool(medmcqa, prep, "preparing the MedMCQA data")
     train_file, dev_file = data / design / "train.parquet", data / design / "dev.parquet"
     validate_data(train_file, dev_file)
 
     # --- the downstream model (cgp): a hosted API (nothing to start; one real chat request checks URL,
     # model name and key), or a server of our own
+    ds = s.cfg.recipe.downstream
     if design == "cgp":
         if ds.url:
             problem = check_chat(ds.url, ds.model, ds.api_key_env)
             if problem:
                 raise RecipeError(problem)
-            runtime.append(f"recipe.downstream.served_name={quoted(ds.model)}")
+            s.add(f"recipe.downstream.served_name={quoted(ds.model)}")
             log(f"downstream: hosted API {ds.url}, model {ds.model}")
         else:
             extra_gpu = {}
             if profile == "gpu":
                 extra_gpu = dict(tensor_parallel_size=ds.tensor_parallel_size, gpu_memory_utilization=ds.gpu_memory_utilization)
             server = run.serve(server_spec(ds, "downstream", ds.model, run.run_dir, ds_devices, **extra_gpu))
-            runtime += [f"recipe.downstream.url={quoted(server.base_url)}",
-                        f"recipe.downstream.served_name={quoted(server.model_name)}"]  # fmt: skip
-        cfg = compose(CONFIG_DIR, name, base + runtime)
-        ds = cfg.recipe.downstream
+            s.add(f"recipe.downstream.url={quoted(server.base_url)}", f"recipe.downstream.served_name={quoted(server.model_name)}")
+        ds = s.cfg.recipe.downstream
 
     # --- training
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(train)} if profile == "gpu" else None
-    rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, name, base + runtime, run.run_dir, env=env)
+    rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, name, s.overrides(), run.run_dir, env=env)
     if rc:
         return rc
     if run.summary(run.run_dir / "train.log", run.run_dir / "train_metrics.json"):
@@ -228,7 +194,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     # --- export, serve the trained policy, evaluate on dev
     policy_hf = export_hf(run, run.run_dir / "checkpoints", run.run_dir / "policy_hf", run.run_dir / "export.log",
                           actor=True)  # fmt: skip
-    ps = cfg.recipe.policy_server
+    ps = s.cfg.recipe.policy_server
     extra_gpu = {"gpu_memory_utilization": ps.gpu_memory_utilization} if profile == "gpu" else {}
     policy_devices = parse_devices(ps.devices) or train[:1]
     policy = run.serve(server_spec(ps, "policy", policy_hf, run.run_dir, policy_devices, **extra_gpu))
@@ -238,7 +204,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     if design == "cgp":
         args += ["--downstream-url", ds.url, "--downstream-model", ds.served_name]
         args += ["--downstream-api-key-env", ds.api_key_env] if ds.api_key_env else []
-    args += tool_arguments(cfg.recipe.eval)
+    args += tool_arguments(s.cfg.recipe.eval)
     log(f"evaluating: python -m verlkit.evaluation.calibration {' '.join(map(str, args))}")
     from verlkit.evaluation.calibration import main as evaluate
 

@@ -25,34 +25,11 @@ import sys
 from pathlib import Path
 
 from recipes.checkpoints import export_hf
-from recipes.compose import (
-    Setting,
-    SettingError,
-    compose,
-    integer,
-    items,
-    local_model_overrides,
-    missing,
-    number,
-    quoted,
-    script_settings,
-    split_stage_overrides,
-    tool_arguments,
-)
-from recipes.driver import (
-    RecipeError,
-    Run,
-    call_tool,
-    cpu_profile_environment,
-    detect_profile,
-    devices_except,
-    gpu_indices,
-    log,
-    parse_devices,
-    validate_data,
-)
+from recipes.compose import Setting, integer, items, number, quoted, split_stage_overrides, tool_arguments
+from recipes.driver import RecipeError, call_tool, devices_except, gpu_indices, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
 from recipes.pipeline.stages import TRAINED, missing_inputs, parse_stages, report
+from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 USAGE = "usage: bash run_pipeline.sh [base_model] [reference_model] [-- overrides (stage.key=value for one stage)]"
@@ -111,44 +88,31 @@ class Pipeline:
     """One pipeline run: its settings, devices, served models and stage trainers."""
 
     def __init__(self, stack: contextlib.ExitStack, argv):
-        self.profile = detect_profile()
-        log(f"profile: {self.profile}")
-        if self.profile == "cpu":
-            cpu_profile_environment()
+        self.settings = s = RecipeSettings("pipeline", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE,
+                                           route=lambda overrides: route_overrides(overrides)[0])  # fmt: skip
+        self.profile = s.profile
+        _, self.every_stage, self.per_stage = route_overrides(s.given)
+        s.require({"recipe.base": "a base model (1st argument)",
+                   "recipe.reference": "a reference model (2nd argument; the original used Qwen2.5-0.5B-Instruct)"})
         try:
-            chosen, extra = script_settings(KNOBS, POSITIONAL, argv, os.environ, USAGE)
-        except SettingError as e:
-            raise RecipeError(f"{e}. {USAGE}", code=2) from None
-        self.pipeline_overrides, self.every_stage, self.per_stage = route_overrides(chosen + extra)
-        cfg = self.compose_pipeline()
-        problem = missing(cfg, {"recipe.base": "a base model (1st argument)",
-                                "recipe.reference": "a reference model (2nd argument; the original used "
-                                                    "Qwen2.5-0.5B-Instruct)"})  # fmt: skip
-        if problem:
-            raise RecipeError(f"{problem}. {USAGE}", code=2)
-        try:
-            self.selected = parse_stages(list(cfg.recipe.stages))
+            self.selected = parse_stages(list(s.cfg.recipe.stages))
         except ValueError as e:
             raise RecipeError(str(e), code=2) from None
         self.all_gpus, self.rm_devices, self.train_devices = [], [], []
         if self.profile == "gpu":
             self.all_gpus = gpu_indices()
-            self.rm_devices = parse_devices(cfg.recipe.reward_model.devices) or self.all_gpus[-1:]
-            self.train_devices = parse_devices(cfg.recipe.train_devices) or devices_except(self.all_gpus, self.rm_devices)
+            self.rm_devices = parse_devices(s.cfg.recipe.reward_model.devices) or self.all_gpus[-1:]
+            self.train_devices = parse_devices(s.cfg.recipe.train_devices) or devices_except(self.all_gpus, self.rm_devices)
             if not self.train_devices:
                 raise RecipeError(f"no GPU left for training (RM_DEVICES={','.join(self.rm_devices)})", code=2)
-        self.nproc = cfg.recipe.nproc or len(self.all_gpus)
-        self.run = Run.open("pipeline", self.profile, cfg.recipe.run_dir, stack)
-        problems = missing_inputs(self.selected, self.run.run_dir, cfg.recipe.rloo_init, list(cfg.recipe.eval_models))
+        self.nproc = s.cfg.recipe.nproc or len(self.all_gpus)
+        self.run = s.open_run(stack)
+        self.cfg = s.cfg
+        problems = missing_inputs(self.selected, self.run.run_dir, self.cfg.recipe.rloo_init, list(self.cfg.recipe.eval_models))
         if problems:
             raise RecipeError("; ".join(problems), code=2)
-        self.pipeline_overrides += [f"recipe.run_dir={quoted(self.run.run_dir)}"] + local_model_overrides(cfg.recipe)
-        self.cfg = self.compose_pipeline()
         self.data = self.run.run_dir / "data"
         log(f"stages: {' '.join(self.selected)}; run directory: {self.run.run_dir}")
-
-    def compose_pipeline(self):
-        return compose(CONFIG_DIR, config_name("pipeline", self.profile), self.pipeline_overrides)
 
     def gpu_env(self, devices: list[str]) -> dict[str, str] | None:
         return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices)} if self.profile == "gpu" else None

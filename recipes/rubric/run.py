@@ -13,30 +13,10 @@ import os
 import sys
 from pathlib import Path
 
-from recipes.compose import (
-    Setting,
-    SettingError,
-    boolean,
-    compose,
-    integer,
-    items,
-    local_model_overrides,
-    missing,
-    number,
-    quoted,
-    script_settings,
-)
-from recipes.driver import (
-    RecipeError,
-    Run,
-    call_tool,
-    cpu_profile_environment,
-    detect_profile,
-    log,
-    parse_devices,
-    validate_data,
-)
+from recipes.compose import Setting, boolean, integer, items, number, quoted
+from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
+from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 USAGE = ("usage: bash run_rubric.sh <model> <epochs> [dataset] [no_entropy_loss_and_kl] [verifier_model] [setup] "
@@ -77,18 +57,6 @@ KNOBS = {
     "VERLKIT_VERIFIER_URL": Setting("recipe.verifier.url"),
     "ON_FAILURE": Setting("recipe.verifier.on_failure"),
 }
-
-
-def config_name(profile: str) -> str:
-    return "rubric_cpu" if profile == "cpu" else "rubric"
-
-
-def settings(argv, environ) -> tuple[list[str], list[str]]:
-    """(the overrides of the knobs and positional arguments, the user's ``--`` overrides)."""
-    try:
-        return script_settings(KNOBS, POSITIONAL, argv, environ, USAGE)
-    except SettingError as e:
-        raise RecipeError(str(e), code=2) from None
 
 
 def verifier_spec(cfg, run_dir: Path):
@@ -133,36 +101,24 @@ def prepare_data(run: Run, kind: str) -> Path:
 
 
 def body(stack: contextlib.ExitStack, argv) -> int:
-    profile = detect_profile()
-    log(f"profile: {profile}")
-    if profile == "cpu":
-        cpu_profile_environment()
-    name = config_name(profile)
-    chosen, extra = settings(argv, os.environ)
-    cfg = compose(CONFIG_DIR, name, chosen + extra)
-    problem = missing(cfg, {"recipe.policy": "a policy model (1st argument)",
-                            "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
-    if problem:
-        raise RecipeError(f"{problem}. {USAGE}", code=2)
-    check_verifier_options(cfg)
-    run = Run.open("rubric", profile, cfg.recipe.run_dir, stack)
-    base = chosen + [f"trainer.experiment_name={quoted(run.experiment)}"] + extra
-    runtime = [f"recipe.run_dir={quoted(run.run_dir)}"] + local_model_overrides(cfg.recipe)
-    cfg = compose(CONFIG_DIR, name, base + runtime)
+    s = RecipeSettings("rubric", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
+    s.require({"recipe.policy": "a policy model (1st argument)",
+               "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
+    check_verifier_options(s.cfg)
+    run = s.open_run(stack)
 
-    dataset = Path(cfg.recipe.dataset) if cfg.recipe.dataset else prepare_data(run, "tinyv")
-    runtime.append(f"recipe.dataset={quoted(dataset)}")
+    dataset = Path(s.cfg.recipe.dataset) if s.cfg.recipe.dataset else prepare_data(run, "tinyv")
+    s.add(f"recipe.dataset={quoted(dataset)}")
     validate_data(dataset / "train.parquet", dataset / "test.parquet")
 
-    verifier = run.serve(verifier_spec(cfg, run.run_dir))
-    runtime += [f"recipe.verifier.url={quoted(verifier.base_url)}",
-                f"recipe.verifier.served_name={quoted(verifier.model_name)}"]  # fmt: skip
+    verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
+    s.add(f"recipe.verifier.url={quoted(verifier.base_url)}", f"recipe.verifier.served_name={quoted(verifier.model_name)}")
 
     env = None
-    train_devices = parse_devices(cfg.recipe.train_devices)
-    if profile == "gpu" and train_devices:  # the verifier has GPUs of its own: train on the others
+    train_devices = parse_devices(s.cfg.recipe.train_devices)
+    if s.profile == "gpu" and train_devices:  # the verifier has GPUs of its own: train on the others
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(train_devices)}
-    rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, name, base + runtime, run.run_dir, env=env)
+    rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, s.name, s.overrides(), run.run_dir, env=env)
     if rc:
         return rc
     if run.summary(run.run_dir / "train.log", run.run_dir / "metrics.json"):

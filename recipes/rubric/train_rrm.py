@@ -8,14 +8,14 @@ server. Settings: ``recipes/rubric/config/rrm.yaml`` (the original's run_train_r
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from pathlib import Path
 
-from recipes.compose import Setting, SettingError, compose, integer, items, local_model_overrides, missing, quoted, script_settings
-from recipes.driver import RecipeError, Run, cpu_profile_environment, detect_profile, log, validate_data
+from recipes.compose import Setting, integer, items, quoted
+from recipes.driver import RecipeError, log, validate_data
 from recipes.driver import main as run_recipe
 from recipes.rubric.run import CONFIG_DIR, prepare_data
+from recipes.settings import RecipeSettings
 
 USAGE = "usage: bash train_rrm.sh <rrm_sft_model> <epochs> [dataset dir with train.parquet/test.parquet] [-- hydra overrides]"
 
@@ -35,31 +35,14 @@ KNOBS = {
 }
 
 
-def config_name(profile: str) -> str:
-    return "rrm_cpu" if profile == "cpu" else "rrm"
-
-
 def body(stack: contextlib.ExitStack, argv) -> int:
-    profile = detect_profile()
-    log(f"profile: {profile}")
-    if profile == "cpu":
-        cpu_profile_environment()
-    name = config_name(profile)
-    try:
-        chosen, extra = script_settings(KNOBS, POSITIONAL, argv, os.environ, USAGE)
-    except SettingError as e:
-        raise RecipeError(f"{e}. {USAGE}", code=2) from None
-    cfg = compose(CONFIG_DIR, name, chosen + extra)
-    problem = missing(cfg, {"recipe.policy": "the RRM's SFT model (1st argument)"})
-    if problem:
-        raise RecipeError(f"{problem}. {USAGE}", code=2)
-    run = Run.open("rrm", profile, cfg.recipe.run_dir, stack)
-    base = chosen + [f"trainer.experiment_name={quoted(run.experiment)}"] + extra
-    runtime = [f"recipe.run_dir={quoted(run.run_dir)}"] + local_model_overrides(cfg.recipe)
-    dataset = Path(cfg.recipe.dataset) if cfg.recipe.dataset else prepare_data(run, "grade")
-    runtime.append(f"recipe.dataset={quoted(dataset)}")
+    s = RecipeSettings("rrm", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
+    s.require({"recipe.policy": "the RRM's SFT model (1st argument)"})
+    run = s.open_run(stack)
+    dataset = Path(s.cfg.recipe.dataset) if s.cfg.recipe.dataset else prepare_data(run, "grade")
+    s.add(f"recipe.dataset={quoted(dataset)}")
     validate_data(dataset / "train.parquet", dataset / "test.parquet")
-    rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, name, base + runtime, run.run_dir)
+    rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, s.name, s.overrides(), run.run_dir)
     if rc:
         return rc
     if run.summary(run.run_dir / "train.log", run.run_dir / "metrics.json"):

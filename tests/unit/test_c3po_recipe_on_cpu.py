@@ -21,7 +21,7 @@ RUNTIME = ["recipe.run_dir=/runs/c", "data.train_files=/runs/c/train/x/train.par
 
 def compose_c3po(argv, environ=None, profile="gpu"):
     chosen, extra = script_settings(c3po.KNOBS, c3po.POSITIONAL, argv, environ or {}, c3po.USAGE)
-    return compose_recipe(f"c3po/{c3po.config_name(profile)}", chosen + extra + RUNTIME)
+    return compose_recipe("c3po/c3po_cpu" if profile == "cpu" else "c3po/c3po", chosen + extra + RUNTIME)
 
 
 def test_gpu_config_is_the_reference_configuration():

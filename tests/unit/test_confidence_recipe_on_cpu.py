@@ -14,7 +14,7 @@ RUNTIME = ["recipe.run_dir=/runs/c1", "recipe.downstream.url='http://127.0.0.1:8
 
 def compose_confidence(argv, environ=None, profile="gpu", runtime=RUNTIME):
     chosen, extra = script_settings(confidence.KNOBS, confidence.POSITIONAL, argv, environ or {}, confidence.USAGE)
-    return compose_recipe(f"confidence/{confidence.config_name(profile)}", chosen + extra + runtime)
+    return compose_recipe("confidence/confidence_cpu" if profile == "cpu" else "confidence/confidence", chosen + extra + runtime)
 
 
 def assert_reference_grpo(cfg):

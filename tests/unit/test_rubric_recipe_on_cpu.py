@@ -7,6 +7,7 @@ import pytest
 from omegaconf import OmegaConf
 from support.recipe_configs import compose_recipe
 
+from recipes.compose import SettingError, script_settings
 from recipes.driver import RecipeError
 from recipes.rubric import run as rubric
 from recipes.rubric import train_rrm
@@ -16,14 +17,18 @@ RUNTIME = ["recipe.run_dir=/runs/r1", "recipe.verifier.url='http://127.0.0.1:800
            "recipe.verifier.served_name=rubric-model"]
 
 
+def settings(argv, environ):
+    return script_settings(rubric.KNOBS, rubric.POSITIONAL, argv, environ, rubric.USAGE)
+
+
 def compose_rubric(argv, environ=None, profile="gpu", runtime=RUNTIME):
-    chosen, extra = rubric.settings(argv, environ or {})
-    return compose_recipe(f"rubric/{rubric.config_name(profile)}", chosen + extra + runtime)
+    chosen, extra = settings(argv, environ or {})
+    return compose_recipe("rubric/rubric_cpu" if profile == "cpu" else "rubric/rubric", chosen + extra + runtime)
 
 
 def test_arguments_and_knobs_become_overrides():
-    chosen, extra = rubric.settings(["/m", "3", "", "False", "/v", "addon", "0.5", "--", "trainer.save_freq=5"],
-                                    {"STEPS": "7", "LOGGER": "console", "VERIFIER_DEVICES": "6,7", "TEMPLATE": ""})
+    chosen, extra = settings(["/m", "3", "", "False", "/v", "addon", "0.5", "--", "trainer.save_freq=5"],
+                             {"STEPS": "7", "LOGGER": "console", "VERIFIER_DEVICES": "6,7", "TEMPLATE": ""})
     assert chosen == [
         "trainer.total_training_steps=7",
         "trainer.logger=['console']",
@@ -36,10 +41,10 @@ def test_arguments_and_knobs_become_overrides():
         "recipe.verifier.weight=0.5",
     ]
     assert extra == ["trainer.save_freq=5"]
-    with pytest.raises(RecipeError, match="epochs: expected an integer"):
-        rubric.settings(["/m", "twelve"], {})
-    with pytest.raises(RecipeError, match="too many arguments"):
-        rubric.settings(["1", "2", "3", "4", "5", "6", "7", "8"], {})
+    with pytest.raises(SettingError, match="epochs: expected an integer"):
+        settings(["/m", "twelve"], {})
+    with pytest.raises(SettingError, match="too many arguments"):
+        settings(["1", "2", "3", "4", "5", "6", "7", "8"], {})
 
 
 def test_gpu_config_is_the_original_8gpu_configuration():
@@ -131,7 +136,7 @@ def compose_rrm(argv, profile="gpu"):
     from recipes.compose import script_settings
 
     chosen, extra = script_settings(train_rrm.KNOBS, train_rrm.POSITIONAL, argv, {}, train_rrm.USAGE)
-    return compose_recipe(f"rubric/{train_rrm.config_name(profile)}", chosen + extra + ["recipe.run_dir=/runs/rrm"])
+    return compose_recipe("rubric/rrm_cpu" if profile == "cpu" else "rubric/rrm", chosen + extra + ["recipe.run_dir=/runs/rrm"])
 
 
 def test_rrm_training_configs():
@@ -146,3 +151,29 @@ def test_rrm_training_configs():
     cfg = compose_rrm([], profile="cpu")
     assert cfg.data.max_prompt_length == 512 and cfg.actor_rollout_ref.rollout.name == "hf"
     assert cfg.recipe.policy == "local:tiny" and cfg.algorithm.adv_estimator == "grpo"
+
+
+def test_the_drivers_settings_in_order_and_the_run_they_open(tmp_path, monkeypatch):
+    """RecipeSettings: the profile, the config, knobs < arguments < the run's defaults < the user's
+    overrides < what only the run knows."""
+    import contextlib
+
+    from recipes.settings import RecipeSettings
+
+    for name, value in {"VK_PROFILE": "gpu", "RUN_DIR": str(tmp_path / "r1"), "STEPS": "9"}.items():
+        monkeypatch.setenv(name, value)
+    s = RecipeSettings("rubric", rubric.CONFIG_DIR, rubric.KNOBS, rubric.POSITIONAL,
+                       ["/m", "3", "", "True", "/v", "--", "trainer.total_epochs=4"], rubric.USAGE)
+    assert (s.profile, s.name) == ("gpu", "rubric")
+    assert s.cfg.trainer.total_training_steps == 9 and s.cfg.trainer.total_epochs == 4  # `--` wins
+    with contextlib.ExitStack() as stack:
+        run = s.open_run(stack)
+    assert run.run_dir == tmp_path / "r1" and (run.run_dir / "processes.json").is_file()
+    assert s.cfg.trainer.experiment_name == "r1" and s.cfg.trainer.default_local_dir == f"{tmp_path}/r1/checkpoints"
+    assert s.overrides()[-1] == f"recipe.run_dir='{tmp_path}/r1'"
+    monkeypatch.setenv("VK_PROFILE", "cpu")
+    s = RecipeSettings("rubric", rubric.CONFIG_DIR, rubric.KNOBS, rubric.POSITIONAL, [], rubric.USAGE)
+    assert s.name == "rubric_cpu" and s.cfg.trainer.device == "cpu"
+    with pytest.raises(RecipeError, match="too many arguments") as e:
+        RecipeSettings("rubric", rubric.CONFIG_DIR, rubric.KNOBS, rubric.POSITIONAL, ["1"] * 8, rubric.USAGE)
+    assert e.value.code == 2
