@@ -210,6 +210,7 @@ class Run:
         and on any way out of here (an exception, a signal)."""
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "wb") as log_file:
+            # (not under signals_deferred: a child inherits the blocked signals and would ignore SIGTERM)
             proc = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO, env=env)  # fmt: skip
             group = ProcessGroup(proc)
@@ -258,12 +259,15 @@ class Run:
 
 
 def _copy_output(pipe, log_file, console: bool) -> None:
-    while chunk := pipe.read1(1 << 16):
-        log_file.write(chunk)
-        log_file.flush()
-        if console:
-            sys.stdout.buffer.write(chunk)
-            sys.stdout.buffer.flush()
+    try:
+        while chunk := pipe.read1(1 << 16):
+            log_file.write(chunk)
+            log_file.flush()
+            if console:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+    except (ValueError, OSError):  # the run moved on and closed the log (a stray process kept the pipe)
+        pass
 
 
 class ProcessGroup:

@@ -147,6 +147,10 @@ def test_a_signal_stops_every_process_group_and_sets_the_exit_status(tmp_path, s
                 break
         time.sleep(0.1)
     assert pgid is not None, "the driver never started its process group"
+    for member in group_members(pgid):  # the trainer must be able to act on SIGTERM: nothing blocked
+        blocked = int(next(line for line in Path(f"/proc/{member}/status").read_text().splitlines()
+                           if line.startswith("SigBlk:")).split()[1], 16)  # fmt: skip
+        assert not blocked & ((1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))), member
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == 128 + sig
     assert group_members(pgid) == []
