@@ -68,10 +68,6 @@ def boolean(raw: str) -> bool:
     raise SettingError(f"expected True or False, got {raw!r}")
 
 
-def flag(raw: str) -> str:
-    return "true" if boolean(raw) else "false"
-
-
 def items(raw: str) -> str:
     """``"console,wandb"`` -> ``['console','wandb']`` (empty entries dropped)."""
     return "[" + ",".join(quoted(x.strip()) for x in raw.split(",") if x.strip()) + "]"
@@ -120,8 +116,8 @@ def tool_arguments(options: Mapping) -> list[str]:
     for key, value in options.items():
         if value is None or value is False:
             continue
-        flag_ = "--" + str(key).replace("_", "-")
-        out += [flag_] if value is True else [flag_, str(value)]
+        option = "--" + str(key).replace("_", "-")
+        out += [option] if value is True else [option, str(value)]
     return out
 
 
@@ -190,13 +186,6 @@ def write_config(cfg, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text_)
     return path
-
-
-def selected(cfg, key: str):
-    """The value at a dotted key (None if absent)."""
-    from omegaconf import OmegaConf
-
-    return OmegaConf.select(cfg, key, default=None)
 
 
 _STAGE_PREFIX = re.compile(r"^(?P<plus>\+{0,2})(?P<stage>[a-z]+)\.(?P<rest>.+)$")
