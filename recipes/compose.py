@@ -135,6 +135,9 @@ def compose(config_dir: str | Path, name: str, overrides: Sequence[str] = ()):
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    from verlkit.preference.train import register_configs
+
+    register_configs()  # preference_trainer and its typed `preference` group, as the trainer registers them
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base=None):
         return hydra_compose(config_name=name, overrides=[searchpath_override(), *overrides])
 

@@ -139,10 +139,8 @@ def selected_feedbacks(cfg) -> list[str]:
 
 
 def body(stack: contextlib.ExitStack, argv) -> int:
-    from verlkit.preference.train import register_configs
     from verlkit.serving import ServerSpec, ServerStartError, load_lora_adapter
 
-    register_configs()  # preference_trainer and its typed `preference` group, for composing here
     s = RecipeSettings("c3po", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.student": "a student model (1st argument)"})
     teacher = s.cfg.recipe.teacher

@@ -54,9 +54,6 @@ def primary_configs() -> list[str]:
 
 def compose_recipe(config: str, overrides=(), config_root: Path = RECIPES):
     """``<recipe>/<name>`` composed the way its driver and trainer compose it."""
-    from verlkit.preference.train import register_configs
-
-    register_configs()  # preference_trainer and its typed `preference` group
     recipe, name = config.split("/")
     return compose(config_root / recipe / "config", name, list(overrides))
 
