@@ -23,6 +23,11 @@ USAGE = ("usage: bash run_rubric.sh <model> <epochs> [dataset] [no_entropy_loss_
          "[weight] [-- hydra overrides]")  # fmt: skip
 
 
+def boolean_text(raw: str) -> str:
+    """CONSTRAINED=1|true|yes|0|false|no -> a YAML boolean."""
+    return "true" if boolean(raw) else "false"
+
+
 def _regularization(raw: str) -> str:
     """no_entropy_loss_and_kl True -> the ``none`` option of the regularization group, False -> ``kl``."""
     return "none" if boolean(raw) else "kl"
@@ -45,6 +50,10 @@ KNOBS = {
     "LOGGER": Setting("trainer.logger", items),
     "ALGORITHM": Setting("algorithm.adv_estimator"),
     "TEMPLATE": Setting("recipe.verifier.template"),
+    "TEMPLATE_FILE": Setting("recipe.verifier.template_file"),
+    "VERDICT": Setting("recipe.verifier.verdict"),
+    "VERDICT_MODE": Setting("recipe.verifier.verdict_mode"),
+    "CONSTRAINED": Setting("recipe.verifier.constrained", boolean_text),
     "N_GPUS_PER_NODE": Setting("trainer.n_gpus_per_node", integer),
     "NNODES": Setting("trainer.nnodes", integer),
     "TRAIN_DEVICES": Setting("recipe.train_devices"),
@@ -75,21 +84,50 @@ def verifier_spec(cfg, run_dir: Path):
     )  # fmt: skip
 
 
-def check_verifier_options(cfg) -> None:
-    """The verifier reward's options, checked by the reward itself before anything starts (the served
-    URL and name are filled in later; stand-ins take their place here)."""
+TINYV_OPTIONS = "reward.custom_reward_function.reward_kwargs.tinyv"
+
+
+def template_overrides(cfg) -> list[str]:
+    """A template file replaces the built-in template: the reward takes one or the other, so the
+    built-in name is dropped from its options."""
+    return [f"~{TINYV_OPTIONS}.template"] if cfg.recipe.verifier.template_file else []
+
+
+def verifier_options(cfg) -> dict:
     from omegaconf import OmegaConf
 
+    return OmegaConf.to_container(OmegaConf.select(cfg, TINYV_OPTIONS), resolve=True)
+
+
+def check_verifier_options(cfg) -> None:
+    """The verifier reward's options (template, preset, constraint), checked by the reward itself
+    before anything starts (the served URL and name are filled in later; stand-ins take their place)."""
     from verl.utils.reward_score.options import RewardOptionsError, parse_options
     from verl.utils.reward_score.tinyv import TinyVOptions
 
-    options = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.tinyv, resolve=True)
+    options = verifier_options(cfg)
     options["url"] = options.get("url") or "http://127.0.0.1:1/v1"
     options["model"] = options.get("model") or "verifier"
     try:
         parse_options(TinyVOptions, options)
     except RewardOptionsError as e:
         raise RecipeError(f"recipe.verifier: {e}", code=2) from None
+
+
+def probe_verifier(cfg) -> None:
+    """Once the verifier is up: with a constraint (or verdict_mode=prob), real requests check that the
+    server enforces it, so a refused constraint stops the run here, not as silently unconstrained
+    rewards."""
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verl.utils.reward_score.tinyv import check_options
+    from verlkit.clients.llm import close_session
+
+    try:
+        check_options(verifier_options(cfg), probe=True)
+    except RewardOptionsError as e:
+        raise RecipeError(f"recipe.verifier: {e}", code=2) from None
+    finally:
+        close_session()
 
 
 def prepare_data(run: Run, kind: str) -> Path:
@@ -104,6 +142,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s = RecipeSettings("rubric", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.policy": "a policy model (1st argument)",
                "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
+    s.defaults += template_overrides(s.cfg)
+    s.cfg = s.compose()
     check_verifier_options(s.cfg)
     run = s.open_run(stack)
 
@@ -113,6 +153,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
 
     verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
     s.add(f"recipe.verifier.url={quoted(verifier.base_url)}", f"recipe.verifier.served_name={quoted(verifier.model_name)}")
+    probe_verifier(s.cfg)
 
     env = None
     train_devices = parse_devices(s.cfg.recipe.train_devices)
