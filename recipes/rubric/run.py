@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from recipes.compose import Setting, boolean, integer, items, number, quoted
+from recipes.compose import Setting, boolean, boolean_text, integer, items, number, quoted
 from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
 from recipes.settings import RecipeSettings
@@ -21,11 +21,6 @@ from recipes.settings import RecipeSettings
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 USAGE = ("usage: bash run_rubric.sh <model> <epochs> [dataset] [no_entropy_loss_and_kl] [verifier_model] [setup] "
          "[weight] [-- hydra overrides]")  # fmt: skip
-
-
-def boolean_text(raw: str) -> str:
-    """CONSTRAINED=1|true|yes|0|false|no -> a YAML boolean."""
-    return "true" if boolean(raw) else "false"
 
 
 def _regularization(raw: str) -> str:
