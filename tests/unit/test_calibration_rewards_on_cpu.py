@@ -192,7 +192,7 @@ def _rlcr(answer="2", conf="0.8", think="<think>islets</think>", tail=""):
 def test_rlcr_worked_examples():
     right = rlcr.score_response(_rlcr("2", "0.8"), "2", EXTRA)
     assert right == pytest.approx({"score": 0.5 + 0.5 + 0.5 * (1 - 0.04), "acc": 1.0, "format_ok": 1.0,
-                                   "confidence": 0.8, "brier": 0.04})
+                                   "confidence": 0.8, "brier": 0.04, "rule_failed": math.nan}, nan_ok=True)
     wrong = rlcr.score_response(_rlcr("3", "0.8"), "2", EXTRA)
     assert wrong["score"] == pytest.approx(0.5 + 0 + 0.5 * (1 - 0.64))
     assert wrong["acc"] == 0.0 and wrong["brier"] == pytest.approx(0.64)

@@ -21,8 +21,8 @@ Reward variants (option ``variant``), with p = confidence / 100 clamped to [0, 1
   (``UNPARSEABLE_BRIER_SCORE``, equal to the worst parseable reply: wrong at confidence 100).
 
 Downstream failure (the client gave up after its bounded retries, ``Completion.ok`` is False) is
-never scored as "unparseable" silently. The row is flagged ``downstream_ok=0`` and option
-``on_failure`` decides the score:
+never scored as "unparseable" silently. The row is flagged ``downstream_ok=0`` and
+``downstream_failed=1`` (counted per step, not only averaged) and option ``on_failure`` decides the score:
 
 * ``"neutral"`` (default): the expected score of a reply that carries no information but is
   calibrated, i.e. a uniformly random option stated with confidence 1/K:
@@ -285,7 +285,8 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
             "parse_ok": math.nan,
             "confidence": math.nan,
             "downstream_ok": 0.0,
+            "downstream_failed": 1.0,
             **client_fields,
         }
     parsed = parse_final_answer(completion.text, len(choices))
-    return {**result_for(parsed, gold, opts.variant), "downstream_ok": 1.0, **client_fields}
+    return {**result_for(parsed, gold, opts.variant), "downstream_ok": 1.0, "downstream_failed": 0.0, **client_fields}
