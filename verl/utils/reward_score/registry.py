@@ -37,6 +37,8 @@ The options reach the function as keyword arguments; our modules validate them i
 
 Row checks: a spec's ``row_validator`` is the one check of its family's rows that
 ``data_prep.validate`` runs before training (what ``extra_info`` must hold, the ground truth's form).
+A validator that takes ``**options`` also gets the run's options of its reward (what a row needs may
+depend on them: ``tinyv`` rows need ``criteria`` under the rubric template).
 
 Failures: a reward function that raises never crashes training and never silently becomes a 0: the
 row gets ``score=0.0`` and ``reward_error=1.0``, which the step metrics count; the first traceback
@@ -79,7 +81,8 @@ class RewardSpec:
     ``data_source``. metrics: extra numeric keys the function may return (become step metrics).
     row_validator: the family's row check, named like ``target`` (or None: only the base schema is
     checked): ``validate_row(row: dict) -> list[str]``, one ``"<field>: <what is wrong>"`` per problem,
-    ``row`` as plain Python values.
+    ``row`` as plain Python values; ``validate_row(row, **options)`` also gets the run's raw options of
+    the reward (as the reward function does).
     """
 
     name: str
@@ -222,12 +225,13 @@ def routing_options(call_options: dict[str, dict[str, Any]]) -> RoutingOptions:
     return parse_options(RoutingOptions, merged)
 
 
-def is_known(data_source: str) -> bool:
+def is_known(data_source: str, options: dict[str, dict[str, Any]] | None = None) -> bool:
     """True if someone (us, the ``routing`` fallback or upstream verl) scores this source. Used by the data
-    validator, with the ``routing`` options of ``VERLKIT_REWARD_OPTIONS``."""
-    if resolve(data_source) is not None:
+    validator; ``options`` (``{"routing": {...}}``) over those of ``VERLKIT_REWARD_OPTIONS``."""
+    routing = routing_options(options or {})
+    if resolve(data_source, routing.match) is not None:
         return True
-    fallback_mode = routing_options({}).fallback
+    fallback_mode = routing.fallback
     if fallback_mode != "upstream":
         return fallback_mode == "rule"
     fallback = _upstream_fallback or _import_upstream_default()

@@ -159,12 +159,23 @@ def _question(extra_info: dict) -> str:
     return question
 
 
-def validate_row(row: dict) -> list[str]:
-    """The row check of the ``tinyv`` family (``data_prep.validate`` calls it through the registry)."""
+def needs_criteria(options: dict) -> bool:
+    """Does a run with these raw ``reward_kwargs.tinyv`` options put the row's rubric in the prompt?"""
+    return str(options.get("template") or "tinyv") == "rubric"
+
+
+def validate_row(row: dict, **options) -> list[str]:
+    """The row check of the ``tinyv`` family (``data_prep.validate`` calls it through the registry with the
+    run's ``tinyv`` options): the question, and the rubric ``criteria`` when the template uses them."""
+    extra_info = row.get("extra_info") or {}
     try:
-        _question(row.get("extra_info"))
+        _question(extra_info)
     except ValueError as e:
         return [str(e)]
+    criteria = extra_info.get("criteria")
+    if needs_criteria(options) and (not isinstance(criteria, str) or not criteria.strip()):
+        return ["extra_info.criteria: missing or empty (template=rubric grades each response against the "
+                "problem's rubric; without it every row would score 0 with reward_error=1)"]
     return []
 
 
