@@ -220,9 +220,16 @@ def spec_named(name: str) -> RewardSpec:
 
 def routing_options(call_options: dict[str, dict[str, Any]]) -> RoutingOptions:
     """The ``routing`` namespace of a call's options over the ``VERLKIT_REWARD_OPTIONS`` defaults."""
+    if not call_options.get(ROUTING):  # the hot path (every reward call): env defaults only, parsed once
+        return _env_routing(os.environ.get(OPTIONS_ENV, "").strip())
     merged = dict(_env_options().get(ROUTING, {}))
-    merged.update(call_options.get(ROUTING, {}))
+    merged.update(call_options[ROUTING])
     return parse_options(RoutingOptions, merged)
+
+
+@functools.lru_cache(maxsize=8)
+def _env_routing(raw_env: str) -> RoutingOptions:
+    return parse_options(RoutingOptions, dict(_parse_env_options(raw_env).get(ROUTING, {})))
 
 
 def is_known(data_source: str, options: dict[str, dict[str, Any]] | None = None) -> bool:
