@@ -404,7 +404,7 @@ def validate_rows(rows: Iterable[dict], columns: Iterable[str], *, name: str, ki
 
 
 def validate_file(path: str | Path, kind: str = "rl", *, display_name: str | None = None,
-                  registry: _RegistryView | None = None) -> list[Problem]:
+                  registry: _RegistryView | None = None, reward_options: dict | None = None) -> list[Problem]:
     """All problems of one parquet file (``display_name`` is how the file is named in messages)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -414,7 +414,7 @@ def validate_file(path: str | Path, kind: str = "rl", *, display_name: str | Non
         return [Problem(name, None, "file", "no such file")]
     try:
         columns, rows = _iter_rows(path)
-        return validate_rows(rows, columns, name=name, kind=kind, registry=registry)
+        return validate_rows(rows, columns, name=name, kind=kind, registry=registry, reward_options=reward_options)
     except _ReadError as exc:  # unreadable parquet: reported like any other problem
         return [Problem(name, None, "file", f"cannot read as parquet: {exc.__cause__}")]
 
