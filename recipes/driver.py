@@ -135,11 +135,13 @@ def call_tool(tool_main: Callable[[list[str]], int], argv: Sequence[str], what: 
         raise RecipeError(f"{what} failed (see above)", code=code)
 
 
-def validate_data(*files: Path, kind: str = "rl") -> None:
-    """data_prep.validate on the files a trainer will read: a bad row stops the run before it starts."""
+def validate_data(*files: Path, kind: str = "rl", reward_options: dict | None = None) -> None:
+    """data_prep.validate on the files a trainer will read, under the run's reward options (which sources
+    are routed, what their rows need): a bad row stops the run before it starts."""
     from data_prep.validate import main as validate_main
 
-    if validate_main([*map(str, files), "--kind", kind]):
+    options = ["--reward-options", json.dumps(reward_options)] if reward_options else []
+    if validate_main([*map(str, files), "--kind", kind, *options]):
         raise RecipeError("the data does not validate (see the problems above)")
 
 

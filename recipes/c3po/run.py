@@ -159,6 +159,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     nproc = s.cfg.recipe.nproc or len(train_devices)
     slugs = selected_feedbacks(s.cfg)
     run = s.open_run(stack)
+    # the models to load (a hosted teacher, and the judge, are names at their APIs)
+    s.resolve_models({"recipe.student": "student", **({} if teacher.url else {"recipe.teacher.model": "teacher"})})
     cfg, profile, name = s.cfg, s.profile, s.name
     teacher, method = cfg.recipe.teacher, cfg.recipe.method
     log(f"feedbacks: {' '.join(slugs)}; method: {method}")

@@ -154,6 +154,9 @@ def body(stack: contextlib.ExitStack, argv) -> int:
                                           parse_devices(ds.devices))  # fmt: skip
         s.add(f"recipe.train_gpu_count={len(train)}")
     run = s.open_run(stack)
+    # the models to load (a hosted downstream model is a name at its API)
+    s.resolve_models({"recipe.policy": "policy", **({"recipe.downstream.model": "downstream"}
+                                                    if design == "cgp" and not ds.url else {})})
     profile, name = s.profile, s.name
 
     # --- data

@@ -107,6 +107,9 @@ class Pipeline:
                 raise RecipeError(f"no GPU left for training (RM_DEVICES={','.join(self.rm_devices)})", code=2)
         self.nproc = s.cfg.recipe.nproc or len(self.all_gpus)
         self.run = s.open_run(stack)
+        # the models the selected stages load (the reward model is trained here; a judge is a hosted name)
+        s.resolve_models({**({"recipe.base": "base"} if "sft" in self.selected else {}),
+                          **({"recipe.reference": "reference"} if "eval" in self.selected else {})})
         self.cfg = s.cfg
         problems = missing_inputs(self.selected, self.run.run_dir, self.cfg.recipe.rloo_init, list(self.cfg.recipe.eval_models))
         if problems:

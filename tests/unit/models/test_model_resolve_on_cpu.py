@@ -11,22 +11,10 @@ import json
 from pathlib import Path
 
 import pytest
+from support.hub_cache import fake_hub_cache
 
 from verlkit.models.resolve import ModelResolutionError, hub_cache_dir, is_hub_id, main, resolve_model
 from verlkit.serving import ServerSpec, ServerStartError, build_command, launch
-
-COMMIT = "0123456789abcdef0123456789abcdef01234567"
-
-
-def fake_hub_cache(hub: Path, repo_id: str) -> Path:
-    """A cached snapshot of ``repo_id`` under ``hub`` (what ``hf download`` leaves); returns its folder."""
-    repo = hub / ("models--" + repo_id.replace("/", "--"))
-    (repo / "refs").mkdir(parents=True)
-    (repo / "refs" / "main").write_text(COMMIT)
-    snapshot = repo / "snapshots" / COMMIT
-    snapshot.mkdir(parents=True)
-    (snapshot / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
-    return snapshot
 
 
 @pytest.fixture
