@@ -78,17 +78,42 @@ async def run_all(args, target: vp.Target, root: str) -> dict:
             for name in order:
                 batch = make(args.prompts, args.samples, f"{name}-{kind}-{rep}")
                 _check_roundtrip(batch, tokenizer)
-                before = server_requests(root)
+                before, cpu_before = server_requests(root), cpu_seconds()
                 run = await vp.run_path(name, target, batch, tokenizer)
-                after = server_requests(root)
+                after, cpu_after = server_requests(root), cpu_seconds()
                 sent = None if before is None or after is None else int(after - before)
+                client_cpu = cpu_after[0] - cpu_before[0]
+                server_cpu = None if cpu_after[1] is None else cpu_after[1] - cpu_before[1]
                 print(f"  {kind:8s} {name:18s} {run.wall_s:8.2f} s  requests {sent}  failed {run.failed}  "
-                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+                      f"client CPU {client_cpu:.1f} s  load {os.getloadavg()[0]:.1f}", flush=True)
                 best = runs.get((kind, name))
                 if best is None or run.wall_s < best["wall_s"]:  # best of the repeats
                     runs[(kind, name)] = {"wall_s": run.wall_s, "failed": run.failed, "requests": sent,
-                                          "distinct_pairs": samples.distinct_pairs(batch), "samples": len(batch)}
+                                          "distinct_pairs": samples.distinct_pairs(batch), "samples": len(batch),
+                                          "client_cpu_s": client_cpu, "server_cpu_s": server_cpu}
     return runs
+
+
+def cpu_seconds() -> tuple[float, float | None]:
+    """(CPU seconds used so far by this process and its children other than vLLM, by vLLM processes
+    we started). On 2 cores the client's CPU is taken from the server: a cheaper client is faster."""
+    own = time.process_time()
+    try:
+        import psutil
+    except ImportError:
+        return own, None
+    server = 0.0
+    for child in psutil.Process().children(recursive=True):
+        try:
+            times = child.cpu_times()
+            is_server = "vllm" in " ".join(child.cmdline())
+        except psutil.Error:
+            continue
+        if is_server:
+            server += times.user + times.system
+        else:
+            own += times.user + times.system
+    return own, server
 
 
 def _check_roundtrip(batch: list[samples.Sample], tokenizer) -> None:
@@ -116,6 +141,12 @@ def report(args, runs: dict, report_: Report) -> None:
           f"max_tokens {args.max_tokens}, concurrency {args.concurrency}; 'x/ours' = its wall / ours (>1: ours faster)",
           ["path", "dist. s", "samples/s", "requests", "failed", "x/ours", "GRPO s", "requests", "failed", "x/ours"],
           rows)
+
+    table("CPU seconds per pass (2 cores shared: client CPU is taken from the server); client = this process "
+          "and its rule-check workers, server = the vLLM process (- with --url)",
+          ["path", "dist. client", "dist. server", "GRPO client", "GRPO server"],
+          [[LABELS[name]] + [runs[(kind, name)][key] for kind in ("distinct", "grpo")
+                             for key in ("client_cpu_s", "server_cpu_s")] for name in args.paths])
 
     def ratio(kind: str, other: str, mine: str = "ours") -> float | None:
         a, b = runs.get((kind, other)), runs.get((kind, mine))
