@@ -8,7 +8,6 @@ has no IP sockets, so any attempt to reach the Hub fails instead of downloading.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from support.hub_cache import fake_hub_cache
