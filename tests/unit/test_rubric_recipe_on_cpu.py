@@ -313,3 +313,26 @@ def test_resolved_hub_ids_become_the_snapshots_the_trainer_and_server_load(offli
     # an external verifier's model is a name at its server: not resolved
     external = compose_rubric(HUB_ARGV, {"VERLKIT_VERIFIER_URL": "http://10.0.0.2:9000/v1"}, runtime=[])
     assert rubric.model_arguments(external) == {"recipe.policy": "policy"}
+
+
+def test_math_rows_under_the_recipes_options_give_verls_pass_at_1_metric():
+    """The recipe's reward options score a rule-graded math row with the rule grader, and verl 0.9.1's own
+    validation metric code turns the results (our fixed schema, NaN where a key does not apply) into
+    ``val-core/<source>/acc/mean@1``: the key the summary's pass@1 reads."""
+    import numpy as np
+
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+    from verl.utils.reward_score import registry
+
+    options = rubric.reward_options(compose_rubric(ORIGINAL_8GPU))
+    rows = [("polaris_math", "so \\boxed{12}", "12"), ("polaris_math", "so \\boxed{13}", "12"),
+            ("polaris_math", "no answer", "7"), ("aime24", "\\boxed{\\frac{1}{2}}", "0.5")]
+    results = [registry.compute_score(source, text, truth, {"question": "q"}, **options) for source, text, truth in rows]
+    assert [r["score"] for r in results] == [1.0, 0.0, 0.0, 1.0] and all(r["rule_failed"] == 0.0 for r in results)
+    infos = {"reward": [r["score"] for r in results]}
+    for key in results[0]:
+        infos[key] = [r[key] for r in results]
+    metrics = RayPPOTrainer._val_metrics_update(None, np.array([s for s, _, _ in rows]), [str(i) for i in range(4)],
+                                                infos, [])
+    assert metrics["val-core/polaris_math/acc/mean@1"] == pytest.approx(1 / 3)
+    assert metrics["val-core/aime24/acc/mean@1"] == 1.0
