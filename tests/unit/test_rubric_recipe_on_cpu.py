@@ -226,6 +226,16 @@ def test_the_bundled_sample_math_rows_validate_under_the_runs_routing_only(tmp_p
         validate_data(*files, reward_options=rubric.reward_options(upstream))
     out = capsys.readouterr()
     assert "test_math.parquet" in out.out + out.err and "polaris_math" in out.out + out.err
+    # ... and rubric rows without criteria stop the run under the recipe's template (issue 12, point 9)
+    import pandas as pd
+
+    train = pd.read_parquet(files[0])
+    train["extra_info"] = [{**info, "criteria": ""} for info in train["extra_info"]]
+    train.to_parquet(files[0])
+    with pytest.raises(RecipeError, match="does not validate"):
+        validate_data(*files, reward_options=rubric.reward_options(cfg))
+    out = capsys.readouterr()
+    assert "extra_info.criteria" in out.out + out.err and "train.parquet" in out.out + out.err
 
 
 def test_pass_at_1_of_the_math_sources_from_the_log(tmp_path, capsys):
