@@ -199,18 +199,24 @@ def plot_title(result: dict[str, Any]) -> list[str]:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
+    """Write :func:`adherence_figure` as a PNG."""
+    adherence_figure(result).savefig(path, dpi=110)
+
+
+def adherence_figure(result: dict[str, Any]):
     """Stacked bars per set (applied / tie / worse over the judged prompts) with each set's judged count
     above its bar; the legend below the axes (never over a bar or a label) and a title naming the
     feedback, the models, N per set and what failed (:func:`plot_title`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # The Agg canvas is used directly, so drawing never changes pyplot's global backend or state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names = list(SETS)
     labels = ["in-scope\n(adherence)", "near-scope\n(overgen.)", "out-of-scope\n(overgen.)"]
     summaries = [result["sets"][n]["summary"] for n in names]
-    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     bottom = [0.0] * 3
     for key, color, label in (("applied_rate", "#2a7fba", "applied"), ("tie_rate", "#bbbbbb", "tie"),
                               ("worse_rate", "#d9822b", "worse")):  # fmt: skip
@@ -227,8 +233,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_title("\n".join(lines[1:]), fontsize=7.5)
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def tracked_metrics(result: dict[str, Any]) -> dict[str, Any]:

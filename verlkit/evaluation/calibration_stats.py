@@ -158,24 +158,21 @@ def to_json_safe(value: Any) -> Any:
     return value
 
 
-def plot_reliability(summary_or_bins, path: str, title: str = "Reliability diagram", details: Sequence[str] = (),
-                     warning: str | None = None) -> str:
-    """Reliability diagram PNG: per-bin accuracy bars with each non-empty bin's count above its bar,
-    per-bin mean confidence, the diagonal. The title: ``title``, then ``details`` (model, data, N,
-    what failed: one line each), then ECE/Brier and N -- or, with ``warning`` (too few rows to mean
-    anything), the warning in red instead of the numbers. The legend sits below the axes, never over
-    the bars. Returns ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display on servers; must come before pyplot
-    import matplotlib.pyplot as plt
+def reliability_figure(summary_or_bins, title: str = "Reliability diagram", details: Sequence[str] = (),
+                       warning: str | None = None):
+    """The reliability diagram as a matplotlib ``Figure`` (see :func:`plot_reliability`)."""
+    # The Agg canvas is used directly, so drawing never changes pyplot's global backend or state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     data = summary_or_bins if isinstance(summary_or_bins, dict) else {"bins": summary_or_bins}
     bins = data["bins"]
     centers = [(b["lo"] + b["hi"]) / 2 for b in bins]
     width = bins[0]["hi"] - bins[0]["lo"]
     accuracies = [0.0 if b["count"] == 0 else b["accuracy"] for b in bins]
-    fig, ax = plt.subplots(figsize=(6, 6.6), dpi=110)
+    fig = Figure(figsize=(6, 6.6), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     ax.plot([0, 1], [0, 1], linestyle="--", color="gray", linewidth=1, label="perfect calibration")
     ax.bar(centers, accuracies, width=width * 0.95, color="#4C72B0", edgecolor="black", linewidth=0.5,
            label="accuracy in bin")
@@ -203,6 +200,15 @@ def plot_reliability(summary_or_bins, path: str, title: str = "Reliability diagr
     ax.set_title("\n".join([*details, "" if warning else ", ".join(numbers)]).strip(), fontsize=8.5)
     fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout(rect=(0, 0.05, 1, 0.95 if warning else 1))
-    fig.savefig(path)
-    plt.close(fig)
+    return fig
+
+
+def plot_reliability(summary_or_bins, path: str, title: str = "Reliability diagram", details: Sequence[str] = (),
+                     warning: str | None = None) -> str:
+    """Reliability diagram PNG: per-bin accuracy bars with each non-empty bin's count above its bar,
+    per-bin mean confidence, the diagonal. The title: ``title``, then ``details`` (model, data, N,
+    what failed: one line each), then ECE/Brier and N -- or, with ``warning`` (too few rows to mean
+    anything), the warning in red instead of the numbers. The legend sits below the axes, never over
+    the bars. Returns ``path``."""
+    reliability_figure(summary_or_bins, title, details, warning).savefig(path)
     return path

@@ -117,9 +117,13 @@ def log_evaluation(settings: TrackerSettings, metrics: Mapping[str, Any], plots:
 
 def _log_to_wandb(settings: TrackerSettings, flat: dict[str, Any], plots: dict[str, Path],
                   config: dict[str, Any]) -> Path:  # fmt: skip
+    mode = settings.wandb_mode()
+    if mode != "online":
+        # Offline means no network: wandb's own error and usage telemetry would still POST to its
+        # server (at exit, from an export thread). The variable is read when wandb sets up its recorder.
+        os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
     import wandb
 
-    mode = settings.wandb_mode()
     directory = Path(settings.directory or ".").resolve()
     directory.mkdir(parents=True, exist_ok=True)
     # console="off": the CLIs run inside the recipe drivers, whose stdout is redirected; wandb's

@@ -257,16 +257,23 @@ def plot_title(summary: dict[str, Any]) -> list[str]:
 
 
 def plot(summary: dict[str, Any], differences: list[float], path: str | Path) -> Path:
-    """A PNG: the histogram of model − reference reward differences with the tie band shaded and the
+    """Write :func:`winrate_figure` as a PNG; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    winrate_figure(summary, differences).savefig(path, format="png")
+    return path
+
+
+def winrate_figure(summary: dict[str, Any], differences: list[float]):
+    """A figure: the histogram of model − reference reward differences with the tie band shaded and the
     mean with its CI marked (left), and the win/tie/loss rates (right). The title names the models,
     the prompts, the judge, N and what failed (:func:`plot_title`); with too few judged pairs it says
     so in red and the rates are drawn hatched. Legends sit below the axes, never over the data.
-    Non-finite differences are left out. Returns ``path``."""
+    Non-finite differences are left out."""
     # The Agg canvas is used directly, so importing this never changes pyplot's global backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
     # summarize() counts a non-finite reward as a failed scoring; the figure leaves such differences
     # out the same way instead of refusing to draw.
     data = np.asarray([d for d in differences if isinstance(d, Real) and not isinstance(d, bool) and math.isfinite(d)],
@@ -315,6 +322,4 @@ def plot(summary: dict[str, Any], differences: list[float], path: str | Path) ->
         note = title_note(summary.get("n_compared", 0), summary.get("min_judged_pairs"), "judged pairs")
         figure.text(0.5, 0.84, note, ha="center", va="top", fontsize=9, color="#B00020", fontweight="bold")
     figure.tight_layout(rect=(0, 0, 1, 0.8 if too_few else 0.84))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    return figure
