@@ -52,7 +52,7 @@ def test_judge_stage_is_the_reward_model_stage_on_the_judges_pairs(profile):
     judge, rm = compose_stage("judge", profile), compose_stage("rm", profile)
     assert judge.data.train_files == "/data/prefs/judge.parquet" and rm.data.train_files == "/data/prefs/train.parquet"
     assert judge.preference.loss == "bt" and judge.optim.lr == rm.optim.lr
-    assert judge.data.train_batch_size == rm.data.train_batch_size
+    assert judge.data.train_batch_size == (32 if profile == "gpu" else 4)
     assert judge.trainer.project_name == "verlkit-pipeline-judge" and rm.trainer.project_name == "verlkit-pipeline-rm"
     assert judge.trainer.default_local_dir == "/runs/p/judge/checkpoints"
     assert judge.trainer.total_epochs == (1 if profile == "gpu" else 2)
