@@ -167,6 +167,10 @@ class Run:
             if key not in os.environ:
                 os.environ[key] = value
                 stack.callback(os.environ.pop, key, None)
+        if os.environ["WANDB_MODE"] != "online" and "WANDB_ERROR_REPORTING" not in os.environ:
+            # offline sends nothing: no error/usage telemetry from the trainers' wandb either
+            os.environ["WANDB_ERROR_REPORTING"] = "false"
+            stack.callback(os.environ.pop, "WANDB_ERROR_REPORTING", None)
         return run
 
     def evaluation_tracker(self, logger, project: str, name: str) -> list[str]:

@@ -126,7 +126,7 @@ def test_the_win_rate_is_judged_by_the_independent_judge(chain):
     assert heldout["n_scored"] == 24 and heldout["scoring_failures"] == 0
     summary = json.loads((run.run_dir / "eval" / "rloo" / "winrate.json").read_text())
     assert summary["judge"]["name"] == "judge" and summary["judge"]["relation"] == "independent"
-    assert summary["judge"]["is_training_reward"] is False and summary["judge"]["dir"] == str(run.run_dir / "judge" / "hf")
+    assert summary["judge"]["is_training_reward"] is False and Path(summary["judge"]["dir"]).resolve() == (run.run_dir / "judge" / "hf").resolve()
     assert "judge: independent of the training reward" in run.output()
 
 

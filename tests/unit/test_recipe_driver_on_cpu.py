@@ -181,21 +181,22 @@ def test_a_runs_evaluations_join_its_training_runs_in_the_tracker(tmp_path, monk
     that group, or the console when the trainer does not log to wandb."""
     from recipes.driver import Run
 
-    for key in ("WANDB_MODE", "WANDB_DIR", "WANDB_RUN_GROUP"):
+    for key in ("WANDB_MODE", "WANDB_DIR", "WANDB_RUN_GROUP", "WANDB_ERROR_REPORTING"):
         monkeypatch.delenv(key, raising=False)
     with contextlib.ExitStack() as stack:
         run = Run.open("test", "cpu", str(tmp_path / "exp-1"), stack)
         assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_RUN_GROUP"] == "exp-1"
-        assert os.environ["WANDB_DIR"] == str(tmp_path / "exp-1")
+        assert os.environ["WANDB_DIR"] == str(tmp_path / "exp-1") and os.environ["WANDB_ERROR_REPORTING"] == "false"
         assert run.evaluation_tracker(["console", "wandb"], "verlkit-pipeline-rloo", "exp-1-eval-winrate-rloo") == [
             "--tracker", "wandb", "--tracker-project", "verlkit-pipeline-rloo", "--tracker-group", "exp-1",
             "--tracker-run-name", "exp-1-eval-winrate-rloo", "--tracker-dir", str(tmp_path / "exp-1")]
         assert run.evaluation_tracker(["console"], "verlkit-pipeline-rloo", "x") == ["--tracker", "console"]
-    assert not {"WANDB_MODE", "WANDB_DIR", "WANDB_RUN_GROUP"} & set(os.environ)
+    assert not {"WANDB_MODE", "WANDB_DIR", "WANDB_RUN_GROUP", "WANDB_ERROR_REPORTING"} & set(os.environ)
     monkeypatch.setenv("WANDB_RUN_GROUP", "mine")
     monkeypatch.setenv("WANDB_MODE", "online")
     with contextlib.ExitStack() as stack:
         run = Run.open("test", "cpu", str(tmp_path / "exp-2"), stack)
         assert os.environ["WANDB_RUN_GROUP"] == "mine" and os.environ["WANDB_MODE"] == "online"
+        assert "WANDB_ERROR_REPORTING" not in os.environ
         assert run.evaluation_tracker(["wandb"], "p", "n")[5] == "mine"
     assert os.environ["WANDB_RUN_GROUP"] == "mine" and "WANDB_DIR" not in os.environ
