@@ -20,7 +20,8 @@ excluded and counted, never read as "False"): fn_accuracy (share of label=True a
 false negatives rescued), tn_accuracy (share of label=False judged False), precision/recall/F1 of
 "True", accuracy, parse_failure_rate and invalid_rate (a reply with no verdict, or the invalid class,
 counts as "not True"), mean verifier score per label; then request_failures (with the split by
-label), latency p50/p95 (per request) and throughput.
+label), latency p50/p95 (per request) and throughput. The metrics also go to the experiment tracker
+(``--tracker wandb``: ``verlkit.evaluation.tracking``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from pathlib import Path
 
 from typing import Any
 
+from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError, read_records
 
 
@@ -225,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", required=True, help="labelled pairs: .jsonl, .json or .parquet")
     add_verifier_arguments(parser)
     parser.add_argument("--out", default=None, help="write the metrics as JSON here")
+    add_tracker_arguments(parser)
     args = parser.parse_args(argv)
     from verl.utils.reward_score.options import RewardOptionsError
     from verlkit.clients.llm import close_session
@@ -247,6 +250,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    log_evaluation(tracker_settings(args, f"verifier-{args.model}", Path(args.out).parent if args.out else Path.cwd()),
+                   metrics, {}, {"pairs": str(args.pairs), "template": args.template_file or opts.template,
+                                 "model": args.model})  # fmt: skip
     return 0 if metrics["request_failures"] < len(pairs) else 1
 
 
