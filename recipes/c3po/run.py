@@ -49,14 +49,19 @@ POSITIONAL = (
 )
 
 
-def constrain_choice(raw: str) -> str:
-    """JUDGE_CONSTRAINED: auto | on | off (also true/false, 1/0, yes/no)."""
+def constrain_flag(raw) -> str:
+    """auto | on | off from a knob or a config value (also true/false, 1/0, yes/no, YAML booleans)."""
     from verlkit.c3po.endpoints import CONSTRAIN_CHOICES
 
-    lowered = raw.strip().lower()
+    lowered = str(raw).strip().lower()
     if lowered in CONSTRAIN_CHOICES:
-        return quoted(lowered)
-    return quoted("on" if boolean(raw) else "off")
+        return lowered
+    return "on" if boolean(lowered) else "off"
+
+
+def constrain_choice(raw: str) -> str:
+    """JUDGE_CONSTRAINED as a config value."""
+    return quoted(constrain_flag(raw))
 
 
 # The documented environment knobs (header of run_c3po.sh, docs/c3po.md).
@@ -239,9 +244,13 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     teacher_server = run.serve(spec)
     judge_url, judge_model, judge_key = judge_endpoint(cfg.recipe.judge, teacher_server.base_url,
                                                        teacher_server.model_name, teacher.api_key_env)  # fmt: skip
-    judge = ["--judge-url", judge_url, "--judge-model", judge_model, "--judge-constrained", cfg.recipe.judge.constrained]
+    try:
+        judge_constrained = constrain_flag(cfg.recipe.judge.constrained)
+    except SettingError as e:
+        raise RecipeError(f"recipe.judge.constrained: {e}", code=2) from None
+    judge = ["--judge-url", judge_url, "--judge-model", judge_model, "--judge-constrained", judge_constrained]
     judge += ["--judge-api-key-env", judge_key] if judge_key else []
-    probe_judge(judge_url, judge_model, judge_key, cfg.recipe.judge.constrained)
+    probe_judge(judge_url, judge_model, judge_key, judge_constrained)
 
     # --- sampling
     sample_dir = run.run_dir / "sample"

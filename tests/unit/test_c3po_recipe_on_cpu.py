@@ -79,6 +79,7 @@ def test_judge_constraint_from_the_recipe():
     assert compose_c3po([], {"JUDGE_CONSTRAINED": "false"}, profile="cpu").recipe.judge.constrained == "off"
     assert compose_c3po(["/m"], {"JUDGE_CONSTRAINED": "ON"}).recipe.judge.constrained == "on"
     assert not use_constraints("auto", "https://api.example.com/v1") and use_constraints("on", "https://x/v1")
+    assert [c3po.constrain_flag(v) for v in (True, False, "Auto", "1")] == ["on", "off", "auto", "on"]
     with pytest.raises(Exception, match="JUDGE_CONSTRAINED"):
         compose_c3po(["/m"], {"JUDGE_CONSTRAINED": "sometimes"})
     # a hosted judge left on auto is not probed (nothing to send)
