@@ -325,11 +325,15 @@ def test_resolved_hub_ids_become_the_snapshots_the_trainer_and_server_load(offli
     assert rubric.model_arguments(external) == {"recipe.policy": "policy"}
 
 
-def test_math_rows_under_the_recipes_options_give_verls_pass_at_1_metric():
+def test_math_rows_under_the_recipes_options_give_verls_pass_at_1_metric(monkeypatch):
     """The recipe's reward options score a rule-graded math row with the rule grader, and verl 0.9.1's own
     validation metric code turns the results (our fixed schema, NaN where a key does not apply) into
     ``val-core/<source>/acc/mean@1``: the key the summary's pass@1 reads."""
     import numpy as np
+
+    # importing verl's trainer picks a platform: the CPU profile's is registered only in its own
+    # processes, and a driver test of this session may have put VERL_PLATFORM=cpu in the environment
+    monkeypatch.delenv("VERL_PLATFORM", raising=False)
 
     from verl.trainer.ppo.ray_trainer import RayPPOTrainer
     from verl.utils.reward_score import registry
