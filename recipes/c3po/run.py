@@ -246,10 +246,15 @@ def body(stack: contextlib.ExitStack, argv) -> int:
                   *tool_arguments(cfg.recipe.eval)]  # fmt: skip
         trained = ["--method", "trained", "--model-url", student.base_url, "--model-name", adapter,
                    "--baseline-url", student.base_url, "--baseline-name", student.model_name]  # fmt: skip
-        if evaluate([str(a) for a in common + trained]) == 0:
+
+        def tracker(method: str) -> list[str]:  # the adapter's training run's project and run group
+            return run.evaluation_tracker(cfg.trainer.logger, cfg.trainer.project_name,
+                                          f"{run.experiment}-{slug}-eval-{method}")  # fmt: skip
+
+        if evaluate([str(a) for a in common + trained + tracker("trained")]) == 0:
             evaluated += 1
         for baseline in cfg.recipe.baselines:
-            evaluate([str(a) for a in common + ["--method", baseline]])
+            evaluate([str(a) for a in common + ["--method", baseline] + tracker(baseline)])
     print(report(run.run_dir / "eval"), flush=True)
     if not evaluated:
         raise RecipeError("no feedback was trained and evaluated")

@@ -210,6 +210,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
         args += ["--downstream-url", ds.url, "--downstream-model", ds.served_name]
         args += ["--downstream-api-key-env", ds.api_key_env] if ds.api_key_env else []
     args += tool_arguments(s.cfg.recipe.eval)
+    # the evaluation joins the training run in the tracker: same project, same run group
+    args += run.evaluation_tracker(s.cfg.trainer.logger, s.cfg.trainer.project_name, f"{run.experiment}-eval-calibration")
     log(f"evaluating: python -m verlkit.evaluation.calibration {' '.join(map(str, args))}")
     from verlkit.evaluation.calibration import main as evaluate
 
