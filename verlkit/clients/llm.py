@@ -11,9 +11,14 @@ Talks to any OpenAI-compatible server (vLLM by default): ``/v1/chat/completions`
 - **A timeout per HTTP attempt** (``timeout_s``), measured from when the attempt starts, not from
   when the caller queued (waiting for a concurrency slot is not counted).
 - **Bounded retries** (``max_retries``) with exponential backoff and jitter, for transport errors
-  (connection refused/reset, timeouts, truncated bodies) and HTTP 5xx only. HTTP 4xx (bad request,
-  unknown model, rate limited) and well-formed-but-unusable replies are not retried: resending the
-  same request would get the same answer.
+  (connection refused/reset, timeouts, truncated bodies), HTTP 5xx and HTTP 429 (rate limited; its
+  ``Retry-After`` is honoured up to the backoff cap). Other 4xx (bad request, unknown model) and
+  well-formed-but-unusable replies are not retried: resending the same request would get the same
+  answer. :func:`worst_case_s` is the resulting bound on one call's wall time.
+- **Traceable requests**: every logical request carries an ``X-Request-Id`` header (the same on each
+  of its retries); ``Completion.request_id`` names it. With ``$VERLKIT_CLIENT_LEDGER`` set to a file
+  path, every call appends one JSON line (request id, ok, attempts, cache hit, latency, error) to it:
+  the per-request ledger fault soaks join with what the server side saw.
 - **Deduplication and caching** of deterministic requests (temperature 0, or an explicit seed):
   identical requests in flight share one HTTP request; finished successful replies are kept in an
   LRU cache (``cache_size`` entries) keyed by the full request (model, messages/prompt, every
@@ -36,6 +41,7 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +52,8 @@ from verlkit.clients.urls import server_root
 logger = logging.getLogger("verlkit.llm_client")
 
 _MAX_BACKOFF_S = 30.0
+_JITTER_MAX = 1.5  # a retry waits the nominal delay times a factor drawn from [0.5, 1.5)
+LEDGER_ENV = "VERLKIT_CLIENT_LEDGER"
 _sleep = asyncio.sleep  # the backoff wait; a module attribute so tests can record the delays
 _ERROR_BODY_CHARS = 300
 
@@ -96,14 +104,56 @@ class Completion:
     deduped: bool = False  # True when it shared another caller's in-flight request
     raw: dict | None = field(default=None, repr=False)  # the parsed JSON reply, when there was one
     value: float | None = None  # classify(): the reward model's output
+    request_id: str | None = None  # the X-Request-Id of the HTTP request that answered (None: cache hit)
 
 
 class _RetryableError(Exception):
-    pass
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
 
 
 class _FinalError(Exception):
     pass
+
+
+def _retry_delay_s(config: ClientConfig, retry: int, retry_after_s: float | None = None) -> float:
+    """The wait before retry number ``retry`` (1-based): the doubling backoff with jitter, or the
+    server's Retry-After when that is longer; never more than the backoff cap."""
+    nominal = min(_MAX_BACKOFF_S, config.backoff_s * (2 ** (retry - 1)))
+    delay = nominal * (0.5 + random.random())
+    if retry_after_s is not None:
+        delay = max(delay, retry_after_s)
+    return min(delay, _MAX_BACKOFF_S)
+
+
+def worst_case_s(config: ClientConfig, retry_after_s: float = 0.0) -> float:
+    """The longest one call can take once it holds a concurrency slot: every attempt runs into its
+    timeout, and every retry waits its longest backoff (or a server's ``Retry-After`` of up to
+    ``retry_after_s``, capped like the backoff): ``timeout_s * (max_retries + 1) + backoff``."""
+    backoff = sum(
+        min(_MAX_BACKOFF_S, max(min(_MAX_BACKOFF_S, config.backoff_s * 2 ** (k - 1)) * _JITTER_MAX, retry_after_s))
+        for k in range(1, config.max_retries + 1)
+    )
+    return config.timeout_s * (config.max_retries + 1) + backoff
+
+
+def _ledger(done: Completion, path: str, started: float) -> Completion:
+    """Append one call's outcome to the ledger file (one write of one line: appends from several
+    processes do not interleave). A ledger that cannot be written never fails the call."""
+    line = json.dumps({"request_id": done.request_id, "ok": done.ok, "attempts": done.attempts,
+                       "cache_hit": done.cache_hit, "deduped": done.deduped, "latency_s": done.latency_s,
+                       "wall_s": time.monotonic() - started, "pid": os.getpid(),
+                       "error": (done.error or "")[:200]}) + "\n"  # fmt: skip
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line.encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        logger.debug("cannot write the client ledger %s", path, exc_info=True)
+    return done
 
 
 # One session per process, bound to the background loop. Recreated after a fork.
@@ -232,8 +282,16 @@ class LLMClient:
                 self._counters[key] += delta
 
     async def _call(self, path: str, payload: dict, extract, deterministic: bool | None = None, root: bool = False) -> Completion:
-        """Runs on the background loop: cache, dedupe, then the HTTP request. ``root``: the path
-        hangs off the server root (``/classify``), not off the ``/v1`` base URL."""
+        """Runs on the background loop: cache, dedupe, then the HTTP request; the outcome goes to the
+        ledger when one is set."""
+        started = time.monotonic()
+        done = await self._call_unlogged(path, payload, extract, deterministic, root)
+        ledger = os.environ.get(LEDGER_ENV)
+        return _ledger(done, ledger, started) if ledger else done
+
+    async def _call_unlogged(self, path: str, payload: dict, extract, deterministic: bool | None, root: bool) -> Completion:
+        """Cache, dedupe, then the HTTP request. ``root``: the path hangs off the server root
+        (``/classify``), not off the ``/v1`` base URL."""
         self._count(requests=1)
         if deterministic is None:
             deterministic = payload["temperature"] == 0.0 or "seed" in payload
@@ -252,7 +310,8 @@ class LLMClient:
             start = time.monotonic()
             leader: Completion = await asyncio.shield(shared)
             return Completion(text=leader.text, ok=leader.ok, error=leader.error, cache_hit=True,
-                              latency_s=time.monotonic() - start, attempts=0, deduped=True, raw=leader.raw)
+                              latency_s=time.monotonic() - start, attempts=0, deduped=True, raw=leader.raw,
+                              request_id=leader.request_id)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -292,17 +351,17 @@ class LLMClient:
     async def _send(self, path: str, payload: dict, extract, root: bool = False) -> Completion:
         cfg = self.config
         url = (server_root(cfg.base_url) if root else cfg.base_url.rstrip("/")) + path
-        headers = {"Content-Type": "application/json"}
+        request_id = uuid.uuid4().hex
+        headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         sem = self._primitives()
-        attempts, last_error = 0, "no attempt made"
+        attempts, last_error, retry_after = 0, "no attempt made", None
         total_latency = 0.0
         for attempt in range(cfg.max_retries + 1):
             if attempt:
                 self._count(retries=1)
-                delay = min(_MAX_BACKOFF_S, cfg.backoff_s * (2 ** (attempt - 1)))
-                await _sleep(delay * (0.5 + random.random()))  # full jitter around the nominal delay
+                await _sleep(_retry_delay_s(cfg, attempt, retry_after))
             async with sem:
                 await self._wait_rate_slot()
                 attempts += 1
@@ -315,22 +374,23 @@ class LLMClient:
                     self._count(ok=1)
                     self._latency_total += total_latency
                     return Completion(text=text, ok=True, error=None, cache_hit=False,
-                                      latency_s=total_latency, attempts=attempts, raw=body)
+                                      latency_s=total_latency, attempts=attempts, raw=body, request_id=request_id)
                 except _RetryableError as exc:
-                    last_error = str(exc)
+                    last_error, retry_after = str(exc), exc.retry_after_s
                 except _FinalError as exc:
                     total_latency += time.monotonic() - start
-                    return self._failed(str(exc), total_latency, attempts)
+                    return self._failed(str(exc), total_latency, attempts, request_id)
                 finally:
                     self._count(in_flight=-1)
                 total_latency += time.monotonic() - start
-        return self._failed(f"gave up after {attempts} attempt(s): {last_error}", total_latency, attempts)
+        return self._failed(f"gave up after {attempts} attempt(s): {last_error}", total_latency, attempts, request_id)
 
-    def _failed(self, error: str, latency: float, attempts: int) -> Completion:
+    def _failed(self, error: str, latency: float, attempts: int, request_id: str | None = None) -> Completion:
         self._count(failed=1)
         self._latency_total += latency
         logger.debug("LLM request to %s failed: %s", self.config.base_url, error)
-        return Completion(text=None, ok=False, error=error, cache_hit=False, latency_s=latency, attempts=attempts)
+        return Completion(text=None, ok=False, error=error, cache_hit=False, latency_s=latency, attempts=attempts,
+                          request_id=request_id)
 
     async def _post_once(self, url: str, headers: dict, payload: dict) -> dict:
         import aiohttp
@@ -341,6 +401,7 @@ class LLMClient:
             async with session.post(url, json=payload, headers=headers, timeout=timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
+                retry_after = _retry_after_s(resp.headers.get("Retry-After"))
         except asyncio.TimeoutError as exc:
             raise _RetryableError(f"timeout after {self.config.timeout_s}s ({url})") from exc
         except aiohttp.ClientError as exc:  # refused, reset, truncated payload, ...
@@ -350,6 +411,8 @@ class LLMClient:
         snippet = raw[:_ERROR_BODY_CHARS].decode("utf-8", "replace")
         if status >= 500:
             raise _RetryableError(f"HTTP {status} from {url}: {snippet}")
+        if status == 429:  # rate limited: a later attempt may pass
+            raise _RetryableError(f"HTTP 429 from {url}: {snippet}", retry_after)
         if status >= 400:
             raise _FinalError(f"HTTP {status} from {url} (not retried): {snippet}")
         try:
@@ -359,6 +422,15 @@ class LLMClient:
         if not isinstance(body, dict):
             raise _FinalError(f"reply from {url} is not a JSON object: {snippet!r}")
         return body
+
+
+def _retry_after_s(value: str | None) -> float | None:
+    """A ``Retry-After`` header in seconds (the HTTP-date form is not used by model servers)."""
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
 
 
 def _first_choice(body: dict) -> dict:

@@ -32,6 +32,7 @@ from typing import Any, ClassVar, Sequence
 from verl.utils.reward_score.options import RewardOptions, parse_options
 
 FORMAT_WEIGHT = ACCURACY_WEIGHT = BRIER_WEIGHT = 0.5
+RULE_TIMEOUT_S = 5.0  # one math answer check (see math_equal)
 
 
 class RLCROptions(RewardOptions):
@@ -51,14 +52,29 @@ SYSTEM_PROMPT = (
 )
 MCQ_ANSWER_INSTRUCTION = "In <answer>, give the number of the option you choose, for example <answer>2</answer>."
 
-# Whole response: optional <think>, then the four sections in order, nothing after.
-FORMAT_RE = re.compile(
-    r"^\s*(?:<think>)?(?P<think>.*?)</think>\s*"
-    r"<answer>(?P<answer>.*?)</answer>\s*"
-    r"<analysis>(?P<analysis>.*?)</analysis>\s*"
-    r"<confidence>(?P<confidence>.*?)</confidence>\s*$",
-    re.DOTALL,
-)
+# Whole response: optional <think>, then the four sections in order, nothing after. Matched as a chain
+# of section boundaries, each searched from where the previous one ended: one regex with four lazy
+# ``.*?`` groups backtracks quadratically and worse (a 128k-character response repeating
+# "</think><answer>" took 9 s); the earliest boundary is always the best choice, so this is exact.
+_OPENING = re.compile(r"\s*(?:<think>)?")
+_BOUNDARIES = tuple(re.compile(p) for p in (r"</think>\s*<answer>", r"</answer>\s*<analysis>",
+                                            r"</analysis>\s*<confidence>"))  # fmt: skip
+_CLOSING = re.compile(r"</confidence>\s*\Z")
+
+
+def well_formed(text: str) -> bool:
+    """The response is ``[<think>] ... </think> <answer> ... </answer> <analysis> ... </analysis>
+    <confidence> ... </confidence>`` with nothing after (any text inside the sections)."""
+    pos = _OPENING.match(text).end()
+    for boundary in _BOUNDARIES:
+        found = boundary.search(text, pos)
+        if found is None:
+            return False
+        pos = found.end()
+    closing = _CLOSING.search(text, pos)
+    return closing is not None
+
+
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _CONFIDENCE_RE = re.compile(r"<confidence>(.*?)</confidence>", re.DOTALL)
 
@@ -74,7 +90,7 @@ def build_user_prompt(question: str, options: Sequence[str] | None = None) -> st
 
 def parse_response(text: str) -> tuple[str, float] | None:
     """(last answer, last confidence) if the response is well formed, else None."""
-    if not isinstance(text, str) or FORMAT_RE.match(text) is None:
+    if not isinstance(text, str) or not well_formed(text):
         return None
     answer = _ANSWER_RE.findall(text)[-1].strip()
     conf_raw = _CONFIDENCE_RE.findall(text)[-1].strip()
@@ -132,22 +148,17 @@ def choice_index(answer: str, options: Sequence[str]) -> int | None:
 
 
 def math_equal(answer: str, ground_truth: str) -> bool:
-    """math-verify equivalence. Timeouts off: they rely on SIGALRM, unusable in reward threads."""
-    from math_verify import parse, verify
+    """math-verify equivalence, bounded in time: it runs in the rule checker's worker processes
+    (``verlkit.clients.rule_check``), which are killed after ``RULE_TIMEOUT_S`` (in-process,
+    math-verify can run forever on answers such as ``9^{9^{9^{9}}}``). A killed check counts as not
+    equal. Answers math-verify cannot parse fall back to normalized exact match."""
+    from verlkit.clients import rule_check
 
-    def _parse(text: str):
-        text = text.strip()
-        if "\\boxed" not in text and "$" not in text:
-            text = f"${text}$"
-        return parse(text, parsing_timeout=None)
-
-    try:
-        gold, pred = _parse(str(ground_truth)), _parse(answer)
-        if not gold or not pred:
-            return normalize_text(answer) == normalize_text(str(ground_truth))
-        return bool(verify(gold, pred, timeout_seconds=None))
-    except Exception:
-        return False
+    boxed = answer if "\\boxed" in answer else "\\boxed{" + answer.strip().strip("$") + "}"
+    result = rule_check.check(boxed, str(ground_truth).strip(), timeout_s=RULE_TIMEOUT_S)
+    if result.correct:
+        return True
+    return not result.timed_out and normalize_text(answer) == normalize_text(str(ground_truth))
 
 
 def is_correct(answer: str, ground_truth: Any, extra_info: dict[str, Any] | None) -> bool:
