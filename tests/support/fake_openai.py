@@ -12,6 +12,7 @@ What a request gets is decided by its *script*: ``reply(content)`` of the first 
 
 * ``mode:fail500xN`` HTTP 500 for the first N requests with that content, then a normal reply;
 * ``mode:always500`` HTTP 503 every time; ``mode:bad400`` HTTP 400;
+* ``mode:rate429xN`` HTTP 429 with ``Retry-After: 0.2`` for the first N requests with that content;
 * ``mode:garbage`` a 200 whose body is not JSON;
 * ``mode:hang`` / ``mode:hold...`` wait until :meth:`FakeOpenAIServer.release_all` (or close).
 
@@ -36,6 +37,7 @@ class FakeOpenAIServer:
         self.scripts: collections.Counter[str] = collections.Counter()  # requests per script
         self.prompts: list[str] = []
         self.auth: list[str | None] = []
+        self.request_ids: list[str | None] = []  # X-Request-Id of every request, in arrival order
         self.loop = asyncio.new_event_loop()
         self.release: asyncio.Event | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -48,6 +50,7 @@ class FakeOpenAIServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completion)
+        app.router.add_get("/v1/models", self._models)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -58,6 +61,9 @@ class FakeOpenAIServer:
         if mode.startswith("fail500x"):
             if n <= int(mode.split("x")[1].split(" ")[0]):
                 return web.Response(status=500, text="internal error (injected)")
+        elif mode.startswith("rate429x"):
+            if n <= int(mode.split("x")[1].split(" ")[0]):
+                return web.Response(status=429, text="rate limited (injected)", headers={"Retry-After": "0.2"})
         elif mode == "always500":
             return web.Response(status=503, text="overloaded (injected)")
         elif mode == "bad400":
@@ -71,6 +77,7 @@ class FakeOpenAIServer:
     async def _answer(self, request: web.Request, content: str) -> tuple[web.Response | None, str | None, int]:
         """(a fault response or None, the scripted reply text or None for the default, request count)."""
         self.auth.append(request.headers.get("Authorization"))
+        self.request_ids.append(request.headers.get("X-Request-Id"))
         self.prompts.append(content)
         self.counts[content] += 1
         n = self.counts[content]
@@ -96,6 +103,10 @@ class FakeOpenAIServer:
             return fault
         text = text if text is not None else "completion of " + body["prompt"]
         return web.json_response({"choices": [{"index": 0, "text": text}]})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.auth.append(request.headers.get("Authorization"))
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     def release_all(self) -> None:
         """Let every held (``mode:hold``/``mode:hang``) request answer."""
