@@ -278,6 +278,19 @@ class FaultProxy:
         return {"requests": len(requests), "failed": sum(failed.values()), "attempts": dict(attempts),
                 "touched": dict(touched), "failed_by_kind": dict(failed)}  # fmt: skip
 
+    def dump(self, path) -> None:
+        """The ledger as JSON lines: one per logical request, its attempts relative to the first."""
+        import json
+
+        with self._lock, open(path, "w") as f:
+            for rid, req in self.requests.items():
+                t0 = req.attempts[0].arrival if req.attempts else 0.0
+                f.write(json.dumps({"request_id": rid, "index": req.index, "planned": req.planned,
+                                    "failed": req.failed, "cause": req.cause,
+                                    "attempts": [{"start": round(a.arrival - t0, 3), "end": round(a.end - t0, 3),
+                                                  "delivered": a.delivered, "kind": a.kind, "detail": a.detail,
+                                                  "status": a.status} for a in req.attempts]}) + "\n")  # fmt: skip
+
     def failed_ids(self) -> dict[str, str]:
         """request id -> the fault its failure is attributed to."""
         with self._lock:
