@@ -193,3 +193,16 @@ def test_eval_verifier_rubric_template_needs_criteria(tmp_path):
     assert len(eval_verifier.load_pairs(pairs)) == 1
     with pytest.raises(InputError, match=r"pairs\.json: record 0: criteria: missing or empty"):
         eval_verifier.load_pairs(pairs, needs_criteria=True)
+
+
+def test_negated_verdict_check_agrees_with_the_per_word_check_it_replaced():
+    # oracle: the earlier per-word test (is the text before each verdict word a negation?)
+    import random
+
+    rng = random.Random(3)
+    parts = ["True", "False", "true", "not", "no", "never", "isn't", " ", "  ", "*", "**", "`", '"', "x", "nottrue", "."]
+    lines = ["".join(rng.choice(parts) for _ in range(rng.randint(1, 10))) for _ in range(20_000)]
+    per_word = [any(tinyv._NEGATION_BEFORE.search(line[: w.start()]) for w in tinyv._VERDICT_WORD.finditer(line))
+                for line in lines]  # fmt: skip
+    assert 300 < sum(per_word) < 19_000  # both outcomes are well represented
+    assert [bool(tinyv._NEGATED_VERDICT.search(line)) for line in lines] == per_word

@@ -80,6 +80,9 @@ def max_tokens_for(opts: TinyVOptions) -> int:
 # ---------------------------------------------------------------------------------------------
 _VERDICT_WORD = re.compile(r"\b(true|false)\b", re.IGNORECASE)
 _NEGATION_BEFORE = re.compile(r"(?:\bnot|n't|\bnever|\bno)\s*[*_`'\"]*\s*$", re.IGNORECASE)
+# A negated verdict word anywhere in a line, in one pass (testing each word's prefix with
+# _NEGATION_BEFORE is quadratic: a 20k-character reply of "True True ..." took seconds).
+_NEGATED_VERDICT = re.compile(r"(?:\bnot|n't|\bnever|\bno)\s*[*_`'\"]*\s*\b(?:true|false)\b", re.IGNORECASE)
 _MARKED = re.compile(
     r"\b(?:final\s+answer|answer|verdict|judg(?:e)?ment|decision|output|result)\s*(?:is)?\s*[:=\-]?\s*"
     r"(?:[*_`'\"(\[{]|\\boxed|\\text)*\s*(true|false)\b",
@@ -124,7 +127,7 @@ def parse_verdict(reply: str | None, is_think_model: bool = False) -> bool | Non
         kinds = {w.group(1).lower() for w in words}
         if len(kinds) != 1:
             return None
-        if any(_NEGATION_BEFORE.search(line[: w.start()]) for w in words):
+        if _NEGATED_VERDICT.search(line):
             return None
         return kinds.pop() == "true"
     return None
