@@ -277,6 +277,10 @@ def growth(samples: dict[int, dict], warmup: int, verifier_restarted: bool) -> d
                      "rss_mb": [round(start["rss_mb"]), round(b["rss_mb"]), round(later["rss_mb"])],
                      "fds": [start["fds"], b["fds"], later["fds"]], "rss_growth": round(rss_growth, 3),
                      "fd_growth": round(fd_growth, 3), "ok": passed})  # fmt: skip
+    # RSS at every step of the processes that grew past the limit: a plateau or a climb?
+    for row in rows:
+        if not row["ok"]:
+            row["rss_mb_by_step"] = {s: round(samples[s][row["pid"]]["rss_mb"]) for s in steps if row["pid"] in samples[s]}
     return {"steps": [first, base, last], "rows": sorted(rows, key=lambda r: r["label"]), "ok": ok}
 
 
@@ -409,6 +413,8 @@ def print_report(r: dict) -> None:
     for row in g["rows"]:
         print(f"  {row['label']:<28} pid {row['pid']:>7}  rss {row['rss_mb']}  fds {row['fds']}  "
               f"growth rss {row['rss_growth']:+.1%} fds {row['fd_growth']:+.1%} {'ok' if row['ok'] else 'FAIL'}")
+        if "rss_mb_by_step" in row:
+            print(f"    rss by step: {row['rss_mb_by_step']}")
     print(f"left after 60 s: processes {r['processes_left']} ports {r['ports_left']}")
     beyond = {k: v for k, v in r["ports_seen"].items() if not k.startswith("127.")}
     print(f"listening during the run: {len(r['ports_seen'])} ports; beyond loopback: {beyond}")
