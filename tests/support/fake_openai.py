@@ -51,6 +51,7 @@ class FakeOpenAIServer:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completion)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/classify", self._classify)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -103,6 +104,18 @@ class FakeOpenAIServer:
             return fault
         text = text if text is not None else "completion of " + body["prompt"]
         return web.json_response({"choices": [{"index": 0, "text": text}]})
+
+    async def _classify(self, request: web.Request) -> web.Response:
+        """A reward model's ``/classify``: the script of ``str(input)`` is the value to return."""
+        body = await request.json()
+        fault, text, _ = await self._answer(request, str(body["input"]))
+        if fault is not None:
+            return fault
+        try:
+            value = float(text if text is not None else 0.0)
+        except ValueError:
+            return web.json_response({"data": [{"probs": text}]})  # a malformed classification
+        return web.json_response({"data": [{"index": 0, "probs": [value]}]})
 
     async def _models(self, request: web.Request) -> web.Response:
         self.auth.append(request.headers.get("Authorization"))
