@@ -117,8 +117,9 @@ def listening(pids: set[int]) -> set[tuple[str, int]]:
 
 
 def trial(recipe: str, sig_name: str, phase: Phase, delay_s: float, work: Path) -> dict:
-    run_dir = work / f"{recipe}-{sig_name}"
-    out_path = work / f"{recipe}-{sig_name}.out"
+    name = f"{recipe}-{sig_name}-{phase.name.replace(' ', '_').replace('(', '').replace(')', '')}"
+    run_dir = work / name
+    out_path = work / f"{name}.out"
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES")}
     env.update(VK_PROFILE="cpu", LOGGER="console", RUN_DIR=str(run_dir), VK_PYTHON=sys.executable,
                PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", **RECIPES[recipe]["env"])  # fmt: skip
@@ -190,13 +191,14 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path)
     p.add_argument("--work-dir", type=Path, help="default: a temporary directory")
+    p.add_argument("--moments", help="only these moments (phase names, comma-separated), e.g. 'training'")
     a = p.parse_args(argv)
     rng = random.Random(a.seed)
     work = (a.work_dir or Path(tempfile.mkdtemp(prefix="signal-trials-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     results, t0 = [], time.monotonic()
     for recipe in a.recipes.split(","):
-        phases = list(RECIPES[recipe]["phases"])
+        phases = [ph for ph in RECIPES[recipe]["phases"] if not a.moments or ph.name in a.moments.split(",")]
         for n in range(a.trials):
             order = rng.sample(phases, len(phases))  # each signal of a round meets another phase
             for i, sig_name in enumerate(a.signals.split(",")):
