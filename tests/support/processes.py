@@ -1,5 +1,7 @@
 """Process-tree checks shared by the recipe end-to-end tests: what a run started, and what survived it."""
 
+import os
+
 import psutil
 
 
@@ -29,3 +31,24 @@ def listening_sockets(pids: set[int]) -> set[tuple[str, int]]:
     socket table (psutil reads /proc/net/tcp and /proc/net/tcp6)."""
     return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="tcp")
             if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
+def pid_alive(pid: int) -> bool:
+    """The PID runs and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group: killed members stay in the group as zombies
+    until their parent reaps them, so they do not count."""
+    out = []
+    for p in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+    return out
