@@ -3,7 +3,8 @@
     flock /tmp/verlkit-heavy.lock python benchmarks/signal_trials.py [--recipes rubric,confidence,c3po,pipeline]
         [--signals INT,TERM,HUP,KILL] [--trials 1] [--seed 0] [--json PATH]
 
-Each trial starts ``bash run_<recipe>.sh`` (CPU default, shortened by its knobs) in a session of its
+Each trial starts ``bash run_<recipe>.sh`` (CPU default, shortened by its knobs; the script ``exec``s
+the recipe's driver, ``python -m recipes.<name>``, so the script's PID is the driver's) in a session of its
 own, waits for a seeded random moment of the run (a log line marks each phase: a server starting,
 training, exporting or evaluating; then a random 0-5 s more), sends the signal to the script's own
 PID (SIGHUP is what a closed terminal sends; SIGKILL leaves no handler a chance), and counts, 60 s
@@ -49,11 +50,13 @@ SERVER = Phase("server start", r"starting the \w+ server")
 # the run's console output carries the trainer's, so "Training Progress" marks a running trainer
 TRAINING = Phase("training", r"Training Progress|step:1 ")
 RECIPES: dict[str, dict] = {
+    # the moments, as the drivers (recipes/<name>/run.py, recipes/driver.py) log them
     "rubric": {"env": {"STEPS": "2"}, "phases": (SERVER, TRAINING, Phase("training (step 2)", r"step:2 "))},
     "confidence": {"env": {"STEPS": "1"},
-                   "phases": (SERVER, TRAINING, Phase("export", r"export"), Phase("evaluation", r"evaluating: "))},
-    "c3po": {"env": {}, "phases": (SERVER, Phase("sampling", r"sampling: "), Phase("training", r"\btrain\w*: python"),
-                                   Phase("evaluation", r"evaluat"))},
+                   "phases": (SERVER, TRAINING, Phase("export", r"exported \S+ -> "), Phase("evaluation", r"evaluating: "))},
+    "c3po": {"env": {}, "phases": (SERVER, Phase("sampling", r"sampling: python"),
+                                   Phase("training", r": python -m torch\.distributed\.run"),
+                                   Phase("evaluation", r"loaded into the student server as"))},
     "pipeline": {"env": {}, "phases": (Phase("sft training", r"\bsft: python"), Phase("dpo training", r"\bdpo: python"),
                                        SERVER, Phase("rloo training", r"\brloo: python"))},
 }  # fmt: skip
@@ -151,7 +154,10 @@ def trial(recipe: str, sig_name: str, phase: Phase, delay_s: float, work: Path) 
             if pattern.search(text):
                 time.sleep(delay_s)  # the random part of the moment, after the phase's log line
                 signalled_at = time.monotonic()
-                os.kill(script.pid, SIGNALS[sig_name])
+                if script.poll() is not None:
+                    result["note"] = f"the run ended (rc={script.returncode}) before the signal"
+                else:
+                    os.kill(script.pid, SIGNALS[sig_name])
             elif script.poll() is not None or time.monotonic() > deadline:
                 result["error"] = f"the run ended (rc={script.returncode}) before the phase {phase.name!r}"
                 break
