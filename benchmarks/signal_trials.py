@@ -123,6 +123,7 @@ def trial(recipe: str, sig_name: str, phase: Phase, delay_s: float, work: Path) 
     name = f"{recipe}-{sig_name}-{phase.name.replace(' ', '_').replace('(', '').replace(')', '')}"
     run_dir = work / name
     out_path = work / f"{name}.out"
+    work.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES")}
     env.update(VK_PROFILE="cpu", LOGGER="console", RUN_DIR=str(run_dir), VK_PYTHON=sys.executable,
                PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", **RECIPES[recipe]["env"])  # fmt: skip
