@@ -131,6 +131,7 @@ def trial(recipe: str, sig_name: str, phase: Phase, delay_s: float, work: Path) 
         script = subprocess.Popen(["bash", str(REPO / f"run_{recipe}.sh")], cwd=REPO, env=env, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     seen: dict[int, psutil.Process] = {}
+    kinds: dict[int, str] = {}
     ports: set[tuple[str, int]] = set()
     pattern = re.compile(phase.pattern)
     deadline, signalled_at, result = time.monotonic() + PHASE_TIMEOUT_S, None, {}
@@ -148,6 +149,8 @@ def trial(recipe: str, sig_name: str, phase: Phase, delay_s: float, work: Path) 
             except psutil.NoSuchProcess:
                 pass
         seen.update({p: proc for p, proc in group_members(pgids).items() if p not in seen})
+        for pid in seen.keys() - kinds.keys():  # the kind from the command line, while it still runs
+            kinds[pid] = category(seen[pid])
         ports |= listening(set(seen))
         if signalled_at is None:
             source = run_dir / phase.file if phase.file else out_path
@@ -176,7 +179,8 @@ def trial(recipe: str, sig_name: str, phase: Phase, delay_s: float, work: Path) 
     counts: dict[str, int] = {}
     for proc in left:
         counts[category(proc)] = counts.get(category(proc), 0) + 1
-    cats = {category(p) for p in seen.values()}
+    cats = {kind for kind in kinds.values()}
+    seen_by_kind = {k: sum(1 for v in kinds.values() if v == k) for k in sorted(cats - {"gone"})}
     details = [f"{p.pid} {category(p)}: {' '.join(p.cmdline())[:100]}" for p in left if p.is_running()]
     for proc in left:  # clean up after counting, so that the next trial starts clean
         try:
@@ -186,7 +190,7 @@ def trial(recipe: str, sig_name: str, phase: Phase, delay_s: float, work: Path) 
     script.wait(timeout=30)
     return {"recipe": recipe, "signal": sig_name, "phase": phase.name, "delay_s": round(delay_s, 1),
             "rc": script.returncode, "clean_after_s": round(clean_s, 1) if clean_s is not None else None,
-            "processes_seen": len(seen), "kinds_seen": sorted(cats - {"gone"}), "left": counts, "left_details": details,
+            "processes_seen": len(seen), "kinds_seen": sorted(cats - {"gone"}), "seen_by_kind": seen_by_kind, "left": counts, "left_details": details,
             "ports_seen": len(ports), "ports_left": [f"{h}:{p}" for h, p in ports_left], **result}  # fmt: skip
 
 
