@@ -7,14 +7,19 @@ Talks to any OpenAI-compatible server (vLLM by default): ``/v1/chat/completions`
   (``verlkit.clients.loop``), so sync callers (``run_sync``) and async callers on any loop
   share it. Nothing happens at import time.
 - **Bounded concurrency** per client (a semaphore of ``max_concurrency``) and an optional request
-  rate limit (``rate_limit_rps``).
+  rate limit (``rate_limit_rps``). Both hold per client, i.e. per config per PROCESS: every process
+  that scores (in a verl run each of the ``reward.num_workers`` reward-loop workers, default 8, plus
+  the driver's validation if it scores itself) has its own client, so a run sends up to
+  ``processes x rate_limit_rps`` requests/s. To stay under a provider's limit R, set
+  ``rate_limit_rps = R / reward.num_workers`` (the recipes' CPU profile runs 1 worker).
 - **A timeout per HTTP attempt** (``timeout_s``), measured from when the attempt starts, not from
   when the caller queued (waiting for a concurrency slot is not counted).
 - **Bounded retries** (``max_retries``) with exponential backoff and jitter, for transport errors
-  (connection refused/reset, timeouts, truncated bodies), HTTP 5xx and HTTP 429 (rate limited; its
-  ``Retry-After`` is honoured up to the backoff cap). Other 4xx (bad request, unknown model) and
-  well-formed-but-unusable replies are not retried: resending the same request would get the same
-  answer. :func:`worst_case_s` is the resulting bound on one call's wall time.
+  (connection refused/reset, timeouts, truncated bodies), HTTP 5xx and HTTP 429 (rate limited). A 429
+  with ``Retry-After`` (seconds or an HTTP date) waits what the server asks instead of the backoff,
+  unless that wait would end past the request's deadline, ``(max_retries + 1) x timeout_s`` from its
+  first attempt: then it fails at once, saying so. Other 4xx (bad request, unknown model) and
+  well-formed-but-unusable replies are not retried: resending the same request would get the same answer.
 - **Traceable requests**: every logical request carries an ``X-Request-Id`` header (the same on each
   of its retries); ``Completion.request_id`` names it. With ``$VERLKIT_CLIENT_LEDGER`` set to a file
   path, every call appends one JSON line (request id, ok, attempts, cache hit, latency, error) to it:
@@ -35,6 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import datetime
+import email.utils
 import json
 import logging
 import os
@@ -113,26 +120,37 @@ class _RetryableError(Exception):
         self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
 
 
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date (RFC 9110 §10.2.3),
+    relative to ``now`` (epoch seconds, default the current time); None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT by definition
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
+
+
 class _FinalError(Exception):
     pass
 
 
-def _retry_delay_s(config: ClientConfig, retry: int, retry_after_s: float | None = None) -> float:
-    """The wait before retry number ``retry`` (1-based): the doubling backoff with jitter, or the
-    server's Retry-After when that is longer; never more than the backoff cap."""
-    nominal = min(_MAX_BACKOFF_S, config.backoff_s * (2 ** (retry - 1)))
-    delay = nominal * (0.5 + random.random())
-    if retry_after_s is not None:
-        delay = max(delay, retry_after_s)
-    return min(delay, _MAX_BACKOFF_S)
-
-
 def worst_case_s(config: ClientConfig, retry_after_s: float = 0.0) -> float:
     """The longest one call can take once it holds a concurrency slot: every attempt runs into its
-    timeout, and every retry waits its longest backoff (or a server's ``Retry-After`` of up to
-    ``retry_after_s``, capped like the backoff): ``timeout_s * (max_retries + 1) + backoff``."""
+    timeout, and every retry waits its longest backoff or a server's ``Retry-After`` of up to
+    ``retry_after_s`` (a wait past the request's deadline, ``(max_retries + 1) x timeout_s``, is never
+    made): ``timeout_s * (max_retries + 1) + backoff``."""
+    longest_retry_after = min(retry_after_s, config.timeout_s * (config.max_retries + 1))
     backoff = sum(
-        min(_MAX_BACKOFF_S, max(min(_MAX_BACKOFF_S, config.backoff_s * 2 ** (k - 1)) * _JITTER_MAX, retry_after_s))
+        max(min(_MAX_BACKOFF_S, config.backoff_s * 2 ** (k - 1)) * _JITTER_MAX, longest_retry_after)
         for k in range(1, config.max_retries + 1)
     )
     return config.timeout_s * (config.max_retries + 1) + backoff
@@ -356,12 +374,23 @@ class LLMClient:
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         sem = self._primitives()
-        attempts, last_error, retry_after = 0, "no attempt made", None
+        attempts, last_error = 0, "no attempt made"
         total_latency = 0.0
+        deadline = time.monotonic() + (cfg.max_retries + 1) * cfg.timeout_s
+        retry_after: float | None = None
         for attempt in range(cfg.max_retries + 1):
-            if attempt:
+            if attempt and retry_after is not None:  # the server said when: wait that, within the deadline
+                left = deadline - time.monotonic()
+                if retry_after > left:
+                    return self._failed(f"{last_error}; not retried: Retry-After {retry_after:.0f}s is past this "
+                                        f"request's deadline ({max(left, 0.0):.0f}s left of (max_retries + 1) x "
+                                        "timeout_s)", total_latency, attempts, request_id)
                 self._count(retries=1)
-                await _sleep(_retry_delay_s(cfg, attempt, retry_after))
+                await _sleep(retry_after)
+            elif attempt:
+                self._count(retries=1)
+                delay = min(_MAX_BACKOFF_S, cfg.backoff_s * (2 ** (attempt - 1)))
+                await _sleep(delay * (0.5 + random.random()))  # full jitter around the nominal delay
             async with sem:
                 await self._wait_rate_slot()
                 attempts += 1
@@ -401,7 +430,7 @@ class LLMClient:
             async with session.post(url, json=payload, headers=headers, timeout=timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
-                retry_after = _retry_after_s(resp.headers.get("Retry-After"))
+                retry_after_header = resp.headers.get("Retry-After")
         except asyncio.TimeoutError as exc:
             raise _RetryableError(f"timeout after {self.config.timeout_s}s ({url})") from exc
         except aiohttp.ClientError as exc:  # refused, reset, truncated payload, ...
@@ -411,8 +440,8 @@ class LLMClient:
         snippet = raw[:_ERROR_BODY_CHARS].decode("utf-8", "replace")
         if status >= 500:
             raise _RetryableError(f"HTTP {status} from {url}: {snippet}")
-        if status == 429:  # rate limited: a later attempt may pass
-            raise _RetryableError(f"HTTP 429 from {url}: {snippet}", retry_after)
+        if status == 429:  # rate limited: retried, after the server's Retry-After when it gives one
+            raise _RetryableError(f"HTTP 429 from {url}: {snippet}", parse_retry_after(retry_after_header))
         if status >= 400:
             raise _FinalError(f"HTTP {status} from {url} (not retried): {snippet}")
         try:
@@ -422,15 +451,6 @@ class LLMClient:
         if not isinstance(body, dict):
             raise _FinalError(f"reply from {url} is not a JSON object: {snippet!r}")
         return body
-
-
-def _retry_after_s(value: str | None) -> float | None:
-    """A ``Retry-After`` header in seconds (the HTTP-date form is not used by model servers)."""
-    try:
-        seconds = float(value) if value is not None else None
-    except ValueError:
-        return None
-    return seconds if seconds is not None and 0 <= seconds < float("inf") else None
 
 
 def _first_choice(body: dict) -> dict:
