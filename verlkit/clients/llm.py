@@ -20,10 +20,8 @@ Talks to any OpenAI-compatible server (vLLM by default): ``/v1/chat/completions`
   unless that wait would end past the request's deadline, ``(max_retries + 1) x timeout_s`` from its
   first attempt: then it fails at once, saying so. Other 4xx (bad request, unknown model) and
   well-formed-but-unusable replies are not retried: resending the same request would get the same answer.
-- **Traceable requests**: every logical request carries an ``X-Request-Id`` header (the same on each
-  of its retries); ``Completion.request_id`` names it. With ``$VERLKIT_CLIENT_LEDGER`` set to a file
-  path, every call appends one JSON line (request id, ok, attempts, cache hit, latency, error) to it:
-  the per-request ledger fault soaks join with what the server side saw.
+- **Traceable requests**: each request carries an ``X-Request-Id`` header (the same on its retries,
+  ``Completion.request_id``), recorded per call by ``verlkit.clients.ledger`` when it is enabled.
 - **Deduplication and caching** of deterministic requests (temperature 0, or an explicit seed):
   identical requests in flight share one HTTP request; finished successful replies are kept in an
   LRU cache (``cache_size`` entries) keyed by the full request (model, messages/prompt, every
@@ -53,6 +51,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from verlkit.clients.ledger import LEDGER_ENV, record_call
 from verlkit.clients.loop import get_loop, run_async
 from verlkit.clients.urls import server_root
 
@@ -60,7 +59,6 @@ logger = logging.getLogger("verlkit.llm_client")
 
 _MAX_BACKOFF_S = 30.0
 _JITTER_MAX = 1.5  # a retry waits the nominal delay times a factor drawn from [0.5, 1.5)
-LEDGER_ENV = "VERLKIT_CLIENT_LEDGER"
 _sleep = asyncio.sleep  # the backoff wait; a module attribute so tests can record the delays
 _ERROR_BODY_CHARS = 300
 
@@ -154,24 +152,6 @@ def worst_case_s(config: ClientConfig, retry_after_s: float = 0.0) -> float:
         for k in range(1, config.max_retries + 1)
     )
     return config.timeout_s * (config.max_retries + 1) + backoff
-
-
-def _ledger(done: Completion, path: str, started: float) -> Completion:
-    """Append one call's outcome to the ledger file (one write of one line: appends from several
-    processes do not interleave). A ledger that cannot be written never fails the call."""
-    line = json.dumps({"request_id": done.request_id, "ok": done.ok, "attempts": done.attempts,
-                       "cache_hit": done.cache_hit, "deduped": done.deduped, "latency_s": done.latency_s,
-                       "wall_s": time.monotonic() - started, "pid": os.getpid(),
-                       "error": (done.error or "")[:200]}) + "\n"  # fmt: skip
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
-    except OSError:
-        logger.debug("cannot write the client ledger %s", path, exc_info=True)
-    return done
 
 
 # One session per process, bound to the background loop. Recreated after a fork.
@@ -305,7 +285,7 @@ class LLMClient:
         started = time.monotonic()
         done = await self._call_unlogged(path, payload, extract, deterministic, root)
         ledger = os.environ.get(LEDGER_ENV)
-        return _ledger(done, ledger, started) if ledger else done
+        return record_call(done, ledger, started) if ledger else done
 
     async def _call_unlogged(self, path: str, payload: dict, extract, deterministic: bool | None, root: bool) -> Completion:
         """Cache, dedupe, then the HTTP request. ``root``: the path hangs off the server root
