@@ -17,5 +17,6 @@
 # last GPU serves the downstream model), DOWNSTREAM_TP, DOWNSTREAM_GPU_MEM, DOWNSTREAM_MAX_MODEL_LEN,
 # DOWNSTREAM_URL (+ DOWNSTREAM_API_KEY_ENV = the NAME of the env var holding the key,
 # DOWNSTREAM_RATE_LIMIT_RPS; the model name is the downstream_model argument) for a hosted API,
-# POLICY_DEVICES, EVAL_LIMIT. RAY_ADDRESS joins an existing Ray cluster.
+# DOWNSTREAM_TEMPLATE_FILE (the downstream prompt), DOWNSTREAM_CONSTRAINED=true|false (vLLM structured
+# outputs for the downstream reply in training and evaluation; on in the CPU profile), POLICY_DEVICES, EVAL_LIMIT. RAY_ADDRESS joins an existing Ray cluster.
 cd "$(dirname "${BASH_SOURCE[0]}")" && exec "${VK_PYTHON:-python}" -m recipes.confidence "$@"

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from recipes import format_table
 from recipes.checkpoints import latest_checkpoint, merge_checkpoint
-from recipes.compose import Setting, SettingError, integer, items, number, quoted, tool_arguments
+from recipes.compose import Setting, SettingError, boolean, integer, items, number, quoted, tool_arguments
 from recipes.driver import RecipeError, devices_except, gpu_indices, log, parse_devices
 from recipes.driver import main as run_recipe
 from recipes.settings import RecipeSettings
@@ -48,6 +48,22 @@ POSITIONAL = (
     ("method", Setting("method", _method)),
 )
 
+
+def constrain_flag(raw) -> str:
+    """auto | on | off from a knob or a config value (also true/false, 1/0, yes/no, YAML booleans)."""
+    from verlkit.c3po.endpoints import CONSTRAIN_CHOICES
+
+    lowered = str(raw).strip().lower()
+    if lowered in CONSTRAIN_CHOICES:
+        return lowered
+    return "on" if boolean(lowered) else "off"
+
+
+def constrain_choice(raw: str) -> str:
+    """JUDGE_CONSTRAINED as a config value."""
+    return quoted(constrain_flag(raw))
+
+
 # The documented environment knobs (header of run_c3po.sh, docs/c3po.md).
 KNOBS = {
     "RUN_DIR": Setting("recipe.run_dir"),
@@ -63,6 +79,7 @@ KNOBS = {
     "JUDGE_URL": Setting("recipe.judge.url"),
     "JUDGE_MODEL": Setting("recipe.judge.model"),
     "JUDGE_API_KEY_ENV": Setting("recipe.judge.api_key_env"),
+    "JUDGE_CONSTRAINED": Setting("recipe.judge.constrained", constrain_choice),
     "FEEDBACK_FILE": Setting("recipe.feedback_file"),
     "GENERAL_PROMPTS": Setting("recipe.sample.general_prompts"),
     "MAX_FEEDBACKS": Setting("recipe.max_feedbacks", integer),
@@ -74,6 +91,37 @@ KNOBS = {
     "NPROC": Setting("recipe.nproc", integer),
     "NNODES": Setting("recipe.nnodes", integer),
 }
+
+
+def probe_judge(url: str, model: str, api_key_env: str | None, constrained: str) -> None:
+    """With the judge constrained, one request with its constraint checks that the server enforces it
+    (``templated.probe_server``): a refused constraint stops the run here, not as a run of unusable
+    verdicts."""
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verl.utils.reward_score.templated import probe_server
+    from verlkit.c3po.constraints import judge_constraint
+    from verlkit.c3po.endpoints import use_constraints
+    from verlkit.c3po.feedback import Feedback
+    from verlkit.c3po.prompts import judge_messages
+    from verlkit.clients.llm import close_session, get_client
+    from verlkit.clients.settings import ClientSettings
+    from verlkit.clients.structured import StructuredOutput
+
+    if not use_constraints(constrained, url):
+        return
+    c = judge_constraint()
+    feedback = Feedback(content="Be concise", domain="emails", effect="be more concise", name="probe")
+    messages = judge_messages(feedback, "Email my boss that I am late.", "I am late, sorry.",
+                              "Dear boss, I am writing to let you know that I will be late today.")
+    client = get_client(ClientSettings(url=url, model=model, api_key_env=api_key_env, timeout_s=120.0,
+                                       max_retries=2).client_config())  # fmt: skip
+    try:
+        probe_server(client, messages, constraint=StructuredOutput(regex=c.regex, max_tokens=c.max_tokens),
+                     top_logprobs=None, reward="c3po judge")  # fmt: skip
+    except RewardOptionsError as e:
+        raise RecipeError(f"recipe.judge: {e}", code=2) from None
+    finally:
+        close_session()
 
 
 def place_devices(all_gpus: list[str], student: list[str], teacher: list[str], train: list[str], hosted_teacher: bool):
@@ -114,16 +162,28 @@ def build_training_parquet(sample_dir: Path, out: Path) -> dict[str, int]:
     return {kind: kinds.count(kind) for kind in ROW_KINDS}
 
 
+SCOPES = ("in_scope", "near_scope", "out_of_scope")
+
+
 def report(eval_dir: Path) -> str:
-    """One line per (feedback, method) of the evaluation JSONs under ``eval_dir/<feedback>/``."""
+    """One line per (feedback, method) of the evaluation JSONs under ``eval_dir/<feedback>/``, then, for
+    every scope where every judged prompt was a tie, what the ties were (``tie_reasons``): a table of
+    nothing but ties says why instead of reading like a result."""
     rows = [("feedback", "method", "type", "adherence", "overgen. near", "overgen. out", "ties in/near/out")]
+    notes = []
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
     for path in sorted(Path(eval_dir).glob("*/*.json")):
         r = json.loads(path.read_text())
-        ties = "/".join(fmt(r["sets"][s]["summary"]["tie_rate"]) for s in ("in_scope", "near_scope", "out_of_scope"))
+        ties = "/".join(fmt(r["sets"][s]["summary"]["tie_rate"]) for s in SCOPES)
         rows.append((r["feedback"], r["method"], r["type"], fmt(r["adherence"]), fmt(r["overgeneralization_near"]),
                      fmt(r["overgeneralization_out"]), ties))  # fmt: skip
-    return format_table(rows)
+        for scope in SCOPES:
+            summary = r["sets"][scope]["summary"]
+            if summary["tie_rate"] == 1.0:
+                reasons = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.get("tie_reasons", {}).items())
+                notes.append(f"{r['feedback']} [{r['method']}] {scope}: all {summary.get('n_judged', '?')} judged "
+                             f"prompts are ties ({reasons or 'reasons not recorded'})")  # fmt: skip
+    return "\n".join([format_table(rows), *notes])
 
 
 def selected_feedbacks(cfg) -> list[str]:
@@ -184,7 +244,13 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     teacher_server = run.serve(spec)
     judge_url, judge_model, judge_key = judge_endpoint(cfg.recipe.judge, teacher_server.base_url,
                                                        teacher_server.model_name, teacher.api_key_env)  # fmt: skip
-    judge = ["--judge-url", judge_url, "--judge-model", judge_model] + (["--judge-api-key-env", judge_key] if judge_key else [])
+    try:
+        judge_constrained = constrain_flag(cfg.recipe.judge.constrained)
+    except SettingError as e:
+        raise RecipeError(f"recipe.judge.constrained: {e}", code=2) from None
+    judge = ["--judge-url", judge_url, "--judge-model", judge_model, "--judge-constrained", judge_constrained]
+    judge += ["--judge-api-key-env", judge_key] if judge_key else []
+    probe_judge(judge_url, judge_model, judge_key, judge_constrained)
 
     # --- sampling
     sample_dir = run.run_dir / "sample"
