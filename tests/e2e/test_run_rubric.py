@@ -1,5 +1,5 @@
 """``bash run_rubric.sh`` end to end on the CPU default, and what it leaves behind after a normal run,
-a SIGINT in the middle of training and a trainer crash.
+a SIGINT in the middle of training, a SIGKILL of the script itself and a trainer crash.
 
 Every process of a run is tracked two ways: what the driver recorded in ``<run>/processes.json`` (the
 verifier's PIDs, the trainer's process group) and a snapshot of the script's whole process tree (Ray's
@@ -60,6 +60,20 @@ def test_sigint_during_training_leaves_nothing_alive(tmp_path, tiny_model_dir, v
     os.killpg(run.proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
     rc = run.wait(timeout=300)
     assert rc == 130, run.output()[-4000:]
+    run.assert_nothing_left(("verifier",))
+    assert vllm_server.is_alive()  # the separately started server is not ours to stop
+
+
+def test_sigkill_of_the_script_during_training_leaves_nothing_alive(tmp_path, tiny_model_dir, vllm_server):
+    # SIGKILL runs no handler of the driver: the trainer's process group must end on its own (the
+    # parent-death signal the driver gives it; Ray's daemons share the trainer's fate).
+    run = RecipeRun("run_rubric.sh", tmp_path / "run", str(tiny_model_dir), "1", "", "True", str(tiny_model_dir),
+                    STEPS="50", VERLKIT_VERIFIER_URL=vllm_server.base_url)
+    run.wait_for(run.run_dir / "train.log", "Training Progress", timeout=1500)
+    assert run.processes()["process_groups"]["training"]["state"] == "running"
+    os.kill(run.proc.pid, signal.SIGKILL)  # the script itself (run_rubric.sh exec's the driver)
+    rc = run.wait(timeout=60)
+    assert rc == -signal.SIGKILL
     run.assert_nothing_left(("verifier",))
     assert vllm_server.is_alive()  # the separately started server is not ours to stop
 

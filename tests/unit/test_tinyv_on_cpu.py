@@ -195,6 +195,21 @@ def test_eval_verifier_rubric_template_needs_criteria(tmp_path):
         eval_verifier.load_pairs(pairs, needs_criteria=True)
 
 
+def test_negated_verdict_check_agrees_with_the_per_word_check_it_replaced():
+    # oracle: the earlier per-word test (is the text before each verdict word a negation?)
+    import random
+
+    rng = random.Random(3)
+    parts = ["True", "False", "true", "not", "no", "never", "isn't", " ", "  ", "*", "**", "`", '"', "x", "nottrue", "."]
+    lines = ["".join(rng.choice(parts) for _ in range(rng.randint(1, 10))) for _ in range(20_000)]
+    from verl.utils.reward_score import verdict_parsers as vp
+
+    word_re, _, negated_re = vp._word_patterns(("true", "false"))
+    per_word = [any(vp._NEGATION_BEFORE.search(line[: w.start()]) for w in word_re.finditer(line)) for line in lines]
+    assert 300 < sum(per_word) < 19_000  # both outcomes are well represented
+    assert [bool(negated_re.search(line)) for line in lines] == per_word
+
+
 # ------------------------------------------------------------------ verifier evaluation: failed requests
 def test_eval_metrics_exclude_failed_requests_and_count_them():
     from verlkit.evaluation.verifier import compute_metrics

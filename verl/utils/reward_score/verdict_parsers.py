@@ -23,19 +23,23 @@ def after_think(reply: str | None, is_think_model: bool) -> tuple[str, int] | No
 # ---------------------------------------------------------------------------------------------
 # Words: binary True/False (+ an invalid word)
 # ---------------------------------------------------------------------------------------------
-_NEGATION_BEFORE = re.compile(r"(?:\bnot|n't|\bnever|\bno)\s*[*_`'\"]*\s*$", re.IGNORECASE)
+_NEGATION = r"(?:\bnot|n't|\bnever|\bno)"
+_NEGATION_BEFORE = re.compile(_NEGATION + r"\s*[*_`'\"]*\s*$", re.IGNORECASE)
 _MARKER_WORDS = r"\b(?:final\s+answer|answer|verdict|judg(?:e)?ment|decision|output|result)"
 _DECORATION = re.compile(r"[*_`'\"\s.!()\[\]{}$]|\\boxed|\\text")
 
 
-def _word_patterns(words: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern]:
+def _word_patterns(words: tuple[str, ...]) -> tuple[re.Pattern, re.Pattern, re.Pattern]:
     alternatives = "|".join(re.escape(w) for w in words)
     word = re.compile(rf"\b({alternatives})\b", re.IGNORECASE)
     marked = re.compile(
         _MARKER_WORDS + r"\s*(?:is)?\s*[:=\-]?\s*(?:[*_`'\"(\[{]|\\boxed|\\text)*\s*(" + alternatives + r")\b",
         re.IGNORECASE,
     )
-    return word, marked
+    # a negated verdict word anywhere in a line, in one pass: testing each word's prefix with
+    # _NEGATION_BEFORE is quadratic (a 20k-character reply of "True True ..." took seconds)
+    negated = re.compile(_NEGATION + rf"\s*[*_`'\"]*\s*\b(?:{alternatives})\b", re.IGNORECASE)
+    return word, marked, negated
 
 
 def find_word(reply: str | None, words: Sequence[str] = ("true", "false"),
@@ -52,7 +56,7 @@ def find_word(reply: str | None, words: Sequence[str] = ("true", "false"),
         return None
     text, offset = split
     lowered = tuple(w.lower() for w in words)
-    word_re, marked_re = _word_patterns(lowered)
+    word_re, marked_re, negated_re = _word_patterns(lowered)
     stripped = text.strip()
     if not stripped:
         return None
@@ -77,7 +81,7 @@ def find_word(reply: str | None, words: Sequence[str] = ("true", "false"),
         kinds = {w.group(1).lower() for w in found}
         if len(kinds) != 1:
             return None
-        if any(_NEGATION_BEFORE.search(line[: w.start()]) for w in found):
+        if negated_re.search(line):
             return None
         return kinds.pop(), offset + start + found[0].start(1)
     return None
