@@ -85,13 +85,3 @@ def test_gpu_placement():
     assert c3po.place_devices(gpus, ["0"], ["1"], [], False) == (["0"], ["1"], ["2", "3"])
     with pytest.raises(RecipeError, match="no GPU left for training"):
         c3po.place_devices(["0", "1"], [], [], [], False)
-
-
-def test_report_has_one_line_per_feedback_and_method(tmp_path):
-    result = {"feedback": "concise-boss-emails", "method": "trained", "type": "qualitative", "adherence": 0.75,
-              "overgeneralization_near": 0.25, "overgeneralization_out": None,
-              "sets": {s: {"summary": {"tie_rate": 0.5}} for s in ("in_scope", "near_scope", "out_of_scope")}}
-    (tmp_path / "concise-boss-emails").mkdir()
-    (tmp_path / "concise-boss-emails" / "trained.json").write_text(json.dumps(result))
-    lines = c3po.report(tmp_path).splitlines()
-    assert lines[1].split() == ["concise-boss-emails", "trained", "qualitative", "0.75", "0.25", "n/a", "0.50/0.50/0.50"]

@@ -27,8 +27,9 @@ Reported per set: ``applied_rate`` (= feedback adherence on in-scope prompts, ov
 near- and out-of-scope prompts), ``tie_rate``, ``worse_rate``, raw means (metric values or judge
 scores, both orders), counts of failures (and, for qualitative feedback, ``judge_requests``: the
 judge's requests, re-asks and failures); the headline ``adherence``, ``overgeneralization_near``,
-``overgeneralization_out``. Written as ``OUT/<method>.json`` with one record per prompt, plus a
-bar plot ``OUT/<method>.png``.
+``overgeneralization_out``. Written as ``OUT/<label>.json`` (``--label``, default the method; e.g. a
+combined adapter's result beside the single one's) with one record per prompt, plus a bar plot
+``OUT/<label>.png``.
 
 CLI: ``python -m verlkit.c3po.evaluate --help``.
 """
@@ -146,7 +147,8 @@ class Evaluator:
     async def run(self) -> dict[str, Any]:
         a = self.args
         result: dict[str, Any] = {"feedback": self.fb.slug, "feedback_id": self.fb.id, "type": self.fb.type,
-                                  "method": a.method, "baseline": a.baseline, "sets": {}}  # fmt: skip
+                                  "method": a.method, "label": a.label or a.method, "baseline": a.baseline,
+                                  "model_name": a.model_name if a.method == "trained" else None, "sets": {}}  # fmt: skip
         for name in SETS:
             rows = test_prompts(self.sample, name, a.limit, a.shuffle_seed)
             prompts = [r["prompt"] for r in rows]
@@ -192,7 +194,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.text(i, 1.02, f"n={s['n_judged']}", ha="center", fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("share of judged prompts")
-    ax.set_title(f"{result['feedback']} — {result['method']} vs baseline", fontsize=9)
+    ax.set_title(f"{result['feedback']} — {result.get('label', result['method'])} vs baseline", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -204,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-dir", required=True, type=Path, help="the sampling stage's directory of ONE feedback")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--method", choices=METHODS, default="trained")
+    p.add_argument("--label", default=None,
+                   help="names the result (OUT/<label>.json, .png) and the model in tables; default: the method")
     p.add_argument("--baseline", choices=["auto", "regenerate", "stored"], default="auto")
     p.add_argument("--model-url", help="trained: the server of the evaluated model")
     p.add_argument("--model-name", help="trained: its served name (e.g. the LoRA adapter's name)")
@@ -259,12 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         close_session()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.method}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    plot(result, args.out / f"{args.method}.png")
+    label = result["label"]
+    (args.out / f"{label}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    plot(result, args.out / f"{label}.png")
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-    print(f"{result['feedback']} [{args.method}]: adherence {fmt(result['adherence'])}, overgeneralization "
+    print(f"{result['feedback']} [{label}]: adherence {fmt(result['adherence'])}, overgeneralization "
           f"near {fmt(result['overgeneralization_near'])} / out {fmt(result['overgeneralization_out'])} "
-          f"-> {args.out / (args.method + '.json')}")  # fmt: skip
+          f"-> {args.out / (label + '.json')}")  # fmt: skip
     judged = sum(result["sets"][n]["summary"]["n_judged"] for n in SETS)
     return 0 if judged else 1
 
