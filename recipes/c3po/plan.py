@@ -171,7 +171,7 @@ def plot_comparison(rows: list[dict], title: str, path: Path) -> None:
             ties = [r["ties"][set_name] or 0.0 for r in mine]
             ax.bar(xs, applied, width=0.25, color=color, label=label)
             ax.bar(xs, ties, width=0.25, bottom=applied, color="white", edgecolor=color, hatch="///",
-                   label="tie (not counted)" if j == 0 else None)  # fmt: skip
+                   label="hatched: tie (not counted)" if j == 0 else None)  # fmt: skip
         ax.set_xticks(range(len(mine)))
         ax.set_xticklabels([r["model"] if r["point"] == "-" else f"{r['model']}\n{r['point']}" for r in mine], fontsize=7)
         ax.set_ylim(0, 1.0)
