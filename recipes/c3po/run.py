@@ -240,8 +240,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
         except ServerStartError as e:
             raise RecipeError(f"run_c3po: {e}") from None
         log(f"{where}: adapter {work / 'adapter'} loaded into the student server as '{job.adapter}'")
-        for slug, sample in zip(job.feedbacks, job.sample_dirs):
-            trained = ["--sample-dir", sample, "--out", job.eval_dirs[slug], "--label", job.label, *judge,
+        for slug, feedback_sample in zip(job.feedbacks, job.sample_dirs):
+            trained = ["--sample-dir", feedback_sample, "--out", job.eval_dirs[slug], "--label", job.label, *judge,
                        *tool_arguments(cfg.recipe.eval), "--method", "trained", "--model-url", student.base_url,
                        "--model-name", job.adapter, "--baseline-url", student.base_url,
                        "--baseline-name", student.model_name]  # fmt: skip
