@@ -10,10 +10,12 @@
   sampler runs once per run.
 
 Layout: ``<point root>/train/<unit>/`` (training parquet, checkpoints, adapter, logs) and
-``<point root>/eval/<feedback>/<label>.json`` with label ``trained`` (the feedback's own adapter) or
-``combined`` (the two-feedback adapter). The comparison (``RUN_DIR/comparison.{md,json,png}``) has one
-row per (point, feedback, model): in-scope adherence, near- and out-of-scope overgeneralization, and
-the tie rates apart (a tie never counts as applying the feedback).
+``<point root>/eval/<feedback>/<label>.json`` with label ``trained`` (the feedback's own adapter),
+``combined`` (the adapter trained on the two feedbacks' data) or ``merged`` (``MERGE_ADAPTERS``: the
+two feedbacks' own adapters concatenated, ``verlkit.c3po.adapters``). The comparison
+(``RUN_DIR/comparison.{md,json,png}``) has one row per (point, feedback, model): in-scope adherence,
+near- and out-of-scope overgeneralization, and the tie rates apart (a tie never counts as applying
+the feedback).
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from recipes.compose import SettingError
 
 SETS = ("in_scope", "near_scope", "out_of_scope")
 COMBINED = "combined"
+MERGED = "merged"
+# the LoRA ranks a vLLM server accepts as max_lora_rank
+VLLM_MAX_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,7 @@ class Job:
     eval_dirs: dict[str, Path]  # feedback -> its evaluation directory at this point
     sample_dirs: tuple[Path, ...]  # the run's shared sampled data of each feedback
     adapter: str  # the name it is served under (unique in the run: adapters stay loaded)
+    merge_of: tuple[Path, ...] = ()  # "merged": no training, the concatenation of these trained adapters
 
 
 def sweep_values(raw: str) -> str:
@@ -88,21 +94,31 @@ def sweep_points(params, values) -> list[Point]:
     return points
 
 
-def plan(run_dir: Path, slugs: list[str], combined: bool, points: list[Point]) -> list[Job]:
-    """Every adapter the run trains, in order: per point, each feedback's own, then the combined one."""
-    if combined and len(slugs) != 2:
-        raise SettingError(f"a combined adapter needs exactly two feedbacks, got {slugs}")
+def plan(run_dir: Path, slugs: list[str], combined: bool, points: list[Point], merged: bool = False) -> list[Job]:
+    """Every adapter the run evaluates, in order: per point, each feedback's own, then the one trained on
+    the combined data, then (``merged``) the concatenation of the two feedbacks' own adapters."""
+    if (combined or merged) and len(slugs) != 2:
+        raise SettingError(f"a combined or merged adapter needs exactly two feedbacks, got {slugs}")
     sample = {slug: run_dir / "sample" / slug for slug in slugs}
     units = [(slug, (slug,), "trained") for slug in slugs]
     units += [("+".join(slugs), tuple(slugs), COMBINED)] if combined else []
+    units += [("+".join(slugs) + "-merged", tuple(slugs), MERGED)] if merged else []
     jobs = []
     for k, point in enumerate(points):
         root = run_dir / "sweep" / point.name if point.name else run_dir
         for unit, feedbacks, label in units:
             jobs.append(Job(point, unit, feedbacks, label, root / "train" / unit,
                             {f: root / "eval" / f for f in feedbacks}, tuple(sample[f] for f in feedbacks),
-                            f"c3po-{unit}" + (f"-p{k}" if point.name else "")))  # fmt: skip
+                            f"c3po-{unit}" + (f"-p{k}" if point.name else ""),
+                            tuple(root / "train" / f for f in feedbacks) if label == MERGED else ()))  # fmt: skip
     return jobs
+
+
+def server_lora_rank(configured: int, ranks: list[int], merged: bool) -> int:
+    """The student server's max_lora_rank: at least every trained rank, twice the largest one when two
+    adapters are merged by concatenation, rounded up to a rank vLLM accepts."""
+    need = max([configured, *ranks]) if not merged else max(configured, 2 * max(ranks))
+    return next((r for r in VLLM_MAX_LORA_RANKS if r >= need), need)
 
 
 # ---- the comparison --------------------------------------------------------------------------------

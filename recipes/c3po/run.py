@@ -23,9 +23,9 @@ import shutil
 import sys
 from pathlib import Path
 
-from recipes.c3po.plan import comparison_rows, plan, sweep_points, sweep_values, write_comparison
+from recipes.c3po.plan import MERGED, comparison_rows, plan, server_lora_rank, sweep_points, sweep_values, write_comparison
 from recipes.checkpoints import latest_checkpoint, merge_checkpoint
-from recipes.compose import Setting, SettingError, integer, items, number, quoted, tool_arguments
+from recipes.compose import Setting, SettingError, boolean, integer, items, number, quoted, tool_arguments
 from recipes.driver import RecipeError, devices_except, gpu_indices, log, parse_devices
 from recipes.driver import main as run_recipe
 from recipes.settings import RecipeSettings
@@ -70,6 +70,7 @@ KNOBS = {
     "SECOND_FEEDBACK_PREFIX": Setting("recipe.second_feedback_prefix"),
     "SWEEP_PARAMS": Setting("recipe.sweep.params", items),
     "SWEEP_VALUES": Setting("recipe.sweep.points", sweep_values),
+    "MERGE_ADAPTERS": Setting("recipe.merge_adapters", lambda raw: "true" if boolean(raw) else "false"),
     "GENERAL_PROMPTS": Setting("recipe.sample.general_prompts"),
     "MAX_FEEDBACKS": Setting("recipe.max_feedbacks", integer),
     "NUM_PROMPTS": Setting("recipe.sample.num_in_scope", integer),
@@ -161,10 +162,11 @@ def body(stack: contextlib.ExitStack, argv) -> int:
         except Exception as e:  # noqa: BLE001 - hydra's override and config errors have no common base
             raise RecipeError(f"run_c3po: sweep point {point.name}: {e}", code=2) from None
     combined = bool(s.cfg.recipe.second_feedback_prefix)
+    merged = combined and bool(s.cfg.recipe.merge_adapters)
     run = s.open_run(stack)
-    cfg, profile, name = s.cfg, s.profile, s.name
+    cfg, profile = s.cfg, s.profile
     teacher, method = cfg.recipe.teacher, cfg.recipe.method
-    jobs = plan(run.run_dir, slugs, combined, points)
+    jobs = plan(run.run_dir, slugs, combined, points, merged)
     log(f"feedbacks: {' '.join(slugs)}{' (+ one adapter on their combined data)' if combined else ''}; method: "
         f"{method}; sweep points: {', '.join(p.name for p in points if p.name) or 'none'}")  # fmt: skip
 
@@ -173,7 +175,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     ss = cfg.recipe.student_server
     gpu = lambda devices, memory: dict(devices=",".join(devices), gpu_memory_utilization=memory) if profile == "gpu" else {}  # noqa: E731
     student = run.serve(ServerSpec(model=cfg.recipe.student, name="student", served_model_name="student",
-                                   enable_lora=True, max_lora_rank=ss.max_lora_rank, max_model_len=ss.max_model_len,
+                                   enable_lora=True, max_lora_rank=server_lora_rank(ss.max_lora_rank, lora_ranks(cfg, points), merged),
+                                   max_model_len=ss.max_model_len,
                                    run_dir=run.run_dir, ready_timeout_s=ss.ready_timeout_s,
                                    **gpu(student_devices, ss.gpu_memory_utilization)))  # fmt: skip
     if teacher.url:
@@ -212,29 +215,12 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     evaluated = 0
     for job in jobs:
         work = job.train_dir
-        counts = training_data(job, work / "train.parquet")
-        if counts is None:
-            continue
         where = f"{job.unit}" + (f" @ {job.point.name}" if job.point.name else "")
-        log(f"{where}: {work / 'train.parquet'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        # the run's name and the process count come before the user's overrides; the job's files and the
-        # sweep point's values after them (a sweep point wins)
-        experiment = "-".join(filter(None, (run.experiment, job.point.name, job.unit)))
-        s.defaults = [f"trainer.experiment_name={quoted(experiment)}", f"trainer.n_gpus_per_node={nproc}",
-                      f"trainer.nnodes={cfg.recipe.nnodes}"]  # fmt: skip
-        overrides = s.overrides(f"data.train_files={quoted(work / 'train.parquet')}",
-                                f"data.train_batch_size={batch_rows(sum(counts.values()), cfg.data.train_batch_size, nproc)}",
-                                f"trainer.default_local_dir={quoted(work / 'checkpoints')}", *job.point.overrides)  # fmt: skip
-        rc = run.train(where, TRAINER, CONFIG_DIR, name, overrides, work, launcher=launcher, env=env)
-        if rc:
-            raise RecipeError(f"{where}: training failed (exit status {rc}; log: {work / 'train.log'})", code=rc)
-        with contextlib.redirect_stdout(sys.stderr):
-            run.summary(work / "train.log", work / "metrics.json", ("train/loss", "pref/"))
-        # verl's merger writes the base weights and the adapter; only the adapter is new
-        merge_checkpoint(run, latest_checkpoint(work / "checkpoints"), work / "export", work / "export.log")
-        shutil.rmtree(work / "adapter", ignore_errors=True)
-        (work / "export" / "lora_adapter").rename(work / "adapter")
-        shutil.rmtree(work / "export")
+        if job.label == MERGED:
+            if not merge_adapters(job, where):
+                continue
+        elif not train_adapter(run, s, job, where, launcher, env, nproc):
+            continue
         try:
             load_lora_adapter(student.base_url, job.adapter, work / "adapter")
         except ServerStartError as e:
@@ -260,6 +246,57 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     log(f"comparison: {run.run_dir / 'comparison.md'} (.json, .png); evaluation JSON and plots: "
         f"<run or sweep point>/eval/<feedback>/; run directory: {run.run_dir}")  # fmt: skip
     return 0
+
+
+def train_adapter(run, s, job, where: str, launcher: list[str], env, nproc: int) -> bool:
+    """Train the job's LoRA adapter on its training data and export it to ``<train dir>/adapter``; False
+    (logged) when there is no training data."""
+    cfg, work = s.cfg, job.train_dir
+    counts = training_data(job, work / "train.parquet")
+    if counts is None:
+        return False
+    log(f"{where}: {work / 'train.parquet'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    # the run's name and the process count come before the user's overrides; the job's files and the
+    # sweep point's values after them (a sweep point wins)
+    experiment = "-".join(filter(None, (run.experiment, job.point.name, job.unit)))
+    s.defaults = [f"trainer.experiment_name={quoted(experiment)}", f"trainer.n_gpus_per_node={nproc}",
+                  f"trainer.nnodes={cfg.recipe.nnodes}"]  # fmt: skip
+    overrides = s.overrides(f"data.train_files={quoted(work / 'train.parquet')}",
+                            f"data.train_batch_size={batch_rows(sum(counts.values()), cfg.data.train_batch_size, nproc)}",
+                            f"trainer.default_local_dir={quoted(work / 'checkpoints')}", *job.point.overrides)  # fmt: skip
+    rc = run.train(where, TRAINER, CONFIG_DIR, s.name, overrides, work, launcher=launcher, env=env)
+    if rc:
+        raise RecipeError(f"{where}: training failed (exit status {rc}; log: {work / 'train.log'})", code=rc)
+    with contextlib.redirect_stdout(sys.stderr):
+        run.summary(work / "train.log", work / "metrics.json", ("train/loss", "pref/"))
+    # verl's merger writes the base weights and the adapter; only the adapter is new
+    merge_checkpoint(run, latest_checkpoint(work / "checkpoints"), work / "export", work / "export.log")
+    shutil.rmtree(work / "adapter", ignore_errors=True)
+    (work / "export" / "lora_adapter").rename(work / "adapter")
+    shutil.rmtree(work / "export")
+    return True
+
+
+def merge_adapters(job, where: str) -> bool:
+    """The merged job's adapter: the two feedbacks' own adapters of its point concatenated (their exact
+    sum; verlkit.c3po.adapters). False (logged) when one of them was not trained."""
+    from verlkit.c3po.adapters import concatenate_adapters
+
+    sources = [d / "adapter" for d in job.merge_of]
+    if not all((d / "adapter_config.json").exists() for d in sources):
+        log(f"{where}: not merged: not every feedback's own adapter was trained")
+        return False
+    concatenate_adapters(sources, job.train_dir / "adapter")
+    log(f"{where}: {' + '.join(map(str, sources))} concatenated into {job.train_dir / 'adapter'}")
+    return True
+
+
+def lora_ranks(cfg, points) -> list[int]:
+    """Every LoRA rank the run trains (the config's, and a sweep's over model.lora_rank)."""
+    ranks = [int(cfg.model.lora_rank)]
+    for point in points:
+        ranks += [int(o.split("=", 1)[1]) for o in point.overrides if o.startswith("model.lora_rank=")]
+    return ranks
 
 
 def training_data(job, out: Path) -> dict[str, int] | None:

@@ -162,3 +162,53 @@ def test_the_comparison_has_one_row_per_point_feedback_and_model_with_ties_apart
     assert "C3PO lcdpo: student tiny, N = 4" in (tmp_path / "comparison.md").read_text()
     assert len(json.loads((tmp_path / "comparison.json").read_text())) == 4
     assert (tmp_path / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_merged_adapters_are_planned_after_the_singles_and_need_twice_the_rank():
+    jobs = c3po_plan.plan(Path("/r"), ["a", "b"], True, [c3po_plan.Point("")], merged=True)
+    assert [(j.unit, j.label) for j in jobs] == [("a", "trained"), ("b", "trained"), ("a+b", "combined"),
+                                                 ("a+b-merged", "merged")]  # fmt: skip
+    assert jobs[3].merge_of == (Path("/r/train/a"), Path("/r/train/b")) and jobs[0].merge_of == ()
+    assert c3po_plan.server_lora_rank(64, [64], merged=False) == 64
+    assert c3po_plan.server_lora_rank(64, [64], merged=True) == 128
+    assert c3po_plan.server_lora_rank(64, [8, 100], merged=False) == 128  # vLLM accepts 128, not 100
+
+
+def test_the_driver_merges_the_two_trained_adapters_and_evaluates_them_on_both_feedbacks(monkeypatch, tmp_path):
+    """Training and serving are stood in for (the trained adapters are random PEFT files); what runs for
+    real: the plan, the concatenation, and the order load -> evaluate with the right labels."""
+    from support.lora_files import write_adapter
+
+    from recipes import driver, settings
+
+    monkeypatch.setenv("VK_PROFILE", "cpu")
+    monkeypatch.setattr(settings, "cpu_profile_environment", lambda: None)
+    specs, events = [], []
+
+    def serve(self, spec):
+        specs.append(spec)
+        return SimpleNamespace(base_url="http://127.0.0.1:9/v1", model_name=spec.name)
+
+    def train(run, s, job, where, launcher, env, nproc):
+        write_adapter(job.train_dir / "adapter", rank=4, alpha=8, seed=len(events))
+        events.append(("trained", job.unit))
+        return True
+
+    monkeypatch.setattr(driver.Run, "serve", serve)
+    monkeypatch.setattr("verlkit.c3po.sample.main", lambda argv: 0)
+    monkeypatch.setattr(c3po, "train_adapter", train)
+    monkeypatch.setattr("verlkit.serving.load_lora_adapter", lambda url, name, path: events.append(("loaded", name)))
+    monkeypatch.setattr("verlkit.c3po.evaluate.main", lambda argv: events.append(
+        ("evaluated", argv[argv.index("--label") + 1], Path(argv[argv.index("--sample-dir") + 1]).name)) or 0)
+    for key, value in {"TEACHER": "/t", "RUN_DIR": str(tmp_path / "run"), "MERGE_ADAPTERS": "1"}.items():
+        monkeypatch.setenv(key, value)
+    assert c3po.body(__import__("contextlib").ExitStack(), ["/s", "concise", "lcdpo", "bon"]) == 0
+    assert specs[0].name == "student" and specs[0].max_lora_rank == 128
+    merged = "c3po-concise-boss-emails+bon-appetit-recipes-merged"
+    assert events[-3:] == [("loaded", merged), ("evaluated", "merged", "concise-boss-emails"),
+                           ("evaluated", "merged", "bon-appetit-recipes")]  # fmt: skip
+    assert [e for e in events if e[0] == "trained"] == [("trained", "concise-boss-emails"), ("trained", "bon-appetit-recipes"),
+                                                        ("trained", "concise-boss-emails+bon-appetit-recipes")]  # fmt: skip
+    config = json.loads((tmp_path / "run" / "train" / "concise-boss-emails+bon-appetit-recipes-merged" / "adapter"
+                         / "adapter_config.json").read_text())  # fmt: skip
+    assert config["r"] == 8

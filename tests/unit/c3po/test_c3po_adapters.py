@@ -7,26 +7,11 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from support.lora_files import MODULES, SHAPES
+from support.lora_files import write_adapter as adapter
 
 from verlkit.c3po.adapters import concatenate_adapters, main
-
-MODULES = ("base_model.model.model.layers.0.self_attn.q_proj", "base_model.model.model.layers.0.mlp.up_proj")
-SHAPES = {MODULES[0]: (6, 5), MODULES[1]: (7, 5)}  # (out, in)
-
-
-def adapter(path, rank, alpha, seed, modules=MODULES):
-    g = torch.Generator().manual_seed(seed)
-    tensors = {}
-    for m in modules:
-        out_features, in_features = SHAPES[m]
-        tensors[f"{m}.lora_A.weight"] = torch.randn(rank, in_features, generator=g)
-        tensors[f"{m}.lora_B.weight"] = torch.randn(out_features, rank, generator=g)
-    path.mkdir()
-    save_file(tensors, str(path / "adapter_model.safetensors"))
-    (path / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "/m", "r": rank,
-                                                          "lora_alpha": alpha, "target_modules": ["q_proj"]}))  # fmt: skip
-    return path, tensors, alpha / rank
 
 
 def test_the_merged_update_is_the_weighted_sum_of_the_two_updates(tmp_path):
