@@ -40,3 +40,33 @@ def test_adapters_of_other_modules_are_refused(tmp_path, capsys):
     assert main([str(a), str(b), "--out", str(tmp_path / "cli")]) == 2
     assert "other adapted modules" in capsys.readouterr().err
     assert main([str(a), str(a), "--out", str(tmp_path / "aa")]) == 0
+
+
+def test_the_merge_agrees_with_peft_cat_combination_on_the_tiny_model(tmp_path, tiny_model_dir):
+    """Two real PEFT adapters of the tiny model (random B, so that they change the output): the logits
+    with our concatenated adapter equal those with PEFT's own ``add_weighted_adapter(..., "cat")``."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    def base():
+        return AutoModelForCausalLM.from_pretrained(tiny_model_dir, torch_dtype=torch.float32)
+
+    for name, rank, alpha, seed in (("a", 4, 8, 1), ("b", 2, 8, 2)):
+        torch.manual_seed(seed)
+        model = get_peft_model(base(), LoraConfig(r=rank, lora_alpha=alpha, target_modules=["q_proj", "v_proj"]))
+        for key, p in model.named_parameters():
+            if "lora_B" in key:
+                torch.nn.init.normal_(p, std=0.5)
+        model.save_pretrained(tmp_path / name)
+    merged = concatenate_adapters([tmp_path / "a", tmp_path / "b"], tmp_path / "ab")
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    with torch.no_grad():
+        ours = PeftModel.from_pretrained(base(), merged)(ids).logits
+        reference = PeftModel.from_pretrained(base(), tmp_path / "a", adapter_name="a")
+        reference.load_adapter(tmp_path / "b", adapter_name="b")
+        reference.add_weighted_adapter(["a", "b"], [1.0, 1.0], "ab", combination_type="cat")
+        reference.set_adapter("ab")
+        expected = reference(ids).logits
+        plain = base()(ids).logits
+    assert not torch.allclose(expected, plain, atol=1e-3)  # the adapters do change the output
+    assert torch.allclose(ours, expected, atol=1e-4)
