@@ -164,6 +164,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     combined = bool(s.cfg.recipe.second_feedback_prefix)
     merged = combined and bool(s.cfg.recipe.merge_adapters)
     run = s.open_run(stack)
+    # the models to load (a hosted teacher, and the judge, are names at their APIs)
+    s.resolve_models({"recipe.student": "student", **({} if teacher.url else {"recipe.teacher.model": "teacher"})})
     cfg, profile = s.cfg, s.profile
     teacher, method = cfg.recipe.teacher, cfg.recipe.method
     jobs = plan(run.run_dir, slugs, combined, points, merged)
@@ -230,14 +232,16 @@ def body(stack: contextlib.ExitStack, argv) -> int:
             trained = ["--sample-dir", feedback_sample, "--out", job.eval_dirs[slug], "--label", job.label, *judge,
                        *tool_arguments(cfg.recipe.eval), "--method", "trained", "--model-url", student.base_url,
                        "--model-name", job.adapter, "--baseline-url", student.base_url,
-                       "--baseline-name", student.model_name]  # fmt: skip
+                       "--baseline-name", student.model_name,
+                       *tracker(run, cfg, job.point.name, slug, job.label)]  # fmt: skip
             if evaluate([str(a) for a in trained]) == 0:
                 evaluated += 1
     # the prompting baselines do not depend on training: once per feedback, under RUN_DIR/eval/
     for slug in slugs:
         for baseline in cfg.recipe.baselines:
             evaluate([str(a) for a in ["--sample-dir", sample_dir / slug, "--out", run.run_dir / "eval" / slug, *judge,
-                                       *tool_arguments(cfg.recipe.eval), "--method", baseline]])  # fmt: skip
+                                       *tool_arguments(cfg.recipe.eval), "--method", baseline,
+                                       *tracker(run, cfg, "", slug, baseline)]])  # fmt: skip
     title = (f"C3PO {method}: student {Path(str(cfg.recipe.student)).name}, data {sample_dir}, "
              f"N = {cfg.recipe.eval.limit} test prompts per set")  # fmt: skip
     print(write_comparison(run.run_dir, comparison_rows(run.run_dir, points), title), flush=True)
@@ -246,6 +250,12 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     log(f"comparison: {run.run_dir / 'comparison.md'} (.json, .png); evaluation JSON and plots: "
         f"<run or sweep point>/eval/<feedback>/; run directory: {run.run_dir}")  # fmt: skip
     return 0
+
+
+def tracker(run, cfg, point: str, slug: str, label: str) -> list[str]:
+    """The evaluation's tracker options: the training runs' project and run group, one run per evaluation."""
+    name = "-".join(filter(None, (run.experiment, point, slug, "eval", label)))
+    return run.evaluation_tracker(cfg.trainer.logger, cfg.trainer.project_name, name)
 
 
 def train_adapter(run, s, job, where: str, launcher: list[str], env, nproc: int) -> bool:

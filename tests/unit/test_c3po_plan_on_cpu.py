@@ -88,6 +88,14 @@ def test_second_feedback_selection():
     assert c3po.selected_feedbacks(cfg) == ["bon-appetit-recipes", "emoji-texts-to-friends"]
 
 
+def models(tmp_path) -> tuple[str, str]:
+    """Student and teacher model directories (never loaded: the servers are stood in for)."""
+    for name in ("student", "teacher"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text("{}")
+    return str(tmp_path / "student"), str(tmp_path / "teacher")
+
+
 def test_the_driver_samples_once_for_every_point_and_combination(monkeypatch, tmp_path):
     """The driver on a 2x2 sweep with a second feedback: the sampler runs once, and all 12 jobs ask for
     their training data from that one sample directory (servers and training are stood in for: every
@@ -106,12 +114,13 @@ def test_the_driver_samples_once_for_every_point_and_combination(monkeypatch, tm
 
     monkeypatch.setattr("verlkit.c3po.sample.main", sample)
     monkeypatch.setattr(c3po, "training_data", lambda job, out: jobs.append(job))
+    student, teacher = models(tmp_path)
     env = {"SWEEP_PARAMS": "optim.lr,model.lora_rank", "SWEEP_VALUES": "(1e-4,8),(1e-4,16),(5e-4,8),(5e-4,16)",
-           "TEACHER": "/t", "RUN_DIR": str(tmp_path / "run")}  # fmt: skip
+           "TEACHER": teacher, "RUN_DIR": str(tmp_path / "run")}  # fmt: skip
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     with pytest.raises(RecipeError, match="no feedback was trained"):
-        c3po.body(__import__("contextlib").ExitStack(), ["/s", "concise", "lcdpo", "bon"])
+        c3po.body(__import__("contextlib").ExitStack(), [student, "concise", "lcdpo", "bon"])
     assert len(sampler_calls) == 1
     assert sampler_calls[0].count("--feedback-name") == 2 and "bon-appetit-recipes" in sampler_calls[0]
     assert len(jobs) == 12
@@ -200,9 +209,10 @@ def test_the_driver_merges_the_two_trained_adapters_and_evaluates_them_on_both_f
     monkeypatch.setattr("verlkit.serving.load_lora_adapter", lambda url, name, path: events.append(("loaded", name)))
     monkeypatch.setattr("verlkit.c3po.evaluate.main", lambda argv: events.append(
         ("evaluated", argv[argv.index("--label") + 1], Path(argv[argv.index("--sample-dir") + 1]).name)) or 0)
-    for key, value in {"TEACHER": "/t", "RUN_DIR": str(tmp_path / "run"), "MERGE_ADAPTERS": "1"}.items():
+    student, teacher = models(tmp_path)
+    for key, value in {"TEACHER": teacher, "RUN_DIR": str(tmp_path / "run"), "MERGE_ADAPTERS": "1"}.items():
         monkeypatch.setenv(key, value)
-    assert c3po.body(__import__("contextlib").ExitStack(), ["/s", "concise", "lcdpo", "bon"]) == 0
+    assert c3po.body(__import__("contextlib").ExitStack(), [student, "concise", "lcdpo", "bon"]) == 0
     assert specs[0].name == "student" and specs[0].max_lora_rank == 128
     merged = "c3po-concise-boss-emails+bon-appetit-recipes-merged"
     assert events[-3:] == [("loaded", merged), ("evaluated", "merged", "concise-boss-emails"),
