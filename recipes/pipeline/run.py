@@ -114,7 +114,8 @@ class Pipeline:
                 raise RecipeError(f"no GPU left for training (RM_DEVICES={','.join(self.rm_devices)})", code=2)
         self.nproc = s.cfg.recipe.nproc or len(self.all_gpus)
         self.run = s.open_run(stack)
-        # the models the selected stages load (the reward model is trained here; a judge is a hosted name)
+        # the models the selected stages load (the reward model and the judge are trained from sft here; a
+        # served judge is a name at its API)
         s.resolve_models({**({"recipe.base": "base"} if "sft" in self.selected else {}),
                           **({"recipe.reference": "reference"} if "eval" in self.selected else {})})
         self.cfg = s.cfg
