@@ -23,6 +23,7 @@
 #   TEACHER (model dir; required on GPU unless TEACHER_URL), TEACHER_URL + TEACHER_API_KEY_ENV (the NAME
 #   of the env var holding the key) + TEACHER_NAME for a hosted OpenAI-compatible API;
 #   JUDGE_URL + JUDGE_MODEL + JUDGE_API_KEY_ENV (default: the teacher; a separate judge avoids self-preference);
+#   JUDGE_CONSTRAINED=auto|on|off (the judge's verdict lines by vLLM structured outputs; auto: on for our servers);
 #   FEEDBACK_FILE, GENERAL_PROMPTS, MAX_FEEDBACKS, NUM_PROMPTS (in/near/out-of-scope each), PROMPTS_PER_CATEGORY,
 #   TEST_FRACTION, EVAL_LIMIT, EVAL_BASELINES (e.g. in_context,cot: also evaluate the prompting baselines),
 #   NPROC, NNODES, STUDENT_DEVICES, TEACHER_DEVICES, TRAIN_DEVICES, TEACHER_TP, RUN_DIR, LOGGER.

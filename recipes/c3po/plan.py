@@ -139,7 +139,10 @@ def comparison_rows(run_dir: Path, points: list[Point]) -> list[dict]:
                          "overgeneralization_near": r["overgeneralization_near"],
                          "overgeneralization_out": r["overgeneralization_out"],
                          "ties": {s: summaries[s]["tie_rate"] for s in SETS},
-                         "n_judged": {s: summaries[s]["n_judged"] for s in SETS}, "file": str(path)})  # fmt: skip
+                         "n_judged": {s: summaries[s].get("n_judged") for s in SETS},
+                         "all_ties": {s: summaries[s].get("tie_reasons", {}) for s in SETS
+                                      if summaries[s]["tie_rate"] == 1.0},
+                         "file": str(path)})  # fmt: skip
     return rows
 
 
@@ -151,7 +154,15 @@ def comparison_table(rows: list[dict]) -> str:
         table.append((r["point"], r["feedback"], r["model"], r["type"], fmt(r["adherence"]),
                       fmt(r["overgeneralization_near"]), fmt(r["overgeneralization_out"]),
                       "/".join(fmt(r["ties"][s]) for s in SETS), "/".join(str(r["n_judged"][s]) for s in SETS)))  # fmt: skip
-    return format_table(table)
+    # a scope where every judged prompt was a tie says what the ties were, instead of reading like a result
+    notes = []
+    for r in rows:
+        at = "" if r["point"] == "-" else f" @ {r['point']}"
+        for scope, reasons in r.get("all_ties", {}).items():
+            why = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in reasons.items()) or "reasons not recorded"
+            notes.append(f"{r['feedback']} [{r['model']}]{at} {scope}: all {r['n_judged'][scope]} judged prompts are "
+                         f"ties ({why})")  # fmt: skip
+    return "\n".join([format_table(table), *notes])
 
 
 def write_comparison(run_dir: Path, rows: list[dict], title: str) -> str:

@@ -50,6 +50,22 @@ POSITIONAL = (
     ("second_feedback_prefix", Setting("recipe.second_feedback_prefix")),
 )
 
+
+def constrain_flag(raw) -> str:
+    """auto | on | off from a knob or a config value (also true/false, 1/0, yes/no, YAML booleans)."""
+    from verlkit.c3po.endpoints import CONSTRAIN_CHOICES
+
+    lowered = str(raw).strip().lower()
+    if lowered in CONSTRAIN_CHOICES:
+        return lowered
+    return "on" if boolean(lowered) else "off"
+
+
+def constrain_choice(raw: str) -> str:
+    """JUDGE_CONSTRAINED as a config value."""
+    return quoted(constrain_flag(raw))
+
+
 # The documented environment knobs (header of run_c3po.sh, docs/c3po.md).
 KNOBS = {
     "RUN_DIR": Setting("recipe.run_dir"),
@@ -65,6 +81,7 @@ KNOBS = {
     "JUDGE_URL": Setting("recipe.judge.url"),
     "JUDGE_MODEL": Setting("recipe.judge.model"),
     "JUDGE_API_KEY_ENV": Setting("recipe.judge.api_key_env"),
+    "JUDGE_CONSTRAINED": Setting("recipe.judge.constrained", constrain_choice),
     "FEEDBACK_FILE": Setting("recipe.feedback_file"),
     "FEEDBACK_CATEGORY": Setting("recipe.feedback_category"),
     "SECOND_FEEDBACK_PREFIX": Setting("recipe.second_feedback_prefix"),
@@ -81,6 +98,37 @@ KNOBS = {
     "NPROC": Setting("recipe.nproc", integer),
     "NNODES": Setting("recipe.nnodes", integer),
 }
+
+
+def probe_judge(url: str, model: str, api_key_env: str | None, constrained: str) -> None:
+    """With the judge constrained, one request with its constraint checks that the server enforces it
+    (``templated.probe_server``): a refused constraint stops the run here, not as a run of unusable
+    verdicts."""
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verl.utils.reward_score.templated import probe_server
+    from verlkit.c3po.constraints import judge_constraint
+    from verlkit.c3po.endpoints import use_constraints
+    from verlkit.c3po.feedback import Feedback
+    from verlkit.c3po.prompts import judge_messages
+    from verlkit.clients.llm import close_session, get_client
+    from verlkit.clients.settings import ClientSettings
+    from verlkit.clients.structured import StructuredOutput
+
+    if not use_constraints(constrained, url):
+        return
+    c = judge_constraint()
+    feedback = Feedback(content="Be concise", domain="emails", effect="be more concise", name="probe")
+    messages = judge_messages(feedback, "Email my boss that I am late.", "I am late, sorry.",
+                              "Dear boss, I am writing to let you know that I will be late today.")
+    client = get_client(ClientSettings(url=url, model=model, api_key_env=api_key_env, timeout_s=120.0,
+                                       max_retries=2).client_config())  # fmt: skip
+    try:
+        probe_server(client, messages, constraint=StructuredOutput(regex=c.regex, max_tokens=c.max_tokens),
+                     top_logprobs=None, reward="c3po judge")  # fmt: skip
+    except RewardOptionsError as e:
+        raise RecipeError(f"recipe.judge: {e}", code=2) from None
+    finally:
+        close_session()
 
 
 def place_devices(all_gpus: list[str], student: list[str], teacher: list[str], train: list[str], hosted_teacher: bool):
@@ -192,7 +240,13 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     teacher_server = run.serve(spec)
     judge_url, judge_model, judge_key = judge_endpoint(cfg.recipe.judge, teacher_server.base_url,
                                                        teacher_server.model_name, teacher.api_key_env)  # fmt: skip
-    judge = ["--judge-url", judge_url, "--judge-model", judge_model] + (["--judge-api-key-env", judge_key] if judge_key else [])
+    try:
+        judge_constrained = constrain_flag(cfg.recipe.judge.constrained)
+    except SettingError as e:
+        raise RecipeError(f"recipe.judge.constrained: {e}", code=2) from None
+    judge = ["--judge-url", judge_url, "--judge-model", judge_model, "--judge-constrained", judge_constrained]
+    judge += ["--judge-api-key-env", judge_key] if judge_key else []
+    probe_judge(judge_url, judge_model, judge_key, judge_constrained)
 
     # --- sampling
     sample_dir = run.run_dir / "sample"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from recipes import format_table
 from recipes.checkpoints import export_hf
-from recipes.compose import Setting, SettingError, integer, items, number, quoted, tool_arguments
+from recipes.compose import Setting, SettingError, boolean_text, integer, items, number, quoted, tool_arguments
 from recipes.confidence.hosted import HOSTED_DOWNSTREAMS, missing_key, preset_overrides
 from recipes.driver import (
     RecipeError,
@@ -68,6 +68,8 @@ KNOBS = {
     "DOWNSTREAM_URL": Setting("recipe.downstream.url"),
     "DOWNSTREAM_API_KEY_ENV": Setting("recipe.downstream.api_key_env"),
     "DOWNSTREAM_RATE_LIMIT_RPS": Setting("recipe.downstream.rate_limit_rps", number),
+    "DOWNSTREAM_TEMPLATE_FILE": Setting("recipe.downstream.template_file"),
+    "DOWNSTREAM_CONSTRAINED": Setting("recipe.downstream.constrained", boolean_text),
     "POLICY_DEVICES": Setting("recipe.policy_server.devices"),
     "EVAL_LIMIT": Setting("recipe.eval.limit", integer),
 }
@@ -134,6 +136,32 @@ def eval_report(metrics: dict) -> tuple[str, list[str]]:
     return format_table(rows), problems
 
 
+def probe_downstream(cfg) -> None:
+    """Once the downstream model answers: its reward options (template) and, with a constraint, one
+    probe request, so a server that refuses the constraint stops the run before training."""
+    from omegaconf import OmegaConf
+
+    from verl.utils.reward_score.calibration import check_options
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verlkit.clients.llm import close_session
+
+    options = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.cgp, resolve=True)
+    try:
+        check_options(options, probe=True)
+    except RewardOptionsError as e:
+        raise RecipeError(f"recipe.downstream: {e}", code=2) from None
+    finally:
+        close_session()
+
+
+def downstream_eval_arguments(ds) -> list[str]:
+    """The evaluation asks the downstream model as the reward does: same template, same constraint."""
+    args = ["--downstream-constrained", "true" if ds.constrained else "false"]
+    args += ["--downstream-template-file", str(ds.template_file)] if ds.template_file else []
+    args += ["--downstream-reasoning-chars", str(ds.reasoning_chars)] if ds.reasoning_chars is not None else []
+    return args
+
+
 def server_spec(section, name: str, model, run_dir: Path, devices: list[str], **extra):
     from verlkit.serving import ServerSpec
 
@@ -196,6 +224,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
             server = run.serve(server_spec(ds, "downstream", ds.model, run.run_dir, ds_devices, **extra_gpu))
             s.add(f"recipe.downstream.url={quoted(server.base_url)}", f"recipe.downstream.served_name={quoted(server.model_name)}")
         ds = s.cfg.recipe.downstream
+        probe_downstream(s.cfg)
 
     # --- training
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(train)} if profile == "gpu" else None
@@ -218,6 +247,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     if design == "cgp":
         args += ["--downstream-url", ds.url, "--downstream-model", ds.served_name]
         args += ["--downstream-api-key-env", ds.api_key_env] if ds.api_key_env else []
+        args += downstream_eval_arguments(ds)
     args += tool_arguments(s.cfg.recipe.eval)
     # the evaluation joins the training run in the tracker: same project, same run group
     args += run.evaluation_tracker(s.cfg.trainer.logger, s.cfg.trainer.project_name, f"{run.experiment}-eval-calibration")

@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from recipes.compose import Setting, boolean, integer, items, number, quoted
+from recipes.compose import Setting, boolean, boolean_text, integer, items, number, quoted
 from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
 from recipes.settings import RecipeSettings
@@ -45,6 +45,10 @@ KNOBS = {
     "LOGGER": Setting("trainer.logger", items),
     "ALGORITHM": Setting("algorithm.adv_estimator"),
     "TEMPLATE": Setting("recipe.verifier.template"),
+    "TEMPLATE_FILE": Setting("recipe.verifier.template_file"),
+    "VERDICT": Setting("recipe.verifier.verdict"),
+    "VERDICT_MODE": Setting("recipe.verifier.verdict_mode"),
+    "CONSTRAINED": Setting("recipe.verifier.constrained", boolean_text),
     "N_GPUS_PER_NODE": Setting("trainer.n_gpus_per_node", integer),
     "NNODES": Setting("trainer.nnodes", integer),
     "TRAIN_DEVICES": Setting("recipe.train_devices"),
@@ -75,6 +79,22 @@ def verifier_spec(cfg, run_dir: Path):
     )  # fmt: skip
 
 
+TINYV_OPTIONS = "reward.custom_reward_function.reward_kwargs.tinyv"
+
+
+def template_overrides(cfg) -> list[str]:
+    """A template file replaces the built-in template: the reward takes one or the other, so the
+    built-in name is dropped from its options."""
+    return [f"~{TINYV_OPTIONS}.template"] if cfg.recipe.verifier.template_file else []
+
+
+def verifier_options(cfg) -> dict:
+    """The tinyv reward's options as the run passes them (URL and served name may still be unset)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.select(cfg, TINYV_OPTIONS), resolve=True)
+
+
 def reward_options(cfg) -> dict:
     """The run's reward options as the registry gets them (the served URL and name are filled in later;
     stand-ins take their place here)."""
@@ -87,7 +107,8 @@ def reward_options(cfg) -> dict:
 
 
 def check_verifier_options(cfg) -> None:
-    """The verifier reward's and the routing's options, checked by their own parsers before anything starts."""
+    """The verifier reward's (template, preset, constraint) and the routing's options, checked by their
+    own parsers before anything starts."""
     from verl.utils.reward_score.options import RewardOptionsError, parse_options
     from verl.utils.reward_score.routing import NAMESPACE, RoutingOptions
     from verl.utils.reward_score.tinyv import TinyVOptions
@@ -98,6 +119,22 @@ def check_verifier_options(cfg) -> None:
         parse_options(RoutingOptions, options.get(NAMESPACE) or {})
     except RewardOptionsError as e:
         raise RecipeError(f"recipe.verifier: {e}", code=2) from None
+
+
+def probe_verifier(cfg) -> None:
+    """Once the verifier is up: with a constraint (or verdict_mode=prob), real requests check that the
+    server enforces it, so a refused constraint stops the run here, not as silently unconstrained
+    rewards."""
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verl.utils.reward_score.tinyv import check_options
+    from verlkit.clients.llm import close_session
+
+    try:
+        check_options(verifier_options(cfg), probe=True)
+    except RewardOptionsError as e:
+        raise RecipeError(f"recipe.verifier: {e}", code=2) from None
+    finally:
+        close_session()
 
 
 def validation_files(cfg, dataset: Path) -> tuple[list[Path], list[Path]]:
@@ -156,6 +193,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s = RecipeSettings("rubric", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.policy": "a policy model (1st argument)",
                "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
+    s.defaults += template_overrides(s.cfg)
+    s.cfg = s.compose()
     check_verifier_options(s.cfg)
     run = s.open_run(stack)
     s.resolve_models(model_arguments(s.cfg))
@@ -171,6 +210,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
 
     verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
     s.add(f"recipe.verifier.url={quoted(verifier.base_url)}", f"recipe.verifier.served_name={quoted(verifier.model_name)}")
+    probe_verifier(s.cfg)
 
     env = None
     train_devices = parse_devices(s.cfg.recipe.train_devices)

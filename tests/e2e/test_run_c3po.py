@@ -51,6 +51,10 @@ def test_cpu_default_samples_trains_and_evaluates(tmp_path):
             if summary["n_judged"]:
                 rates = summary["applied_rate"] + summary["tie_rate"] + summary["worse_rate"]
                 assert rates == pytest.approx(1.0)
+            # issue 18: a scope of nothing but ties says what the ties are made of, here and in the report
+            if summary["tie_rate"] == 1.0:
+                assert sum(summary["tie_reasons"].values()) == summary["n_judged"]
+                assert f"{slug} [trained] {name}: all {summary['n_judged']} judged prompts are ties (" in out
         assert result["adherence"] == result["sets"]["in_scope"]["summary"]["applied_rate"]
         assert (root / "eval" / slug / "trained.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

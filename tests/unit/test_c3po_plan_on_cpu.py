@@ -106,6 +106,7 @@ def test_the_driver_samples_once_for_every_point_and_combination(monkeypatch, tm
     monkeypatch.setattr(settings, "cpu_profile_environment", lambda: None)
     served = SimpleNamespace(base_url="http://127.0.0.1:9/v1", model_name="m")
     monkeypatch.setattr(driver.Run, "serve", lambda self, spec: served)
+    monkeypatch.setattr(c3po, "probe_judge", lambda *args: None)  # no judge server here
     sampler_calls, jobs = [], []
 
     def sample(argv):
@@ -167,6 +168,7 @@ def test_the_comparison_has_one_row_per_point_feedback_and_model_with_ties_apart
         ["lr-0.0001", "a", "trained", "quantitative", "0.50", "0.25", "0.00", "0.25/0.50/1.00", "4/4/4"],
         ["lr-0.0005", "a", "trained", "quantitative", "1.00", "0.00", "0.00", "0.00/0.00/0.00", "4/4/4"],
         ["-", "a", "in_context", "quantitative", "0.25", "0.00", "0.00", "0.50/0.50/0.50", "4/4/4"],
+        "a [trained] @ lr-0.0001 out_of_scope: all 4 judged prompts are ties (reasons not recorded)".split(),
     ]
     assert "C3PO lcdpo: student tiny, N = 4" in (tmp_path / "comparison.md").read_text()
     assert len(json.loads((tmp_path / "comparison.json").read_text())) == 4
@@ -204,6 +206,7 @@ def test_the_driver_merges_the_two_trained_adapters_and_evaluates_them_on_both_f
         return True
 
     monkeypatch.setattr(driver.Run, "serve", serve)
+    monkeypatch.setattr(c3po, "probe_judge", lambda *args: None)  # no judge server here
     monkeypatch.setattr("verlkit.c3po.sample.main", lambda argv: 0)
     monkeypatch.setattr(c3po, "train_adapter", train)
     monkeypatch.setattr("verlkit.serving.load_lora_adapter", lambda url, name, path: events.append(("loaded", name)))

@@ -59,8 +59,10 @@ def test_gpu_cgp_config_has_the_reference_settings():
     assert fn.path == "pkg://verl.utils.reward_score.registry" and fn.name == "compute_score_async"
     assert OmegaConf.to_container(fn.reward_kwargs, resolve=True) == {"cgp": {
         "url": "http://127.0.0.1:8001/v1", "model": "downstream", "variant": "log_penalized", "max_tokens": 256,
-        "api_key_env": None, "rate_limit_rps": None,
+        "api_key_env": None, "rate_limit_rps": None, "template_file": None, "constrained": False,
+        "reasoning_chars": None,
     }}
+    assert confidence.downstream_eval_arguments(cfg.recipe.downstream) == ["--downstream-constrained", "false"]
     assert cfg.recipe.eval.policy_max_tokens == 256
 
 
@@ -110,6 +112,56 @@ def test_cpu_config_saves_its_last_step_and_evaluates_briefly():
                                                        "downstream_temperature": 0}
     cfg = compose_confidence([], {"STEPS": "5", "EVAL_LIMIT": "8"}, profile="cpu", runtime=["recipe.run_dir=/r"])
     assert cfg.trainer.save_freq == 5 and cfg.recipe.eval.limit == 8
+
+
+def test_cpu_downstream_is_constrained_in_training_and_evaluation():
+    from verl.utils.reward_score.calibration import CGPOptions
+    from verl.utils.reward_score.options import parse_options
+
+    cfg = compose_confidence([], profile="cpu", runtime=["recipe.run_dir=/r", "recipe.downstream.url='http://127.0.0.1:1/v1'"])
+    cgp = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.cgp, resolve=True)
+    constraint = parse_options(CGPOptions, cgp).constraint(4)
+    assert constraint.admits("The hint points to insulin.\nthe answer is 2 with confidence 70")
+    assert not constraint.admits("The answer is insulin.")  # no answer line, no confidence
+    assert not constraint.admits("the answer is 5 with confidence 70")  # only 4 options
+    assert confidence.downstream_eval_arguments(cfg.recipe.downstream) == ["--downstream-constrained", "true"]
+    off = compose_confidence([], {"DOWNSTREAM_CONSTRAINED": "false"}, profile="cpu", runtime=["recipe.run_dir=/r"])
+    assert off.reward.custom_reward_function.reward_kwargs.cgp.constrained is False
+
+
+def test_downstream_template_file_reaches_reward_and_evaluation(tmp_path):
+    template = tmp_path / "downstream.yaml"
+    template.write_text("messages:\n  - role: user\n    content: |\n      {question}\n      {options}\n"
+                        "      Hint: {hint}\n      End with: the answer is N with confidence C\n")
+    cfg = compose_confidence(["/m", "cgp", "/d"], {"DOWNSTREAM_TEMPLATE_FILE": str(template),
+                                                   "DOWNSTREAM_CONSTRAINED": "1"})
+    assert cfg.reward.custom_reward_function.reward_kwargs.cgp.template_file == str(template)
+    assert confidence.downstream_eval_arguments(cfg.recipe.downstream) == [
+        "--downstream-constrained", "true", "--downstream-template-file", str(template)]
+    from verlkit.evaluation.calibration import build_parser
+
+    args = build_parser().parse_args(["--design", "cgp", "--data", "d.parquet", "--out", "o", "--policy-url", "u",
+                                      "--policy-model", "p", *confidence.downstream_eval_arguments(cfg.recipe.downstream)])
+    assert (args.downstream_constrained, args.downstream_template_file) == ("true", str(template))
+
+
+def test_a_bad_downstream_template_or_a_refused_constraint_stops_the_run(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("messages:\n  - role: user\n    content: '{question} {options} {clue}'\n")
+    cfg = compose_confidence(["/m", "cgp", "/d"], {"DOWNSTREAM_TEMPLATE_FILE": str(bad)})
+    with pytest.raises(RecipeError, match="clue") as e:
+        confidence.probe_downstream(cfg)
+    assert e.value.code == 2
+    from verl.utils.reward_score import calibration
+    from verl.utils.reward_score.templated import ServerFeatureError
+
+    def refusing(opts):
+        raise ServerFeatureError("cgp: the server refuses regex")
+
+    monkeypatch.setattr(calibration, "probe_downstream", refusing)  # a fault no real server produces on demand
+    cfg = compose_confidence([], profile="cpu", runtime=["recipe.run_dir=/r", "recipe.downstream.url='http://127.0.0.1:1/v1'"])
+    with pytest.raises(RecipeError, match="refuses regex"):
+        confidence.probe_downstream(cfg)
 
 
 def test_the_two_designs_compose_their_own_training_settings():

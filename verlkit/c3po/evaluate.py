@@ -82,6 +82,23 @@ def outcome_from_score(score: float, threshold: float) -> str:
     return "tie"
 
 
+def tie_reason(rec: dict[str, Any]) -> str:
+    """Why a prompt came out a tie, so that a report of nothing but ties says what it is made of:
+    the two responses are the same text (the adapter changed nothing the judge could see), the judge
+    preferred the same slot in both orders (position bias: the order correction cancels it out), it
+    called them equal, or its preference was too weak for the threshold (or the metric did not move)."""
+    if (rec.get("evaluated") or "").strip() == (rec.get("baseline") or "").strip():
+        return "identical_responses"
+    forward, swapped = rec.get("score_forward"), rec.get("score_swapped")
+    if forward is None:
+        return "metric_unchanged"
+    if forward == swapped and forward != 3:
+        return "judge_position_bias"
+    if forward == swapped == 3:
+        return "judged_equal"
+    return "weak_preference"
+
+
 def summarize_set(records: list[dict[str, Any]], quantitative: bool) -> dict[str, Any]:
     """Rates over the prompts that were judged; failures are counted, not scored."""
     judged = [r for r in records if r.get("outcome") is not None]
@@ -90,6 +107,8 @@ def summarize_set(records: list[dict[str, Any]], quantitative: bool) -> dict[str
     mean = lambda key: (sum(r[key] for r in judged) / n) if n else None  # noqa: E731
     out = {"n_prompts": len(records), "n_judged": n, "failures": len(records) - n,
            "applied_rate": rate("better"), "tie_rate": rate("tie"), "worse_rate": rate("worse")}  # fmt: skip
+    reasons = [r["tie_reason"] for r in judged if r.get("tie_reason")]
+    out["tie_reasons"] = {reason: reasons.count(reason) for reason in sorted(set(reasons))}
     if quantitative:
         out.update(mean_baseline_metric=mean("baseline_metric"), mean_evaluated_metric=mean("evaluated_metric"))
     else:
@@ -135,7 +154,7 @@ class Evaluator:
         if self.fb.type == "quantitative":
             b, e = measure(self.fb, baseline), measure(self.fb, evaluated)
             rec.update(baseline_metric=b, evaluated_metric=e, outcome=compare(self.fb, b, e))
-            return rec
+            return self._with_tie_reason(rec)
         forward, swapped = await asyncio.gather(
             self.judge_once(row["prompt"], baseline, evaluated), self.judge_once(row["prompt"], evaluated, baseline)
         )
@@ -145,6 +164,12 @@ class Evaluator:
             return rec
         score = order_corrected(forward, swapped)
         rec.update(score=score, outcome=outcome_from_score(score, self.args.applied_threshold))
+        return self._with_tie_reason(rec)
+
+    @staticmethod
+    def _with_tie_reason(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["outcome"] == "tie":
+            rec["tie_reason"] = tie_reason(rec)
         return rec
 
     async def run(self) -> dict[str, Any]:

@@ -126,7 +126,7 @@ REWARDS: list[RewardSpec] = [
                row_validator="grade:validate_row"),
     RewardSpec("tinyv", "tinyv:compute_score", exact=("zhangchenxu/HardVerify-Math",), suffixes=("_tinyv",),
                metrics=("parse_ok", "verifier_called", "verifier_ok", "cache_hit", "latency_s", "rule_correct",
-                        "verifier_failed", "rule_failed"),
+                        "verifier_failed", "verdict_invalid", "verdict_prob_ok", "rule_failed"),
                row_validator="tinyv:validate_row"),
     RewardSpec("cgp", "calibration:compute_score", exact=("medmcqa_cgp",), suffixes=("_cgp",),
                metrics=("parse_ok", "confidence", "downstream_ok", "downstream_failed", "cache_hit", "latency_s"),
@@ -313,6 +313,41 @@ def options_for(spec: RewardSpec, call_options: dict[str, dict[str, Any]]) -> di
     merged = dict(_env_options().get(spec.name, {}))  # a copy: the parsed env JSON is cached
     merged.update(call_options.get(spec.name, {}))
     return merged
+
+
+def check_options(reward_kwargs: Any = None, *, probe: bool = False) -> None:
+    """Validate every reward's options before training: ``reward_kwargs`` as the recipe passes it
+    to verl (``{<spec name>: {<option>: value}}``, a DictConfig is fine) merged over
+    ``$VERLKIT_REWARD_OPTIONS``, each namespace parsed by its reward's options model, which loads
+    and checks prompt templates. With ``probe``, a reward that defines ``check_options(options,
+    probe)`` also checks its served model with real requests (structured-output constraints,
+    log-probabilities): call it once the servers are up. Raises ``RewardOptionsError`` naming the
+    reward and the option; returns None when everything fits.
+    """
+    from verl.utils.reward_score.options import RewardOptions, parse_options
+
+    try:
+        options, _ = split_kwargs(_plain(reward_kwargs) or {})
+        names = set(options) | set(_env_options())
+    except ValueError as e:
+        raise RewardOptionsError(str(e)) from None
+    unknown = sorted(names - set(registered_names()))
+    if unknown:
+        raise RewardOptionsError(f"{OPTIONS_ENV}: no reward named {', '.join(map(repr, unknown))} is registered "
+                                 f"(registered: {', '.join(sorted(registered_names()))})")
+    for spec in REWARDS:
+        if spec.name not in names:
+            continue
+        merged = options_for(spec, options)
+        module = inspect.getmodule(spec.function())
+        check = getattr(module, "check_options", None)
+        if callable(check):
+            check(merged, probe=probe)
+            continue
+        models = [obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, RewardOptions)
+                  and obj is not RewardOptions and obj.reward_name == spec.name]
+        if models:
+            parse_options(models[0], merged)
 
 
 # ---------------------------------------------------------------------------------------------
