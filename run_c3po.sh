@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # C3PO: learn one sentence of feedback without overgeneralizing — sample -> train -> evaluate.
 #
-#   bash run_c3po.sh [student_model] [feedback_prefix] [method] [-- overrides...]
+#   bash run_c3po.sh [student_model] [feedback_prefix] [method] [second_feedback_prefix] [-- overrides...]
+#
+# second_feedback_prefix (or SECOND_FEEDBACK_PREFIX; the original's --second_feedback_prefix): the first
+# feedback each prefix selects gets its own adapter, and one more adapter is trained on their combined
+# data and evaluated on both (MERGE_ADAPTERS=1: also their two own adapters concatenated). FEEDBACK_CATEGORY (scope/type, e.g. quantitative) selects beside the prefix.
+# SWEEP_PARAMS=optim.lr,model.lora_rank SWEEP_VALUES="(1e-4,8),(5e-4,16)": one run directory per point
+# (RUN_DIR/sweep/<point>/), the sampled data shared. RUN_DIR/comparison.{md,json,png} compares them all.
 #
 # method: lcdpo (C3PO, default) | dpo | sft | sft_neg (see recipes/c3po/run.py). feedback_prefix
 # selects feedbacks whose name or content starts with it (all of FEEDBACK_FILE when empty). One LoRA

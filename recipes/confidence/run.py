@@ -17,6 +17,7 @@ from pathlib import Path
 from recipes import format_table
 from recipes.checkpoints import export_hf
 from recipes.compose import Setting, SettingError, boolean_text, integer, items, number, quoted, tool_arguments
+from recipes.confidence.hosted import HOSTED_DOWNSTREAMS, missing_key, preset_overrides
 from recipes.driver import (
     RecipeError,
     call_tool,
@@ -174,8 +175,16 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s.require({"recipe.policy": "a policy model (1st argument)"})
     design, ds = s.cfg.recipe.design, s.cfg.recipe.downstream
     if design == "cgp" and not ds.model:
-        raise RecipeError("design cgp needs a downstream model (a model directory, or with DOWNSTREAM_URL the "
-                          f"API's model name). {USAGE}", code=2)  # fmt: skip
+        raise RecipeError("design cgp needs a downstream model (a model directory, a hosted preset such as "
+                          f"{' or '.join(HOSTED_DOWNSTREAMS)}, or with DOWNSTREAM_URL the API's model name). {USAGE}",
+                          code=2)  # fmt: skip
+    if design == "cgp":
+        # a hosted preset by name fills in its endpoint; its key must be there before anything starts
+        s.add(*preset_overrides(ds))
+        ds = s.cfg.recipe.downstream
+        problem = missing_key(ds)
+        if problem:
+            raise RecipeError(problem, code=2)
     train, ds_devices = [], []
     if s.profile == "gpu":
         train, ds_devices = place_devices(gpu_indices(), design, bool(ds.url), parse_devices(s.cfg.recipe.train_devices),

@@ -105,9 +105,11 @@ def test_report_says_what_all_tie_scopes_are_made_of(tmp_path):
               "overgeneralization_near": 0.0, "overgeneralization_out": 0.0,
               "sets": {"in_scope": {"summary": summary}, "near_scope": {"summary": {"tie_rate": 0.5}},
                        "out_of_scope": {"summary": {"tie_rate": None}}}}
-    (tmp_path / "fb").mkdir()
-    (tmp_path / "fb" / "trained.json").write_text(json.dumps(result))
-    lines = c3po.report(tmp_path).splitlines()
+    (tmp_path / "eval" / "fb").mkdir(parents=True)
+    (tmp_path / "eval" / "fb" / "trained.json").write_text(json.dumps(result))
+    from recipes.c3po.plan import Point, comparison_rows, comparison_table
+
+    lines = comparison_table(comparison_rows(tmp_path, [Point("")])).splitlines()
     assert lines[-1] == "fb [trained] in_scope: all 4 judged prompts are ties (identical responses 3, judge position bias 1)"
     assert not any("near_scope" in line or "out_of_scope" in line for line in lines)
 
@@ -126,13 +128,3 @@ def test_gpu_placement():
     assert c3po.place_devices(gpus, ["0"], ["1"], [], False) == (["0"], ["1"], ["2", "3"])
     with pytest.raises(RecipeError, match="no GPU left for training"):
         c3po.place_devices(["0", "1"], [], [], [], False)
-
-
-def test_report_has_one_line_per_feedback_and_method(tmp_path):
-    result = {"feedback": "concise-boss-emails", "method": "trained", "type": "qualitative", "adherence": 0.75,
-              "overgeneralization_near": 0.25, "overgeneralization_out": None,
-              "sets": {s: {"summary": {"tie_rate": 0.5}} for s in ("in_scope", "near_scope", "out_of_scope")}}
-    (tmp_path / "concise-boss-emails").mkdir()
-    (tmp_path / "concise-boss-emails" / "trained.json").write_text(json.dumps(result))
-    lines = c3po.report(tmp_path).splitlines()
-    assert lines[1].split() == ["concise-boss-emails", "trained", "qualitative", "0.75", "0.25", "n/a", "0.50/0.50/0.50"]

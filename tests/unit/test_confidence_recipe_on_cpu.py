@@ -211,3 +211,69 @@ def test_eval_report_tables_the_metrics_and_fails_on_a_condition_without_answers
     row = table.splitlines()[1].split()
     assert row == ["with_hint", "16", "0.500", "0.125", "0.250", "n/a", "0.600", "0.250", "1"]
     assert confidence.eval_report({"conditions": {"policy": answered}})[1] == []
+
+
+# ---- hosted downstream presets (issue 17.2) ----------------------------------------------------------
+
+
+def compose_with_preset(argv, environ=None):
+    """The config the driver trains with: the user's settings, then the preset's overrides."""
+    from recipes.confidence.hosted import preset_overrides
+
+    runtime = ["recipe.run_dir=/r"]
+    cfg = compose_confidence(argv, environ, runtime=runtime)
+    return compose_confidence(argv, environ, runtime=runtime + preset_overrides(cfg.recipe.downstream))
+
+
+@pytest.mark.parametrize("name, url, key, rps", [
+    ("gpt-4o-mini-2024-07-18", "https://api.openai.com/v1", "OPENAI_API_KEY", 8.0),
+    ("gemini-2.0-flash-001", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY", 0.25),
+])  # fmt: skip
+def test_a_hosted_preset_fills_in_endpoint_name_key_variable_and_rate(name, url, key, rps):
+    cgp = compose_with_preset(["/m", "cgp", name]).reward.custom_reward_function.reward_kwargs.cgp
+    assert (cgp.url, cgp.model, cgp.api_key_env, cgp.rate_limit_rps) == (url, name, key, rps)
+
+
+def test_the_users_settings_win_over_the_presets():
+    cgp = compose_with_preset(["/m", "cgp", "gpt-4o-mini-2024-07-18"], {
+        "DOWNSTREAM_API_KEY_ENV": "MY_OPENAI_KEY", "DOWNSTREAM_RATE_LIMIT_RPS": "2"}).reward.custom_reward_function.reward_kwargs.cgp  # fmt: skip
+    assert (cgp.url, cgp.api_key_env, cgp.rate_limit_rps) == ("https://api.openai.com/v1", "MY_OPENAI_KEY", 2.0)
+    # with DOWNSTREAM_URL the name is just the model name on that API: no preset applies
+    cgp = compose_with_preset(["/m", "cgp", "gemini-2.0-flash-001"], {
+        "DOWNSTREAM_URL": "https://proxy.example.com/v1"}).reward.custom_reward_function.reward_kwargs.cgp  # fmt: skip
+    assert (cgp.url, cgp.api_key_env, cgp.rate_limit_rps) == ("https://proxy.example.com/v1", None, None)
+
+
+def test_an_open_model_stays_served_by_us():
+    from recipes.confidence.hosted import preset_overrides
+
+    cfg = compose_confidence(["/m", "cgp", "/models/llama-3.1-8b-instruct"], runtime=["recipe.run_dir=/r"])
+    assert preset_overrides(cfg.recipe.downstream) == [] and cfg.recipe.downstream.url is None
+
+
+def test_missing_key_stops_the_run_before_anything_starts(monkeypatch, tmp_path, capsys):
+    """The driver's order: the key check comes before the run directory, the data, any server and any
+    trainer (each of them would fail the test if reached)."""
+    from recipes import driver
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the run went past the key check")
+
+    monkeypatch.setenv("VK_PROFILE", "gpu")  # no nvidia-smi here: placement would fail if it ran first
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for name in ("open", "serve", "train", "run_process"):
+        monkeypatch.setattr(driver.Run, name, reached)
+    monkeypatch.setattr(confidence, "gpu_indices", reached)
+    rc = confidence.main(["/m", "cgp", "gpt-4o-mini-2024-07-18", "--", f"recipe.run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "OPENAI_API_KEY" in err and "gpt-4o-mini-2024-07-18" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_with_the_key_set_the_run_goes_on_to_placement(monkeypatch):
+    monkeypatch.setenv("VK_PROFILE", "gpu")
+    monkeypatch.setenv("GEMINI_API_KEY", "not-a-real-key")
+    monkeypatch.setattr(confidence, "gpu_indices", lambda: [])  # placement refuses: no GPU
+    with pytest.raises(RecipeError, match="no GPU found for training"):
+        confidence.body(None, ["/m", "cgp", "gemini-2.0-flash-001"])
