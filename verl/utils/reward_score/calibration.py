@@ -47,7 +47,7 @@ from pydantic import Field
 
 from verlkit.clients.llm import get_client
 from verlkit.clients.settings import ClientSettings
-from verl.utils.reward_score.options import RewardOptions, parse_options
+from verl.utils.reward_score.options import RewardOptions, parse_served_options
 
 Variant = Literal["log", "log_penalized", "brier"]
 OnFailure = Literal["neutral", "unparseable", "raise"]
@@ -263,9 +263,11 @@ async def ask_downstream(client, prompt: str, opts: CGPOptions):
                              temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed)
 
 
-async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
-    """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer."""
-    opts = parse_options(CGPOptions, options)
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_router_address=None,
+                        reward_model_tokenizer=None, **options) -> dict[str, float]:
+    """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer.
+    The downstream model is the ``url`` option's, else verl's reward router's (``reward.reward_model``)."""
+    opts = parse_served_options(CGPOptions, options, reward_router_address, reward_model_tokenizer)
     question, choices = question_and_options(extra_info)
     gold = parse_gold(ground_truth, len(choices))
     prompt = build_downstream_prompt(question, choices, solution_str or "")

@@ -21,6 +21,9 @@ but holds no verdict/score is a verifier answer of 0 with ``parse_ok = 0``. Pars
 re-asked (at temperature 0 the same prompt gives the same reply).
 
 Options (``+reward.custom_reward_function.reward_kwargs.tinyv.<option>=...``): see ``TinyVOptions``.
+Where requests go: an explicit ``url`` option, else verl's reward router when verl runs the verifier
+(``reward.reward_model.enable=True``; model name = the reward model's path), else
+``$VERLKIT_VERIFIER_URL`` (``parse_served_options``).
 Importing this module does no I/O; the HTTP client and rule-check workers start on first use.
 """
 
@@ -36,7 +39,7 @@ from verlkit.clients import rule_check
 from verlkit.clients.llm import get_client
 from verlkit.clients.settings import ClientSettings
 from verl.utils.reward_score.grade import parse_total_score
-from verl.utils.reward_score.options import RewardOptions, parse_options
+from verl.utils.reward_score.options import RewardOptions, parse_served_options
 from verl.utils.reward_score.verifier_prompts import rubric_prompt, tinyv_prompt
 
 URL_ENV = "VERLKIT_VERIFIER_URL"
@@ -187,8 +190,9 @@ def parse_verifier_score(opts: TinyVOptions, reply: str | None) -> float | None:
     return None if verdict is None else float(verdict)
 
 
-async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict:
-    opts = parse_options(TinyVOptions, options)
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_router_address=None,
+                        reward_model_tokenizer=None, **options) -> dict:
+    opts = parse_served_options(TinyVOptions, options, reward_router_address, reward_model_tokenizer)
     extra_info = extra_info or {}
     _question(extra_info)  # a data error is reported before any work
     nan = math.nan
