@@ -93,6 +93,20 @@ def schedule(rows, router: str, tokenizer, gate=None) -> list[asyncio.Future]:
     return [asyncio.ensure_future(one(i, r)) for i, r in enumerate(rows)]
 
 
+def wait_until_gone(pids: list[int], timeout_s: float, what: str) -> None:
+    """Wait for every PID to end; on timeout, name the ones still running (PID, state, command)."""
+    try:
+        wait_for(lambda: not any(pid_running(p) for p in pids), timeout_s, what)
+    except AssertionError as e:
+        left = []
+        for p in pids:
+            if pid_running(p):
+                stat = Path(f"/proc/{p}/stat").read_text()
+                cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ")[:120].decode(errors="replace")
+                left.append(f"{p} state={stat[stat.rfind(')') + 2]} ppid={stat[stat.rfind(')') + 2:].split()[1]} {cmd}")
+        raise AssertionError(f"{e}; still running: {left}") from None
+
+
 def requests_in_log(log_path: str) -> int:
     return sum("POST /v1/chat/completions" in line for line in Path(log_path).read_text(errors="replace").splitlines())
 
@@ -119,7 +133,7 @@ def lifecycle(model_dir: str) -> dict:
     served = requests_in_log(status["log_path"])
     ray.shutdown()
     t0 = time.monotonic()
-    wait_for(lambda: not any(pid_running(p) for p in after_cycle["pids"]), 120, "vLLM processes to end after ray.shutdown")
+    wait_until_gone(after_cycle["pids"], 120, "vLLM processes to end after ray.shutdown")
     return {"router": router, "server_addresses": manager.server_addresses, "status": status,
             "after_cycle": after_cycle, "first": first, "second": second, "cycle": cycle,
             "requests_in_server_log": served, "gone_after_shutdown_s": time.monotonic() - t0,
@@ -139,8 +153,8 @@ def killed(model_dir: str) -> dict:
         tasks = schedule([row(i) for i in range(6)], router, tokenizer, gate)
         first = await tasks[0]  # the batch is under way: one row answered, the others wait at the gate
         ray.kill(server, no_restart=True)
-        await asyncio.to_thread(wait_for, lambda: not any(pid_running(p) for p in status["pids"]), 120,
-                                "the killed replica's vLLM processes to end")
+        await asyncio.to_thread(wait_until_gone, status["pids"] + [status["actor_pid"]], 120,
+                                "the killed replica's actor and vLLM processes to end")
         gate.set()
         rest = await asyncio.gather(*tasks[1:])
         return [first, *rest]
