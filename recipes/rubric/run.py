@@ -2,7 +2,8 @@
 
 Settings: ``recipes/rubric/config/rubric.yaml`` (the original's 8-GPU configuration) and
 ``rubric_cpu.yaml`` (the CPU default). The run: data (the bundled sample when no dataset is given) and
-its validation, the verifier server (or an external one), ``verl.trainer.main_ppo`` on the recipe
+its validation, the verifier server (or an external one; or, with ``VERIFIER_BACKEND=managed``,
+verl's own replicas behind its router: ``recipes/managed.py``), ``verl.trainer.main_ppo`` on the recipe
 config, the end-of-run summary of reward and verifier metrics.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from recipes.compose import Setting, boolean, integer, items, number, quoted
 from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
+from recipes.managed import check_backend, cpu_ray_overrides, replica_logs_in
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -56,6 +58,7 @@ KNOBS = {
     "VERIFIER_NAME": Setting("recipe.verifier.served_name"),
     "VERLKIT_VERIFIER_URL": Setting("recipe.verifier.url"),
     "ON_FAILURE": Setting("recipe.verifier.on_failure"),
+    "VERIFIER_BACKEND": Setting("verifier_backend"),
 }
 
 
@@ -104,6 +107,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s = RecipeSettings("rubric", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.policy": "a policy model (1st argument)",
                "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
+    backend = check_backend(s.cfg.recipe.verifier, "the verifier", "VERLKIT_VERIFIER_URL")
     check_verifier_options(s.cfg)
     run = s.open_run(stack)
 
@@ -111,12 +115,20 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s.add(f"recipe.dataset={quoted(dataset)}")
     validate_data(dataset / "train.parquet", dataset / "test.parquet")
 
-    verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
-    s.add(f"recipe.verifier.url={quoted(verifier.base_url)}", f"recipe.verifier.served_name={quoted(verifier.model_name)}")
+    if backend == "managed":  # verl starts the replicas with the trainer; the reward follows its router
+        log("verifier: verl's reward-model replicas behind its router (VERIFIER_BACKEND=managed)")
+        replica_logs_in(run.run_dir)
+        if s.profile == "cpu":
+            s.add(*cpu_ray_overrides(s.cfg))
+    else:
+        verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
+        s.add(f"recipe.verifier.url={quoted(verifier.base_url)}",
+              f"recipe.verifier.served_name={quoted(verifier.model_name)}")  # fmt: skip
 
     env = None
     train_devices = parse_devices(s.cfg.recipe.train_devices)
-    if s.profile == "gpu" and train_devices:  # the verifier has GPUs of its own: train on the others
+    # the verifier has GPUs of its own: train on the others (verl places its managed replicas itself)
+    if s.profile == "gpu" and train_devices and backend != "managed":
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(train_devices)}
     rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, s.name, s.overrides(), run.run_dir, env=env)
     if rc:
