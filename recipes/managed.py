@@ -13,9 +13,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from recipes.compose import SettingError
 from recipes.driver import RecipeError
 
 BACKENDS = ("launcher", "managed", "external")
+
+
+def backend_choice(raw: str) -> str:
+    """A ``*_BACKEND`` knob's value as the option of its config group."""
+    if raw not in BACKENDS:
+        raise SettingError(f"must be one of {', '.join(BACKENDS)}, got {raw!r}")
+    return raw
 
 
 def check_backend(section, what: str, url_knob: str) -> str:

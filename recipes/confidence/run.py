@@ -29,7 +29,7 @@ from recipes.driver import (
     validate_data,
 )
 from recipes.driver import main as run_recipe
-from recipes.managed import check_backend, cpu_ray_overrides, pool_gpus, replica_logs_in
+from recipes.managed import backend_choice, check_backend, cpu_ray_overrides, pool_gpus, replica_logs_in
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -71,7 +71,7 @@ KNOBS = {
     "DOWNSTREAM_RATE_LIMIT_RPS": Setting("recipe.downstream.rate_limit_rps", number),
     "POLICY_DEVICES": Setting("recipe.policy_server.devices"),
     "EVAL_LIMIT": Setting("recipe.eval.limit", integer),
-    "DOWNSTREAM_BACKEND": Setting("downstream_backend"),
+    "DOWNSTREAM_BACKEND": Setting("downstream_backend", backend_choice),
 }
 
 

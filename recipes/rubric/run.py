@@ -17,7 +17,7 @@ from pathlib import Path
 from recipes.compose import Setting, boolean, integer, items, number, quoted
 from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
-from recipes.managed import check_backend, cpu_ray_overrides, replica_logs_in
+from recipes.managed import backend_choice, check_backend, cpu_ray_overrides, replica_logs_in
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -58,7 +58,7 @@ KNOBS = {
     "VERIFIER_NAME": Setting("recipe.verifier.served_name"),
     "VERLKIT_VERIFIER_URL": Setting("recipe.verifier.url"),
     "ON_FAILURE": Setting("recipe.verifier.on_failure"),
-    "VERIFIER_BACKEND": Setting("verifier_backend"),
+    "VERIFIER_BACKEND": Setting("verifier_backend", backend_choice),
 }
 
 
