@@ -17,5 +17,6 @@
 # last GPU serves the downstream model), DOWNSTREAM_TP, DOWNSTREAM_GPU_MEM, DOWNSTREAM_MAX_MODEL_LEN,
 # DOWNSTREAM_URL (+ DOWNSTREAM_API_KEY_ENV = the NAME of the env var holding the key,
 # DOWNSTREAM_RATE_LIMIT_RPS; the model name is the downstream_model argument) for a hosted API,
-# POLICY_DEVICES, EVAL_LIMIT. RAY_ADDRESS joins an existing Ray cluster.
+# POLICY_DEVICES, EVAL_LIMIT, DOWNSTREAM_BACKEND=launcher|managed|external (managed: verl serves the cgp
+# downstream model behind its router during training, docs/gpu.md). RAY_ADDRESS joins an existing Ray cluster.
 cd "$(dirname "${BASH_SOURCE[0]}")" && exec "${VK_PYTHON:-python}" -m recipes.confidence "$@"
