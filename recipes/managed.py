@@ -41,6 +41,15 @@ def check_backend(section, what: str, url_knob: str) -> str:
     return backend
 
 
+def refuse_launcher_placement(backend: str, placements: dict[str, object]) -> None:
+    """With ``managed``, verl places the replicas (``recipe.<model>.managed``): the launcher's device
+    knobs (name -> value) would be silently ignored, so a set one is an error (code 2)."""
+    given = [name for name, value in placements.items() if value]
+    if backend == "managed" and given:
+        raise RecipeError(f"{', '.join(given)} place the launcher's server; with the managed backend verl places "
+                          "the replicas (docs/gpu.md, 'Served models managed by verl')", code=2)  # fmt: skip
+
+
 def pool_gpus(cfg) -> int:
     """GPUs of verl's standalone reward-model pool (0 when the replicas are colocated with the actor)."""
     rm = cfg.reward.reward_model

@@ -29,7 +29,14 @@ from recipes.driver import (
     validate_data,
 )
 from recipes.driver import main as run_recipe
-from recipes.managed import backend_choice, check_backend, cpu_ray_overrides, pool_gpus, replica_logs_in
+from recipes.managed import (
+    backend_choice,
+    check_backend,
+    cpu_ray_overrides,
+    pool_gpus,
+    refuse_launcher_placement,
+    replica_logs_in,
+)
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -176,6 +183,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     if backend == "managed" and design != "cgp":
         raise RecipeError(f"DOWNSTREAM_BACKEND=managed serves cgp's downstream model; design {design} has none",
                           code=2)  # fmt: skip
+    refuse_launcher_placement(backend, {"DOWNSTREAM_DEVICES": ds.devices, "TRAIN_DEVICES": s.cfg.recipe.train_devices})
     train, ds_devices = [], []
     if s.profile == "gpu" and backend == "managed":
         train, ds_devices, count = place_managed(gpu_indices(), pool_gpus(s.cfg))

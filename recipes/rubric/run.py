@@ -17,7 +17,7 @@ from pathlib import Path
 from recipes.compose import Setting, boolean, integer, items, number, quoted
 from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
-from recipes.managed import backend_choice, check_backend, cpu_ray_overrides, replica_logs_in
+from recipes.managed import backend_choice, check_backend, cpu_ray_overrides, refuse_launcher_placement, replica_logs_in
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -108,6 +108,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s.require({"recipe.policy": "a policy model (1st argument)",
                "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
     backend = check_backend(s.cfg.recipe.verifier, "the verifier", "VERLKIT_VERIFIER_URL")
+    refuse_launcher_placement(backend, {"VERIFIER_DEVICES": s.cfg.recipe.verifier.devices,
+                                        "TRAIN_DEVICES": s.cfg.recipe.train_devices})  # fmt: skip
     check_verifier_options(s.cfg)
     run = s.open_run(stack)
 
@@ -127,8 +129,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
 
     env = None
     train_devices = parse_devices(s.cfg.recipe.train_devices)
-    # the verifier has GPUs of its own: train on the others (verl places its managed replicas itself)
-    if s.profile == "gpu" and train_devices and backend != "managed":
+    if s.profile == "gpu" and train_devices:  # the verifier has GPUs of its own: train on the others
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(train_devices)}
     rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, s.name, s.overrides(), run.run_dir, env=env)
     if rc:

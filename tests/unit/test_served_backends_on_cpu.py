@@ -162,3 +162,13 @@ def test_confidence_managed_needs_the_cgp_design(monkeypatch, tmp_path):
     assert not (tmp_path / "run").exists()  # refused before the run opened
 
 
+
+
+@pytest.mark.parametrize("environ", [{"VERIFIER_DEVICES": "6,7"}, {"TRAIN_DEVICES": "0,1"}])
+def test_the_launchers_device_knobs_are_refused_with_the_managed_backend(monkeypatch, tmp_path, environ, capsys):
+    for name, value in {"VK_PROFILE": "cpu", "VERIFIER_BACKEND": "managed", "RUN_DIR": str(tmp_path / "run"),
+                        **environ}.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    assert rubric.main([]) == 2
+    assert f"{next(iter(environ))} place the launcher's server" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # refused before the run opened
