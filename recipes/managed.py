@@ -61,11 +61,13 @@ def pool_gpus(cfg) -> int:
 def cpu_ray_overrides(cfg) -> list[str]:
     """On the CPU profile, Ray's logical GPUs cover the trainer's workers AND a standalone reward pool
     (verl asks Ray for one GPU per replica process; cpu_profile/ppo.yaml counts the trainer's only)."""
-    extra = pool_gpus(cfg)
-    if not extra:
-        return []
-    trainer = int(cfg.trainer.n_gpus_per_node) * int(cfg.trainer.nnodes)
-    return [f"ray_kwargs.ray_init.num_gpus={trainer + extra}"]
+    return ray_gpus_override(int(cfg.trainer.n_gpus_per_node) * int(cfg.trainer.nnodes), pool_gpus(cfg))
+
+
+def ray_gpus_override(trainer_gpus: int, pool: int) -> list[str]:
+    """``ray_kwargs.ray_init.num_gpus`` for the trainer's and a standalone pool's logical GPUs (none
+    without a pool: cpu_profile/ppo.yaml's count stands)."""
+    return [f"ray_kwargs.ray_init.num_gpus={trainer_gpus + pool}"] if pool else []
 
 
 def replica_logs_in(run_dir: Path) -> None:

@@ -4,6 +4,8 @@ composes ``reward.reward_model.*`` from the recipe's settings, and verl's own co
 Composed through verl's hydra with the overrides the drivers build; nothing is launched."""
 
 
+from pathlib import Path
+
 import pytest
 from omegaconf import OmegaConf
 from support.recipe_configs import compose_recipe
@@ -172,3 +174,48 @@ def test_the_launchers_device_knobs_are_refused_with_the_managed_backend(monkeyp
     assert rubric.main([]) == 2
     assert f"{next(iter(environ))} place the launcher's server" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # refused before the run opened
+
+
+# ---- the pipeline's scalar reward model during RLOO (RM_BACKEND) -------------------------------------
+
+
+def pipeline_managed_runtime(profile, environ, rm_devices=()):
+    """The RLOO overrides the pipeline's driver builds for RM_BACKEND=managed (its own method, on the
+    pipeline config composed as the driver composes it)."""
+    from recipes.pipeline import run as pipeline
+
+    chosen, _ = script_settings(pipeline.KNOBS, pipeline.POSITIONAL, [], environ, "")
+    name = "pipeline/pipeline_cpu" if profile == "cpu" else "pipeline/pipeline"
+    driver = pipeline.Pipeline.__new__(pipeline.Pipeline)  # its settings only: no run directory, nothing started
+    driver.cfg = compose_recipe(name, [*chosen, "recipe.base=/models/base", "recipe.reference=/models/ref"])
+    driver.profile, driver.rm_devices = profile, list(rm_devices)
+    return driver.cfg, driver.managed_reward_model(Path("/runs/p/rm/hf"), 1 if profile == "cpu" else 7)
+
+
+@pytest.mark.parametrize("profile", ["gpu", "cpu"])
+def test_pipeline_rloo_with_the_reward_model_managed_by_verl(profile):
+    pipeline_cfg, (runtime, visible) = pipeline_managed_runtime(profile, {"RM_BACKEND": "managed"}, ["7"])
+    assert pipeline_cfg.recipe.reward_model.backend == "managed"
+    stage = "pipeline/rloo_cpu" if profile == "cpu" else "pipeline/rloo"
+    cfg = compose_recipe(stage, ["recipe.init=/m", "recipe.data_dir=/d", "recipe.stage_dir=/runs/p/rloo", *runtime])
+    rm = resolved(cfg.reward.reward_model)
+    assert rm["enable"] is True and rm["model_path"] == "/runs/p/rm/hf"
+    assert rm["enable_resource_pool"] is True and rm["nnodes"] == 1 and rm["n_gpus_per_node"] == 1
+    assert rm["rollout"]["name"] == ("vllm_cpu" if profile == "cpu" else "vllm")
+    assert rm["rollout"]["tensor_model_parallel_size"] == 1
+    assert rm["rollout"]["max_model_len"] == (2048 if profile == "cpu" else 4096)
+    assert rm["rollout"]["gpu_memory_utilization"] == 0.5
+    # the scalar_rm reward follows verl's router; its tokenizer is the reward model's directory
+    assert resolved(cfg.reward.custom_reward_function.reward_kwargs)["scalar_rm"] == {
+        "url": None, "model": None, "tokenizer": "/runs/p/rm/hf"}
+    assert verl_reward_model_config(cfg).enable
+    if profile == "cpu":  # Ray's logical GPUs: the trainer's one and the pool's one
+        assert cfg.ray_kwargs.ray_init.num_gpus == 2 and visible == []
+    else:  # the trainer also sees the pool's GPU (the launcher's RM_DEVICES)
+        assert visible == ["7"] and "num_gpus" not in " ".join(runtime)
+
+
+def test_pipeline_rloo_keeps_the_launcher_by_default():
+    cfg = compose_recipe("pipeline/rloo", ["recipe.init=/m", "recipe.data_dir=/d", "recipe.stage_dir=/s",
+                                           "recipe.reward_model.url='http://127.0.0.1:9/v1'", "recipe.reward_model.dir=/rm"])  # fmt: skip
+    assert cfg.recipe.reward_model.backend == "launcher" and cfg.reward.reward_model.enable is False
