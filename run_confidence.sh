@@ -20,5 +20,6 @@
 # downstream_model gpt-4o-mini-2024-07-18 or gemini-2.0-flash-001 is a hosted preset (OPENAI_API_KEY /
 # GEMINI_API_KEY; recipes/confidence/hosted.py), DOWNSTREAM_TEMPLATE_FILE (the downstream prompt),
 # DOWNSTREAM_CONSTRAINED=true|false (vLLM structured outputs for the downstream reply in training and
-# evaluation; on in the CPU profile), POLICY_DEVICES, EVAL_LIMIT. RAY_ADDRESS joins an existing Ray cluster.
+# evaluation; on in the CPU profile), POLICY_DEVICES, EVAL_LIMIT, DOWNSTREAM_BACKEND=launcher|managed|external (managed: verl serves the cgp
+# downstream model behind its router during training, docs/gpu.md). RAY_ADDRESS joins an existing Ray cluster.
 cd "$(dirname "${BASH_SOURCE[0]}")" && exec "${VK_PYTHON:-python}" -m recipes.confidence "$@"

@@ -14,6 +14,7 @@
 # TEMPLATE=rubric|tinyv, TEMPLATE_FILE (a published checkpoint's prompt), VERDICT, VERDICT_MODE=label|prob,
 # CONSTRAINED=true|false (vLLM structured outputs; on in the CPU profile), N_GPUS_PER_NODE, NNODES, VERIFIER_TP, VERIFIER_GPU_MEM (colocated fraction,
 # default 0.2), VERIFIER_DEVICES (dedicated GPUs) + TRAIN_DEVICES, VERIFIER_MAX_MODEL_LEN, VERIFIER_HOST,
-# VERIFIER_NAME, VERLKIT_VERIFIER_URL (use a running server), RUN_DIR, STEPS, LOGGER, ON_FAILURE=rule|zero.
+# VERIFIER_NAME, VERLKIT_VERIFIER_URL (use a running server), RUN_DIR, STEPS, LOGGER, ON_FAILURE=rule|zero,
+# VERIFIER_BACKEND=launcher|managed|external (managed: verl serves the verifier behind its router, docs/gpu.md).
 # RAY_ADDRESS joins an existing Ray cluster (multi-node).
 cd "$(dirname "${BASH_SOURCE[0]}")" && exec "${VK_PYTHON:-python}" -m recipes.rubric "$@"

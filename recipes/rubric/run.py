@@ -2,7 +2,8 @@
 
 Settings: ``recipes/rubric/config/rubric.yaml`` (the original's 8-GPU configuration) and
 ``rubric_cpu.yaml`` (the CPU default). The run: data (the bundled sample when no dataset is given) and
-its validation, the verifier server (or an external one), ``verl.trainer.main_ppo`` on the recipe
+its validation, the verifier server (or an external one; or, with ``VERIFIER_BACKEND=managed``,
+verl's own replicas behind its router: ``recipes/managed.py``), ``verl.trainer.main_ppo`` on the recipe
 config, the end-of-run summary of reward and verifier metrics.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from recipes.compose import Setting, boolean, boolean_text, integer, items, number, quoted
 from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
+from recipes.managed import backend_choice, check_backend, cpu_ray_overrides, refuse_launcher_placement, replica_logs_in
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -60,6 +62,7 @@ KNOBS = {
     "VERIFIER_NAME": Setting("recipe.verifier.served_name"),
     "VERLKIT_VERIFIER_URL": Setting("recipe.verifier.url"),
     "ON_FAILURE": Setting("recipe.verifier.on_failure"),
+    "VERIFIER_BACKEND": Setting("verifier_backend", backend_choice),
 }
 
 
@@ -195,6 +198,9 @@ def body(stack: contextlib.ExitStack, argv) -> int:
                "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
     s.defaults += template_overrides(s.cfg)
     s.cfg = s.compose()
+    backend = check_backend(s.cfg.recipe.verifier, "the verifier", "VERLKIT_VERIFIER_URL")
+    refuse_launcher_placement(backend, {"VERIFIER_DEVICES": s.cfg.recipe.verifier.devices,
+                                        "TRAIN_DEVICES": s.cfg.recipe.train_devices})  # fmt: skip
     check_verifier_options(s.cfg)
     run = s.open_run(stack)
     s.resolve_models(model_arguments(s.cfg))
@@ -208,9 +214,16 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     if math_sources:
         log(f"rule-graded math validation: {', '.join(math_sources)} ({', '.join(map(str, math_val))})")
 
-    verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
-    s.add(f"recipe.verifier.url={quoted(verifier.base_url)}", f"recipe.verifier.served_name={quoted(verifier.model_name)}")
-    probe_verifier(s.cfg)
+    if backend == "managed":  # verl starts the replicas with the trainer; the reward follows its router
+        log("verifier: verl's reward-model replicas behind its router (VERIFIER_BACKEND=managed)")
+        replica_logs_in(run.run_dir)
+        if s.profile == "cpu":
+            s.add(*cpu_ray_overrides(s.cfg))
+    else:
+        verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
+        s.add(f"recipe.verifier.url={quoted(verifier.base_url)}",
+              f"recipe.verifier.served_name={quoted(verifier.model_name)}")  # fmt: skip
+        probe_verifier(s.cfg)
 
     env = None
     train_devices = parse_devices(s.cfg.recipe.train_devices)

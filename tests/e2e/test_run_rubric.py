@@ -51,6 +51,34 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
     run.assert_nothing_left(("verifier",))
 
 
+@pytest.mark.own_vllm_server
+def test_cpu_default_end_to_end_with_the_verifier_managed_by_verl(tmp_path):
+    # VERIFIER_BACKEND=managed: verl's RewardModelManager runs the verifier (our CPU replica, the CPU
+    # build of vLLM in a Ray actor) behind its router; the driver starts no server.
+    run = RecipeRun("run_rubric.sh", tmp_path / "run", VERIFIER_BACKEND="managed")
+    run.wait_for(run.run_dir / "train.log", "step:1 ", timeout=1500)
+    rc = run.wait(timeout=1200)
+    out, run_dir = run.output(), run.run_dir
+    assert rc == 0, out[-6000:]
+    steps = parse_step_metrics((run_dir / "train.log").read_text())
+    assert sorted(steps) == [1, 2]
+    for m in steps.values():
+        assert m["reward/verifier_called/mean"] == 1.0
+        assert m["reward/verifier_ok/mean"] == 1.0, "the verifier answered every request"
+        assert m["reward/verifier_failed/count"] == 0
+    config = (run_dir / "config.yaml").read_text()
+    assert "name: vllm_cpu" in config and "num_gpus: 2" in config
+    record = run.processes()
+    assert record["servers"] == {}, "the driver started no server: verl did"
+    # every request went through verl's router to the replica: the reward had no other URL (the driver
+    # set none), and the replica's server log has the requests
+    replica_log = run_dir / "reward_replica_0.vllm.log"
+    posts = replica_log.read_text(errors="replace").count("POST /v1/chat/completions")
+    # 2 steps x 4 prompts x 2 samples; identical answers are asked once (the client dedupes and caches)
+    assert 1 <= posts <= 16, posts
+    run.assert_nothing_left()
+
+
 def test_sigint_during_training_leaves_nothing_alive(tmp_path, tiny_model_dir, vllm_server):
     # The verifier comes from the session server (the launcher's own SIGINT handling is covered by
     # the normal run above and tests/integration/test_launcher.py); this test is about the trainer.

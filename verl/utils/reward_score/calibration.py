@@ -58,7 +58,7 @@ from verlkit.clients.llm import get_client
 from verlkit.clients.settings import ClientSettings
 from verlkit.clients.structured import StructuredOutput
 from verlkit.templates import ChatTemplate, builtin_template
-from verl.utils.reward_score.options import RewardOptions, parse_options
+from verl.utils.reward_score.options import RewardOptions, parse_options, parse_served_options
 from verl.utils.reward_score.templated import SAMPLE_VALUES, TemplateSettings, ask, probe_server, resolve_template
 
 Variant = Literal["log", "log_penalized", "brier"]
@@ -334,9 +334,11 @@ def probe_downstream(opts: CGPOptions) -> None:
                  constraint=opts.constraint(4), top_logprobs=None, reward="cgp")
 
 
-async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
-    """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer."""
-    opts = parse_options(CGPOptions, options)
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_router_address=None,
+                        reward_model_tokenizer=None, **options) -> dict[str, float]:
+    """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer.
+    The downstream model is the ``url`` option's, else verl's reward router's (``reward.reward_model``)."""
+    opts = parse_served_options(CGPOptions, options, reward_router_address, reward_model_tokenizer)
     question, choices = question_and_options(extra_info)
     gold = parse_gold(ground_truth, len(choices))
     messages = downstream_messages(opts.chat_template, question, choices, solution_str or "")

@@ -40,6 +40,10 @@ Row checks: a spec's ``row_validator`` is the one check of its family's rows tha
 A validator that takes ``**options`` also gets the run's options of its reward (what a row needs may
 depend on them: ``tinyv`` rows need ``criteria`` under the rubric template).
 
+verl context: when verl runs the reward model (``reward.reward_model.enable=True``) it passes
+``reward_router_address`` and ``reward_model_tokenizer``; a function that names them as parameters
+gets them (model-scored rewards then ask verl's router), any other function never sees them.
+
 Failures: a reward function that raises never crashes training and never silently becomes a 0: the
 row gets ``score=0.0`` and ``reward_error=1.0``, which the step metrics count; the first traceback
 per (spec, exception type) is logged.
@@ -98,6 +102,15 @@ class RewardSpec:
         if "function" not in self._loaded:
             self._loaded["function"] = _load_target(self.target)
         return self._loaded["function"]
+
+    def verl_context(self, passthrough: dict[str, Any]) -> dict[str, Any]:
+        """The verl context kwargs (``reward_router_address``, ``reward_model_tokenizer``) among
+        ``passthrough`` that the function declares as parameters; functions that do not name them
+        never see them (their ``**options`` would reject them as unknown options)."""
+        if "context" not in self._loaded:
+            params = inspect.signature(self.function()).parameters
+            self._loaded["context"] = tuple(k for k in _VERL_CONTEXT_KWARGS if k in params)
+        return {k: passthrough[k] for k in self._loaded["context"] if k in passthrough}
 
     def validator(self) -> Callable[[dict], list[str]] | None:
         """The family's row check (imports its module on first use), or None."""
@@ -433,7 +446,8 @@ async def compute_score_async(data_source, solution_str, ground_truth, extra_inf
         return normalize_result(raw, allowed=("acc",))
     try:
         fn = spec.function()
-        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options))
+        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options),
+                 **spec.verl_context(passthrough))
         if inspect.isawaitable(raw):
             raw = await raw
         return normalize_result(raw, allowed=spec.metrics)
@@ -455,7 +469,8 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
         return normalize_result(raw, allowed=("acc",))
     try:
         fn = spec.function()
-        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options))
+        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options),
+                 **spec.verl_context(passthrough))
         if inspect.isawaitable(raw):
             from verlkit.clients.loop import run_sync
 

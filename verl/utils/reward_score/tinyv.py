@@ -36,6 +36,9 @@ When the rule is all that is left (the verifier failed too, ``on_failure=rule``)
 and the other two flag the row as a reward failure.
 
 Options (``+reward.custom_reward_function.reward_kwargs.tinyv.<option>=...``): see ``TinyVOptions``.
+Where requests go: an explicit ``url`` option, else verl's reward router when verl runs the verifier
+(``reward.reward_model.enable=True``; model name = the reward model's path), else
+``$VERLKIT_VERIFIER_URL`` (``parse_served_options``).
 Importing this module does no I/O; the HTTP client and rule-check workers start on first use.
 """
 
@@ -54,7 +57,7 @@ from verlkit.clients.settings import ClientSettings
 from verlkit.clients.structured import StructuredOutput, generated_tokens
 from verlkit.templates import ChatTemplate
 from verl.utils.reward_score.math_rule import rule_failure_result
-from verl.utils.reward_score.options import RewardOptions, parse_options
+from verl.utils.reward_score.options import RewardOptions, parse_options, parse_served_options
 from verl.utils.reward_score.templated import (
     SAMPLE_VALUES,
     TemplateSettings,
@@ -256,8 +259,9 @@ async def _rule_check(opts: TinyVOptions, solution_str: str, ground_truth, resul
     return rule
 
 
-async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict:
-    opts = parse_options(TinyVOptions, options)
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_router_address=None,
+                        reward_model_tokenizer=None, **options) -> dict:
+    opts = parse_served_options(TinyVOptions, options, reward_router_address, reward_model_tokenizer)
     extra_info = extra_info or {}
     _question(extra_info)  # a data error is reported before any work
     nan = math.nan
