@@ -51,6 +51,10 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
     run.assert_nothing_left(("verifier",))
 
 
+# The slow tier (python -m pytest tests -m slow): about 5.5 min on 2 cores, a second whole rubric run.
+# The default suite covers the managed path by composition (tests/unit/test_served_backends_on_cpu.py)
+# and by the replica itself behind verl's manager (tests/integration/test_frozen_vllm_replica.py).
+@pytest.mark.slow
 @pytest.mark.own_vllm_server
 def test_cpu_default_end_to_end_with_the_verifier_managed_by_verl(tmp_path):
     # VERIFIER_BACKEND=managed: verl's RewardModelManager runs the verifier (our CPU replica, the CPU
