@@ -97,6 +97,6 @@ def test_hosted_downstream_without_its_key_is_refused(tmp_path):
                     DOWNSTREAM_URL="http://127.0.0.1:9/v1", DOWNSTREAM_API_KEY_ENV="VERLKIT_TEST_UNSET_KEY")
     rc = run.wait(timeout=600)
     out = run.output()
-    assert rc == 1, out
-    assert "VERLKIT_TEST_UNSET_KEY is empty or unset" in out
+    assert rc == 2, out  # a usage error, found before anything starts
+    assert "VERLKIT_TEST_UNSET_KEY, which is empty or unset" in out
     assert not (tmp_path / "run" / "train.log").exists()
