@@ -21,6 +21,7 @@ the feedback).
 from __future__ import annotations
 
 import json
+import textwrap
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -206,8 +207,9 @@ def plot_comparison(rows: list[dict], title: str, path: Path) -> None:
         n = mine[0]["n_judged"]["in_scope"]
         ax.set_title(f"{feedback} ({mine[0]['type']}; in-scope n={n})", fontsize=9)
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
-    fig.savefig(path, dpi=110)
+    fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=7, frameon=False)
+    # the title names a run directory: wrapped, so that a long path stays on the figure
+    fig.suptitle(textwrap.fill(title, width=int(width * 13)), fontsize=8)
+    fig.tight_layout(rect=(0, 0.09, 1, 0.93))
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
