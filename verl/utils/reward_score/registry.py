@@ -112,13 +112,19 @@ REWARDS: list[RewardSpec] = [
                row_validator="grade:validate_row"),
     RewardSpec("tinyv", "tinyv:compute_score", exact=("zhangchenxu/HardVerify-Math",), suffixes=("_tinyv",),
                metrics=("parse_ok", "verifier_called", "verifier_ok", "cache_hit", "latency_s", "rule_correct",
-                        "verifier_failed"),
+                        "verifier_failed",
+                        # setup=hybrid (module hybrid): who was asked, and what they said
+                        "sent_to_verifier", "sent_to_rubric", "verifier_score", "rubric_score",
+                        # score components (for verl's gdpo estimator)
+                        "rule_term", "rescue_term", "verifier_term", "soundness_term"),
                row_validator="tinyv:validate_row"),
     RewardSpec("cgp", "calibration:compute_score", exact=("medmcqa_cgp",), suffixes=("_cgp",),
-               metrics=("parse_ok", "confidence", "downstream_ok", "cache_hit", "latency_s"),
+               metrics=("parse_ok", "confidence", "downstream_ok", "cache_hit", "latency_s",
+                        "accuracy_term", "calibration_term"),
                row_validator="calibration:validate_row"),
     RewardSpec("rlcr", "rlcr:compute_score", exact=("medmcqa_rlcr",), suffixes=("_rlcr",),
-               metrics=("format_ok", "confidence", "brier"), row_validator="rlcr:validate_row"),
+               metrics=("format_ok", "confidence", "brier", "format_term", "accuracy_term", "brier_term"),
+               row_validator="rlcr:validate_row"),
     RewardSpec("scalar_rm", "scalar_rm:compute_score", exact=("ultrafeedback",), suffixes=("_rm",),
                metrics=("rm_ok", "rm_failed", "rm_score", "latency_s"), row_validator="scalar_rm:validate_row"),
 ]

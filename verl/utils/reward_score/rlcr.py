@@ -20,6 +20,10 @@ anything else: normalized exact match (lowercase, no punctuation/articles/extra 
 Routing: ``data_source == "medmcqa_rlcr"`` or any source ending in ``_rlcr`` (spec name ``rlcr``).
 Result keys: score, acc, format_ok, confidence (q, NaN if it did not parse), brier ((acc - q)^2, the
 Brier score of the row, lower is better; the reward term is 1 - brier; NaN if format fails).
+
+Score components (finite on every row, for per-component advantages such as verl's ``gdpo``):
+``format_term`` (format), ``accuracy_term`` (acc), ``brier_term`` (1 - brier, 0 when the format fails);
+score = 0.5·format_term + 0.5·accuracy_term + 0.5·brier_term.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from typing import Any, ClassVar, Sequence
 from verl.utils.reward_score.options import RewardOptions, parse_options
 
 FORMAT_WEIGHT = ACCURACY_WEIGHT = BRIER_WEIGHT = 0.5
+COMPONENTS = ("format_term", "accuracy_term", "brier_term")  # weighted by the three weights above
 
 
 class RLCROptions(RewardOptions):
@@ -168,12 +173,14 @@ def score_response(text: str, ground_truth: Any, extra_info: dict[str, Any] | No
     """The full reward result for one response (pure)."""
     parsed = parse_response(text)
     if parsed is None:
-        return {"score": 0.0, "acc": 0.0, "format_ok": 0.0, "confidence": math.nan, "brier": math.nan}
+        return {"score": 0.0, "acc": 0.0, "format_ok": 0.0, "confidence": math.nan, "brier": math.nan,
+                "format_term": 0.0, "accuracy_term": 0.0, "brier_term": 0.0}
     answer, confidence = parsed
     acc = 1.0 if is_correct(answer, ground_truth, extra_info) else 0.0
     brier = (acc - confidence) ** 2
     score = FORMAT_WEIGHT * 1.0 + ACCURACY_WEIGHT * acc + BRIER_WEIGHT * (1.0 - brier)
-    return {"score": score, "acc": acc, "format_ok": 1.0, "confidence": confidence, "brier": brier}
+    return {"score": score, "acc": acc, "format_ok": 1.0, "confidence": confidence, "brier": brier,
+            "format_term": 1.0, "accuracy_term": acc, "brier_term": 1.0 - brier}
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:

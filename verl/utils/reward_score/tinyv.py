@@ -5,6 +5,8 @@ Setups (``v`` = verifier score in [0, 1], ``P`` = rule-based correctness in {0, 
 - ``tinyv_only``: r = v
 - ``addon``:      r = 1 if P else w * v      (the verifier is called only when the rule says wrong)
 - ``mixed``:      r = w * v + (1 - w) * P
+- ``hybrid``:     two models on the two sides of the rule check (module ``hybrid``): rule-wrong samples
+  go to the binary verifier (rescue), rule-correct ones to the rubric model (flaw check)
 
 Templates:
 
@@ -19,6 +21,11 @@ Failures never crash training and never become a silent 0. A verifier the client
 by ``on_failure``: ``rule`` (default) = the rule-based result P, ``zero`` = 0. A reply that arrived
 but holds no verdict/score is a verifier answer of 0 with ``parse_ok = 0``. Parse failures are not
 re-asked (at temperature 0 the same prompt gives the same reply).
+
+Score components (finite on every row, for per-component advantages such as verl's ``gdpo``):
+``tinyv_only``: ``verifier_term`` = v; ``addon``: ``rule_term`` = P, ``rescue_term`` = v on rule-wrong rows
+(else 0), r = rule_term + w·rescue_term; ``mixed``: ``rule_term``, ``verifier_term``, r = (1-w)·rule_term +
+w·verifier_term. A failed verifier call counts like the score it falls back to (``on_failure``).
 
 Options (``+reward.custom_reward_function.reward_kwargs.tinyv.<option>=...``): see ``TinyVOptions``.
 Importing this module does no I/O; the HTTP client and rule-check workers start on first use.
@@ -43,7 +50,7 @@ URL_ENV = "VERLKIT_VERIFIER_URL"
 MODEL_ENV = "VERLKIT_VERIFIER_MODEL"
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
 Template = Literal["rubric", "tinyv"]
-Setup = Literal["tinyv_only", "addon", "mixed"]
+Setup = Literal["tinyv_only", "addon", "mixed", "hybrid"]
 TEMPLATES, SETUPS = get_args(Template), get_args(Setup)
 _ANSWER_TAIL_CHARS = 1000  # sent as "the answer" when the rule checker extracted none
 
@@ -143,6 +150,16 @@ def combine(setup: str, weight: float, v: float, rule_correct: bool | None) -> f
     return weight * v + (1.0 - weight) * p
 
 
+def setup_terms(setup: str, rule_correct: bool | None, v: float) -> dict[str, float]:
+    """The score's components for ``combine`` (see the module docstring)."""
+    if setup == "tinyv_only":
+        return {"verifier_term": v}
+    p = 1.0 if rule_correct else 0.0
+    if setup == "addon":
+        return {"rule_term": p, "rescue_term": 0.0 if rule_correct else v}
+    return {"rule_term": p, "verifier_term": v}
+
+
 def _question(extra_info: dict) -> str:
     question = extra_info.get("question") if isinstance(extra_info, dict) else None
     if not isinstance(question, str) or not question.strip():
@@ -188,6 +205,10 @@ def parse_verifier_score(opts: TinyVOptions, reply: str | None) -> float | None:
 
 
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict:
+    if options.get("setup") == "hybrid":  # two models, two sides of the rule check: its own module
+        from verl.utils.reward_score import hybrid
+
+        return await hybrid.compute_score(data_source, solution_str, ground_truth, extra_info, **options)
     opts = parse_options(TinyVOptions, options)
     extra_info = extra_info or {}
     _question(extra_info)  # a data error is reported before any work
@@ -200,7 +221,7 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
         rule = await rule_check.check_async(solution_str, str(ground_truth), timeout_s=opts.rule_timeout_s)
         result["rule_correct"] = float(rule.correct)
     if opts.setup == "addon" and rule is not None and rule.correct:
-        result.update(score=1.0, acc=1.0)
+        result.update(score=1.0, acc=1.0, **setup_terms(opts.setup, True, 0.0))
         return result
 
     messages = build_messages(opts, solution_str, ground_truth, extra_info, rule.extracted if rule else None)
@@ -212,12 +233,13 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     if not completion.ok:
         result["verifier_failed"] = 1.0
         if opts.on_failure == "zero":
-            result.update(score=0.0, acc=0.0)
+            result.update(score=0.0, acc=0.0, **setup_terms(opts.setup, False, 0.0))
             return result
         if rule is None:
             rule = await rule_check.check_async(solution_str, str(ground_truth), timeout_s=opts.rule_timeout_s)
             result["rule_correct"] = float(rule.correct)
-        result.update(score=float(rule.correct), acc=float(rule.correct))
+        result.update(score=float(rule.correct), acc=float(rule.correct),
+                      **setup_terms(opts.setup, rule.correct, float(rule.correct)))
         return result
 
     v = parse_verifier_score(opts, completion.text)
@@ -225,5 +247,6 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     v = 0.0 if v is None else v
     score = combine(opts.setup, opts.weight, v, rule.correct if rule else None)
     verdict = v >= 0.5 or (opts.setup == "addon" and bool(rule and rule.correct))
-    result.update(score=float(min(1.0, max(0.0, score))), acc=float(verdict))
+    result.update(score=float(min(1.0, max(0.0, score))), acc=float(verdict),
+                  **setup_terms(opts.setup, rule.correct if rule else None, v))
     return result
