@@ -38,7 +38,8 @@ from typing import Any
 
 from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.settings import ClientSettings
-from verlkit.evaluation import calibration_stats as cm
+from verlkit import calibration_stats as cm
+from verlkit.evaluation.reliability_plot import plot_reliability
 from verlkit.records import InputError, read_records
 from verl.utils.reward_score import calibration, rlcr
 
@@ -159,7 +160,7 @@ def write_outputs(out: Path, design: str, data: Path, records: list[dict[str, An
         report = metrics["conditions"][condition]
         if report.get("n"):
             title = f"{titles[condition]} (all rows; parse failures {report['parse_failure_rate']:.0%})"
-            cm.plot_reliability(report["all"], str(out / files[condition]), title=title)
+            plot_reliability(report["all"], str(out / files[condition]), title=title)
     return metrics
 
 

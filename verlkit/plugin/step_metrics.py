@@ -4,8 +4,9 @@ verl 0.9.1 stores every key of a reward result dict with the batch but logs them
 validation. Verifier failure rates, cache hits or parse rates are what a user needs to watch
 *during* training, so this hook adds ``reward/<key>/mean`` (NaN-aware: rows where a key does not
 apply are skipped) and, for 0/1 flags, ``reward/<key>/count`` to every training step's metrics.
-It wraps the v1 trainer's metric computation and the legacy trainer's ``compute_data_metrics``;
-both keep their behaviour and only gain keys.
+Rows that state a confidence also feed the calibration monitor (``calibration/*``, see
+``verlkit.plugin.calibration_monitor``). It wraps the v1 trainer's metric computation and the legacy
+trainer's ``compute_data_metrics``; both keep their behaviour and only gain keys.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from verlkit.plugin.calibration_monitor import monitor
+
 logger = logging.getLogger("verlkit.reward_metrics")
 
 # Counted (as well as averaged): flags whose absolute number matters when they are rare.
-COUNTED = ("reward_error", "verifier_failed", "downstream_failed", "rm_failed", "cache_hit", "parse_fail")
+COUNTED = ("reward_error", "verifier_failed", "downstream_failed", "rm_failed", "cache_hit", "parse_fail",
+           "sent_to_verifier", "sent_to_rubric")
 
 
 def summarize(columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:
@@ -38,6 +42,17 @@ def summarize(columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:
         out[f"reward/{key}/mean"] = float(arr[valid].mean())
         if key in COUNTED:
             out[f"reward/{key}/count"] = float(arr[valid].sum())
+    return out
+
+
+def step_metrics(columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:
+    """Everything this hook adds to one training step, from the step's reward columns."""
+    columns = {k: list(v) for k, v in columns.items()}
+    out = summarize(columns)
+    try:
+        out.update(monitor.update(columns))
+    except Exception:  # metrics must never break training
+        logger.exception("could not compute the calibration monitor's step metrics")
     return out
 
 
@@ -77,7 +92,7 @@ def _v1_reward_metrics(tq, batch) -> dict[str, float]:
         if keep
     ]
     keys = _schema_keys()
-    return summarize({k: [info.get(k, np.nan) for info in infos] for k in keys if any(k in i for i in infos)})
+    return step_metrics({k: [info.get(k, np.nan) for info in infos] for k in keys if any(k in i for i in infos)})
 
 
 def _patch_legacy_trainer(module) -> None:
@@ -89,7 +104,7 @@ def _patch_legacy_trainer(module) -> None:
     def compute_data_metrics(batch, *args, **kwargs):
         metrics = original(batch, *args, **kwargs)
         keys = [k for k in _schema_keys() if k in batch.non_tensor_batch]
-        metrics.update(summarize({k: batch.non_tensor_batch[k] for k in keys}))
+        metrics.update(step_metrics({k: batch.non_tensor_batch[k] for k in keys}))
         return metrics
 
     compute_data_metrics._verlkit = True
