@@ -129,3 +129,18 @@ def test_a_failed_row_gets_no_advantage_from_the_missing_components(wrapped_gdpo
     adv, _ = wrapped_gdpo(token_level_rewards=scores, response_mask=mask, index=UIDS, config=_config(),
                           non_tensor_batch=non_tensor, batch=batch)
     assert adv[:, 0].tolist() == pytest.approx([-0.707107, -0.707107, 1.414214, 0.0], abs=1e-5)
+
+
+def test_the_advantage_dump_records_the_components():
+    from verl import DataProto
+
+    from verlkit.plugin.advantage_dump import records
+
+    data = DataProto.from_dict(
+        tensors={"response_mask": torch.tensor([[1, 0], [1, 1]]), "token_level_rewards": torch.tensor([[2.0, 0.0], [0.0, 1.0]]),
+                 "advantages": torch.tensor([[0.7, 0.0], [-0.7, -0.7]])},
+        non_tensors={"uid": np.array(["u", "u"], dtype=object)},
+    )  # fmt: skip
+    out = records(data, step=1, components={"format_term": np.array([1.0, 0.0]), "brier_term": np.array([0.5, 0.25])})
+    assert out[0]["components"] == {"format_term": 1.0, "brier_term": 0.5}
+    assert out[1]["components"] == {"format_term": 0.0, "brier_term": 0.25} and out[1]["score"] == 1.0

@@ -66,6 +66,12 @@ def components_from_infos(infos: Sequence[dict], keys: Sequence[str]) -> dict[st
     return {key: np.asarray([value(info, key) for info in infos], dtype=np.float64) for key in keys}
 
 
+def pending_components() -> dict[str, np.ndarray] | None:
+    """The components of the batch whose advantages the v1 trainer is computing now, if gdpo."""
+    pending = _pending.get()
+    return pending.get("components") if pending else None
+
+
 def _is_gdpo(name: Any) -> bool:
     return str(getattr(name, "value", name)) == ESTIMATOR
 

@@ -51,6 +51,8 @@ from verl.utils.reward_score.options import describe_errors, parse_options
 SIDES = ("verifier", "rubric")
 # Decided by the hybrid itself, not per side.
 _NOT_PER_SIDE = ("setup", "rule_timeout_s", "verifier", "rubric")
+# tinyv's options about one model call (template, decoding, weight, on_failure, ...): per side only.
+_PER_SIDE = frozenset(tinyv.TinyVOptions.model_fields) - frozenset(ClientSettings.model_fields) - {"setup", "rule_timeout_s"}
 
 
 class _Side(tinyv.TinyVOptions):
@@ -103,8 +105,7 @@ class HybridOptions(tinyv.TinyVOptions):
     def _build_sides(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        per_side = sorted(k for k in ("template", "weight", "max_tokens", "temperature", "is_think_model",
-                                      "on_failure") if k in data)
+        per_side = sorted(k for k in data if k in _PER_SIDE)
         if per_side:
             raise ValueError(f"{', '.join(per_side)}: set per side (verifier.<option>, rubric.<option>) "
                              "with setup=hybrid")
