@@ -107,9 +107,9 @@ for slug in "${SLUGS[@]}"; do
   [[ "$PROFILE" == cpu ]] && OVR+=(--batch-rows "$(( ROWS < 12 ? ROWS : 12 ))")
   mapfile -t ARGS < <("$VK_PY" -m recipes.c3po.args overrides "${OVR[@]}")
   ((${#ARGS[@]})) || { vk_log "composing the trainer's overrides failed"; exit 1; }
-  vk_log "$slug: torchrun -m verlkit.preference.trainer ${ARGS[*]} ${EXTRA[*]+"${EXTRA[*]}"}"
+  vk_log "$slug: torchrun -m verlkit.preference.train ${ARGS[*]} ${EXTRA[*]+"${EXTRA[*]}"}"
   vk_train "$work/train.log" "$VK_PY" -m torch.distributed.run --standalone --nproc_per_node="$NPROC" \
-    -m verlkit.preference.trainer "${ARGS[@]}" "${EXTRA[@]+"${EXTRA[@]}"}"
+    -m verlkit.preference.train "${ARGS[@]}" "${EXTRA[@]+"${EXTRA[@]}"}"
   "$VK_PY" -m verlkit.runs.summary "$work/train.log" --json "$work/metrics.json" --prefixes train/loss,pref/ >&2 || true
   # verl's merger writes the base weights and the adapter; only the adapter is new
   ckpt="$("$VK_PY" -m recipes.pipeline.args latest "$work/checkpoints")"

@@ -144,6 +144,19 @@ def require_messages(record: dict[str, Any], name: str, *, file: str | Path | No
     return messages
 
 
+def chat_messages(value: Any, default_role: str, *, file: str | Path | None, entry: str | int | None,
+                  field: str) -> list[dict[str, str]]:
+    """A record field as chat messages: a non-empty string is one ``default_role`` turn (how preference
+    files store replies), a list must hold valid ``{role, content}`` messages (:func:`require_messages`);
+    else an :class:`InputError` naming the file, the entry and the field."""
+    value = to_plain(value)
+    if isinstance(value, str):
+        if not value.strip():
+            raise InputError("missing or empty", file=file, entry=entry, field=field)
+        return [{"role": default_role, "content": value}]
+    return require_messages({field: value}, field, file=file, entry=entry)
+
+
 def normalize_text(text: str) -> str:
     """The form two texts are compared in when looking for duplicates or leaks: case and runs of
     whitespace do not make a prompt a different prompt."""

@@ -1,7 +1,7 @@
 """The training command line of ``run_c3po.sh`` (C3PO and its baselines on the preference trainer).
 
 ``python -m recipes.c3po.args overrides --profile gpu|cpu --method lcdpo --model M --train F ...``
-prints one override per line for ``torchrun -m verlkit.preference.trainer``. A test composes
+prints one override per line for ``torchrun -m verlkit.preference.train``. A test composes
 them through verl's hydra config, so a key that verl 0.9.1 does not have fails the test.
 
 Methods (reference-methods.md §4.4):

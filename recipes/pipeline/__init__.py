@@ -9,9 +9,9 @@ Stages and trainers (reference-methods.md §5, the intended pipeline rather than
 
 * ``sft``: ``verl.trainer.sft_trainer`` on ``messages`` rows; verl's multi-turn dataset puts the
   loss on assistant turns only.
-* ``dpo``: ``verlkit.preference.trainer preference.loss=dpo`` from the SFT model; summed reply
+* ``dpo``: ``verlkit.preference.train preference.loss=dpo`` from the SFT model; summed reply
   log-probs, β = 0.1, the frozen reference = the SFT model.
-* ``rm``: ``verlkit.preference.trainer preference.loss=bt`` from the SFT model (the usual
+* ``rm``: ``verlkit.preference.train preference.loss=bt`` from the SFT model (the usual
   initialisation of a reward model): a Bradley–Terry scalar reward model on the same pairs.
 * ``rloo``: ``verl.trainer.main_ppo algorithm.adv_estimator=rloo`` with k = 4 samples per prompt,
   rewards from the trained reward model served for ``/classify`` (the ``scalar_rm`` reward).

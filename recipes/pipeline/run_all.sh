@@ -116,12 +116,12 @@ if selected sft; then
 fi
 if selected dpo; then
   need "$RUN_DIR/sft/hf/config.json" "no SFT model to start DPO from"
-  train_offline dpo verlkit.preference.trainer "$RUN_DIR/sft/hf"
+  train_offline dpo verlkit.preference.train "$RUN_DIR/sft/hf"
   export_hf "$RUN_DIR/dpo/checkpoints" "$RUN_DIR/dpo/hf"
 fi
 if selected rm; then
   need "$RUN_DIR/sft/hf/config.json" "no SFT model to start the reward model from"
-  train_offline rm verlkit.preference.trainer "$RUN_DIR/sft/hf"
+  train_offline rm verlkit.preference.train "$RUN_DIR/sft/hf"
   "$VK_PY" -m verlkit.preference.export --checkpoint "$RUN_DIR/rm/checkpoints" --out "$RUN_DIR/rm/hf" >&2
 fi
 RM_HF="$RUN_DIR/rm/hf"

@@ -1,4 +1,4 @@
-"""The preference trainer (``torchrun -m verlkit.preference.trainer``) on the CPU profile.
+"""The preference trainer (``torchrun -m verlkit.preference.train``) on the CPU profile.
 
 Real torchrun/gloo/FSDP2 engine, real parquet, the tiny local Qwen2. One LCDPO data file (pairs plus
 near- and out-of-scope constraint rows); every step sees the whole file (batch = 16 rows), so the
@@ -14,63 +14,21 @@ engine-computed terms can be checked against a plain transformers forward of the
 from __future__ import annotations
 
 import math
-import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
+import yaml
+from support.torchrun import run_torchrun
+
+from verlkit.runs.summary import parse_step_metrics as parse_metrics
 
 pytestmark = pytest.mark.integration
 
-RUN_TIMEOUT_S = float(os.environ.get("VERLKIT_TEST_TORCHRUN_TIMEOUT", "600"))
-STEP_LINE = re.compile(r"(?<![\w/])step:(\d+) - ([^\n]*)")
+MODULE = "verlkit.preference.train"
 LN2 = math.log(2.0)
-
-
-def run_torchrun(module: str, n_procs: int, overrides: list[str], log_path: Path) -> str:
-    """``torchrun --standalone -m module`` in its own process group (killed on timeout/any error)."""
-    from verlkit.cpu_profile.overrides import env
-
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n_procs}", "-m", module]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd + overrides,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **env(), "OMP_NUM_THREADS": "1"},
-            cwd=log_path.parent,
-            start_new_session=True,
-        )
-        try:
-            rc = proc.wait(timeout=RUN_TIMEOUT_S)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    text = log_path.read_text()
-    assert rc == 0, f"{module} with {n_procs} processes exited {rc}; last output:\n{text[-4000:]}"
-    return text
-
-
-def parse_metrics(text: str) -> dict[int, dict[str, float]]:
-    """``{step: {metric: value}}`` from verl's console logger lines."""
-    out: dict[int, dict[str, float]] = {}
-    for step, rest in STEP_LINE.findall(text):
-        metrics = {}
-        for part in rest.split(" - "):
-            key, _, value = part.partition(":")
-            try:
-                metrics[key.strip()] = float(value)
-            except ValueError:
-                pass
-        out[int(step)] = metrics
-    return out
 
 
 def write_preference_parquet(path: Path) -> Path:
@@ -132,10 +90,10 @@ def runs(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("preference_cpu")
     train = write_preference_parquet(work / "prefs.parquet")
     two = run_torchrun(
-        "verlkit.preference.trainer", 2, overrides(tiny_model_dir, train, work / "ckpt2", 2, 3, 2), work / "two.log"
+        MODULE, 2, overrides(tiny_model_dir, train, work / "ckpt2", 2, 3, 2), work / "two.log"
     )
     one = run_torchrun(
-        "verlkit.preference.trainer", 1, overrides(tiny_model_dir, train, work / "ckpt1", 1, 3, -1), work / "one.log"
+        MODULE, 1, overrides(tiny_model_dir, train, work / "ckpt1", 1, 3, -1), work / "one.log"
     )
     return {"work": work, "train": train, "two": parse_metrics(two), "one": parse_metrics(one)}
 
@@ -177,6 +135,13 @@ def test_first_step_dpo_is_ln2_and_constraints_are_baseline_nll(runs, tiny_model
     assert runs["two"][3]["pref/margin"] > 0
 
 
+def test_the_composed_config_is_saved_next_to_the_checkpoints(runs):
+    """hydra's record of the run (preference_trainer.yaml sets hydra.run.dir to the checkpoint root)."""
+    saved = yaml.safe_load((runs["work"] / "ckpt2" / ".hydra" / "config.yaml").read_text())
+    assert saved["preference"]["loss"] == "lcdpo" and saved["data"]["train_batch_size"] == 16
+    assert "preference.loss=lcdpo" in yaml.safe_load((runs["work"] / "ckpt2" / ".hydra" / "overrides.yaml").read_text())
+
+
 def test_one_and_two_processes_give_the_same_losses(runs):
     assert sorted(runs["one"]) == sorted(runs["two"]) == [1, 2, 3]
     for step in (1, 2, 3):
@@ -190,7 +155,7 @@ def test_resume_reproduces_the_uninterrupted_run(runs, tiny_model_dir: Path):
     shutil.copytree(work / "ckpt2" / "global_step_2", ckpt / "global_step_2")
     (ckpt / "latest_checkpointed_iteration.txt").write_text("2")
     text = run_torchrun(
-        "verlkit.preference.trainer",
+        MODULE,
         2,
         overrides(tiny_model_dir, runs["train"], ckpt, 2, 3, 2),
         work / "resume.log",
@@ -211,7 +176,7 @@ def test_kl_term_is_zero_at_the_reference_and_grows_after_updates(runs, tiny_mod
         f"preference.kd_temperature={temp}",
         "preference.kd_topk=8",
     ]
-    metrics = parse_metrics(run_torchrun("verlkit.preference.trainer", 2, args, work / "kl.log"))
+    metrics = parse_metrics(run_torchrun(MODULE, 2, args, work / "kl.log"))
     assert sorted(metrics) == [1, 2]
     for term in ("soft", "hard"):
         assert metrics[1][f"pref/{term}_kd"] == pytest.approx((1 - lam) * metrics[1][f"pref/{term}_nll"], rel=1e-5)
@@ -231,7 +196,7 @@ def test_lora_adapter_trains_on_cpu(runs, tiny_model_dir: Path):
         "model.lora_alpha=8",
         "optim.lr=1e-2",
     ]
-    text = run_torchrun("verlkit.preference.trainer", 1, args, work / "lora.log")
+    text = run_torchrun(MODULE, 1, args, work / "lora.log")
     assert "PeftModelForCausalLM" in text
     metrics = parse_metrics(text)
     assert metrics[1]["pref/dpo"] == pytest.approx(LN2, abs=1e-5)

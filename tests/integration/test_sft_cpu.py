@@ -9,31 +9,16 @@ from the step-2 checkpoint alone and must reproduce steps 3-4 of the uninterrupt
 from __future__ import annotations
 
 import math
-import os
-import re
 import shutil
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from support.torchrun import run_torchrun
+
+from verlkit.runs.summary import parse_step_metrics
 
 pytestmark = pytest.mark.integration
-
-RUN_TIMEOUT_S = float(os.environ.get("VERLKIT_TEST_TORCHRUN_TIMEOUT", "600"))
-# verl's console logger line; tqdm's progress bar may precede it on the same line.
-STEP_LINE = re.compile(r"(?<![\w/])step:(\d+) - [^\n]*?train/loss:([-+0-9.eE]+|nan|inf)")
-
-
-def _cpu_env() -> dict[str, str]:
-    from verlkit.cpu_profile.overrides import env
-
-    out = dict(os.environ)
-    out.update(env())
-    out["OMP_NUM_THREADS"] = "1"
-    return out
 
 
 def write_chat_parquet(path: Path, n_rows: int = 16) -> Path:
@@ -55,39 +40,9 @@ def write_chat_parquet(path: Path, n_rows: int = 16) -> Path:
     return path
 
 
-def run_torchrun(module: str, n_procs: int, overrides: list[str], log_path: Path) -> str:
-    """Run ``torchrun --standalone -m module`` in its own process group; return its output.
-
-    The whole group is killed on timeout or on any exception, so no worker outlives the test.
-    """
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={n_procs}",
-        "-m",
-        module,
-        *overrides,
-    ]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, env=_cpu_env(), cwd=log_path.parent, start_new_session=True
-        )
-        try:
-            rc = proc.wait(timeout=RUN_TIMEOUT_S)
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    text = log_path.read_text()
-    assert rc == 0, f"{module} with {n_procs} processes exited {rc}; last output:\n{text[-4000:]}"
-    return text
-
-
 def parse_losses(text: str) -> dict[int, float]:
     """``{step: train/loss}`` from verl's console logger lines (``step:N - ... - train/loss:X``)."""
-    return {int(step): float(loss) for step, loss in STEP_LINE.findall(text)}
+    return {step: metrics["train/loss"] for step, metrics in parse_step_metrics(text).items() if "train/loss" in metrics}
 
 
 def sft_overrides(model_dir: Path, train: Path, ckpt_dir: Path, n_procs: int, steps: int, save_freq: int) -> list[str]:

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 import verl
 from recipes.pipeline import PipelineRun, overrides, parse_stages, report
-from verlkit.preference.trainer import build_config
+from verlkit.preference.train import compose_config
 
 CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
 
@@ -38,10 +38,10 @@ def test_sft_stage_composes_with_verls_sft_config(profile):
 
 @pytest.mark.parametrize("profile", ["gpu", "cpu"])
 def test_dpo_and_reward_model_stages_compose_with_the_preference_trainer(profile):
-    dpo = build_config(overrides("dpo", run(profile)))
+    dpo = compose_config(overrides("dpo", run(profile)))
     assert dpo.preference.loss == "dpo" and dpo.preference.beta == 0.1
     assert dpo.data.train_files == "/data/prefs/train.parquet"
-    rm = build_config(overrides("rm", run(profile)))
+    rm = compose_config(overrides("rm", run(profile)))
     assert rm.preference.loss == "bt" and rm.trainer.default_local_dir == "/runs/p/rm/checkpoints"
 
 

@@ -1,5 +1,5 @@
-"""The Bradley–Terry reward-model objective, the ``scalar_rm`` reward's pure parts, the pairwise
-report of the reward-model evaluation and the advantage dump's records."""
+"""The ``scalar_rm`` reward's pure parts, the pairwise report of the reward-model evaluation and the
+advantage dump's records (the Bradley–Terry objective itself: tests/unit/preference/)."""
 
 from __future__ import annotations
 
@@ -10,63 +10,8 @@ import pytest
 import torch
 
 from verlkit.evaluation.reward_model import pairwise_report
-from verlkit.preference.data import KIND_CHOSEN, KIND_PADDING, KIND_REJECTED
-from verlkit.preference.trainer import (
-    PreferenceEngineLoss,
-    PreferenceOptions,
-    bradley_terry_loss,
-    last_token_values,
-)
 from verl.utils.reward_score import registry, scalar_rm
 from verl.utils.reward_score.options import parse_options
-
-C, R, PAD = KIND_CHOSEN, KIND_REJECTED, KIND_PADDING
-
-
-def test_bradley_terry_loss_is_the_mean_of_minus_log_sigmoid_of_the_margins():
-    rewards = torch.tensor([2.0, 0.5, -1.0, 1.0, 0.0, 0.0], dtype=torch.float64)
-    kinds = torch.tensor([C, R, C, R, PAD, PAD])
-    loss, stats = bradley_terry_loss(rewards, kinds)
-    expected = (-math.log(1 / (1 + math.exp(-1.5))) - math.log(1 / (1 + math.exp(2.0)))) / 2
-    assert float(loss) == pytest.approx(expected, rel=1e-12)
-    assert stats["rm_acc"] == 0.5 and stats["rm_margin"] == pytest.approx(-0.25)
-    assert stats["rm_chosen"] == pytest.approx(0.5) and stats["rm_rejected"] == pytest.approx(0.75)
-
-
-def test_equal_rewards_give_ln2_and_the_gradient_pushes_chosen_up_rejected_down():
-    rewards = torch.zeros(4, dtype=torch.float64, requires_grad=True)
-    loss, _ = bradley_terry_loss(rewards, torch.tensor([C, R, C, R]))
-    assert float(loss.detach()) == pytest.approx(math.log(2))
-    loss.backward()
-    grad = rewards.grad.tolist()
-    assert grad[0] < 0 < grad[1] and grad[2] < 0 < grad[3]
-    # a shared offset (the token-classification head's bias) gets exactly no gradient
-    assert sum(grad) == 0.0
-
-
-def test_rows_out_of_pair_order_are_refused():
-    with pytest.raises(ValueError, match="followed by its rejected"):
-        bradley_terry_loss(torch.zeros(2, dtype=torch.float64), torch.tensor([C, C]))
-
-
-def test_engine_loss_reads_the_value_head_at_each_sequences_last_token():
-    """The engine hands per-token values as a jagged tensor; the reward is the last token's value."""
-    values = [torch.tensor([9.0, 9.0, 1.0]), torch.tensor([5.0, -1.0]), torch.tensor([0.0, 0.0])]
-    nested = torch.nested.as_nested_tensor(values, layout=torch.jagged)
-    assert last_token_values(list(nested.unbind())).tolist() == [1.0, -1.0, 0.0]
-    data = {"row_kind": torch.tensor([C, R, PAD])}
-    loss, metrics = PreferenceEngineLoss(PreferenceOptions(loss="bt"))(model_output={"values": nested}, data=data)
-    assert float(loss) == pytest.approx(-math.log(1 / (1 + math.exp(-2.0))), rel=1e-6)
-    assert metrics["pref/rm_acc"] == 1.0 and metrics["pref/n_bt"] == 1.0
-    assert metrics["pref/objective"] == pytest.approx(float(loss), rel=1e-6)
-
-
-def test_reward_model_options_select_the_value_engine_and_skip_the_reference():
-    bt = PreferenceOptions(loss="bt")
-    assert bt.model_type == "value_model" and not bt.needs_reference and bt.row_kinds() == ("pair",)
-    assert PreferenceOptions(loss="dpo").needs_reference and PreferenceOptions(loss="lcdpo").needs_reference
-    assert not PreferenceOptions(loss="sft").needs_reference
-    assert PreferenceOptions(loss="dpo").model_type == "language_model"
 
 
 # ---- scalar_rm --------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from typing import Any
 from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.loop import run_sync
 from verlkit.clients.settings import ClientSettings
-from verlkit.records import InputError, read_records, require_messages
+from verlkit.records import InputError, chat_messages, read_records
 
 
 def rm_client(url: str, name: str, max_concurrency: int = 32, timeout_s: float = 60.0, max_retries: int = 3,
@@ -37,15 +37,6 @@ def rm_client(url: str, name: str, max_concurrency: int = 32, timeout_s: float =
     settings = ClientSettings(url=url, model=name, api_key_env=api_key_env, max_concurrency=max_concurrency,
                               timeout_s=timeout_s, max_retries=max_retries, rate_limit_rps=rate_limit_rps)
     return get_client(settings.client_config())
-
-
-def chat_field(record: dict[str, Any], name: str, *, role: str, file: Path, entry: int) -> list[dict[str, str]]:
-    """``record[name]`` as chat messages: a non-empty string is one ``role`` turn (how the preference
-    files store replies), a list must hold valid ``{role, content}`` messages; else an ``InputError``."""
-    value = record.get(name)
-    if isinstance(value, str) and value.strip():
-        return [{"role": role, "content": value}]
-    return require_messages(record, name, file=file, entry=entry)
 
 
 async def score_conversations(client, tokenizer_dir: str, conversations: list[list[dict]]) -> list[float | None]:
@@ -107,10 +98,10 @@ async def evaluate_pairs(path: Path, client, tokenizer_dir: str, limit: int | No
         raise InputError("no pairs", file=path)
     chosen_convs, rejected_convs = [], []
     for i, row in enumerate(rows):
-        at = {"file": Path(path), "entry": i}
-        prompt = chat_field(row, "prompt", role="user", **at)
-        chosen_convs.append(prompt + chat_field(row, "chosen", role="assistant", **at))
-        rejected_convs.append(prompt + chat_field(row, "rejected", role="assistant", **at))
+        where = {"file": path, "entry": i}
+        prompt = chat_messages(row.get("prompt"), "user", field="prompt", **where)
+        chosen_convs.append(prompt + chat_messages(row.get("chosen"), "assistant", field="chosen", **where))
+        rejected_convs.append(prompt + chat_messages(row.get("rejected"), "assistant", field="rejected", **where))
     chosen, rejected = await asyncio.gather(
         score_conversations(client, tokenizer_dir, chosen_convs), score_conversations(client, tokenizer_dir, rejected_convs)
     )

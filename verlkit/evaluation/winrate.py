@@ -33,8 +33,8 @@ from typing import Any
 from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.loop import run_sync
 from verlkit.clients.settings import ClientSettings
-from verlkit.evaluation.reward_model import chat_field, judge_conversations, rm_client, score_conversations
-from verlkit.records import InputError, read_records
+from verlkit.evaluation.reward_model import judge_conversations, rm_client, score_conversations
+from verlkit.records import InputError, chat_messages, read_records
 
 
 def load_prompts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
@@ -43,7 +43,7 @@ def load_prompts(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     if not rows:
         raise InputError("no prompts", file=path)
     return [{"prompt_id": row.get("prompt_id", str(i)),
-             "prompt": chat_field(row, "prompt", role="user", file=Path(path), entry=i)}
+             "prompt": chat_messages(row.get("prompt"), "user", file=path, entry=i, field="prompt")}
             for i, row in enumerate(rows[: limit or None])]  # fmt: skip
 
 

@@ -1,6 +1,7 @@
 """Preference data for the preference trainer (DPO, C3PO's LCDPO and their SFT baselines).
 
-Parquet rows (one file or a list of files):
+Records of one file or a list of files (parquet, or any format :func:`verlkit.records.read_records`
+reads):
 
 * ``kind`` (optional, default ``pair``): ``pair``, ``near_scope`` or ``out_of_scope``.
 * ``prompt``: a list of chat messages (``{"role", "content"}``) or a plain string (one user turn).
@@ -14,17 +15,22 @@ the loss mask covers exactly the tokens after the prompt's generation header (th
 end-of-turn token included). The collator keeps a pair's two sequences adjacent (chosen first) and
 pads every rank's batch to the same number of sequences with zero-weight dummy rows, because the
 engine's gloo all-gathers need equal counts on every rank.
+
+A bad record raises :class:`verlkit.records.InputError` naming the file, the record and the field,
+while the dataset is built: before the first training step.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 from torch.utils.data import Dataset
+
+from verlkit.records import InputError, chat_messages, read_records
 
 KIND_CHOSEN = 0
 KIND_REJECTED = 1
@@ -37,43 +43,12 @@ ROW_KINDS = ("pair", "near_scope", "out_of_scope")
 MAX_SEQS_PER_ROW = 2
 
 
-class PreferenceDataError(ValueError):
-    """A row of a preference parquet cannot be used; the message names file, row and field."""
-
-
-def _to_python(value: Any) -> Any:
-    """Parquet gives numpy arrays for lists; turn nested arrays into plain lists."""
-    if isinstance(value, np.ndarray):
-        return [_to_python(v) for v in value.tolist()]
-    if isinstance(value, list):
-        return [_to_python(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_python(v) for k, v in value.items()}
-    return value
-
-
 def _is_missing(value: Any) -> bool:
     if value is None:
         return True
-    if isinstance(value, float) and np.isnan(value):
+    if isinstance(value, float) and math.isnan(value):
         return True
     return isinstance(value, str) and not value.strip()
-
-
-def chat_messages(where: str, field: str, value: Any, default_role: str) -> list[dict]:
-    """A parquet field as chat messages: a plain string is one ``default_role`` turn, a list must hold
-    ``{role, content}`` messages (numpy arrays from parquet are fine). Raises PreferenceDataError
-    naming ``where`` (file and row) and the field."""
-    value = _to_python(value)
-    if _is_missing(value):
-        raise PreferenceDataError(f"{where}: field '{field}' is missing or empty")
-    if isinstance(value, str):
-        return [{"role": default_role, "content": value}]
-    if isinstance(value, list) and value and all(isinstance(m, dict) and "role" in m and "content" in m for m in value):
-        return [{"role": m["role"], "content": m["content"]} for m in value]
-    raise PreferenceDataError(
-        f"{where}: field '{field}' must be a string or a non-empty list of {{role, content}} messages, got {type(value).__name__}"
-    )
 
 
 class PreferenceDataset(Dataset):
@@ -108,21 +83,18 @@ class PreferenceDataset(Dataset):
         files = [parquet_files] if isinstance(parquet_files, str) else list(parquet_files)
         self.items: list[dict[str, Any]] = []
         for path in files:
-            frame = pd.read_parquet(path)
-            if "prompt" not in frame.columns:
-                raise PreferenceDataError(f"{path}: no 'prompt' column (columns: {list(frame.columns)})")
-            for row_index, row in enumerate(frame.to_dict(orient="records")):
+            for index, row in enumerate(read_records(path)):
                 kind = row.get("kind")
                 kind = "pair" if _is_missing(kind) else str(kind)
                 if kind not in ROW_KINDS:
-                    raise PreferenceDataError(f"{path}: row {row_index}: field 'kind': {kind!r} is not one of {ROW_KINDS}")
+                    raise InputError(f"{kind!r} is not one of {ROW_KINDS}", file=path, entry=index, field="kind")
                 if kind not in keep:
                     continue
-                self.items.append(self._tokenize_row(path, row_index, kind, row))
+                self.items.append(self._tokenize_row(path, index, kind, row))
                 if 0 < max_samples <= len(self.items):
                     break
         if not self.items:
-            raise PreferenceDataError(f"{files}: no usable rows of kinds {sorted(keep)}")
+            raise InputError(f"no usable rows of kinds {sorted(keep)}", file=", ".join(map(str, files)))
         # Filled by the trainer before the first update: summed reference log-prob per sequence,
         # and (only for a KL term) the reference's top-k next-token log-probs of constraint rows:
         # ``{index: (ids (len, k) long, logprobs (len, k) float)}``.
@@ -139,32 +111,32 @@ class PreferenceDataset(Dataset):
             out = out["input_ids"]
         return list(out)
 
-    def _sequence(self, where: str, field: str, prompt_ids: list[int], prompt: list[dict], reply: Any) -> dict:
-        reply_msgs = chat_messages(where, field, reply, "assistant")
+    def _sequence(self, where: dict, field: str, prompt_ids: list[int], prompt: list[dict], reply: Any) -> dict:
+        reply_msgs = chat_messages(reply, "assistant", field=field, **where)
         full = self._template_ids(prompt + reply_msgs, add_generation_prompt=False)
         if full[: len(prompt_ids)] != prompt_ids or len(full) <= len(prompt_ids):
-            raise PreferenceDataError(
-                f"{where}: field '{field}': the chat template of prompt+reply does not start with the prompt's "
-                "generation prompt, so the reply tokens cannot be separated"
-            )
+            raise InputError(
+                "the chat template of prompt+reply does not start with the prompt's generation prompt, "
+                "so the reply tokens cannot be separated", field=field, **where,
+            )  # fmt: skip
         if len(full) > self.max_length:
             if self.truncation == "error":
-                raise PreferenceDataError(
-                    f"{where}: field '{field}': {len(full)} tokens exceed data.max_length={self.max_length} "
-                    "(set data.truncation=right to cut the reply)"
-                )
+                raise InputError(
+                    f"{len(full)} tokens exceed data.max_length={self.max_length} "
+                    "(set data.truncation=right to cut the reply)", field=field, **where,
+                )  # fmt: skip
             if len(prompt_ids) >= self.max_length:
-                raise PreferenceDataError(
-                    f"{where}: field 'prompt': {len(prompt_ids)} prompt tokens leave no room for the reply "
-                    f"within data.max_length={self.max_length}"
-                )
+                raise InputError(
+                    f"{len(prompt_ids)} prompt tokens leave no room for the reply within "
+                    f"data.max_length={self.max_length}", field="prompt", **where,
+                )  # fmt: skip
             full = full[: self.max_length]
         loss_mask = [0] * len(prompt_ids) + [1] * (len(full) - len(prompt_ids))
         return {"input_ids": full, "loss_mask": loss_mask}
 
-    def _tokenize_row(self, path: str, row_index: int, kind: str, row: dict) -> dict:
-        where = f"{path}: row {row_index}"
-        prompt = chat_messages(where, "prompt", row.get("prompt"), "user")
+    def _tokenize_row(self, path: str, index: int, kind: str, row: dict) -> dict:
+        where = {"file": path, "entry": index}
+        prompt = chat_messages(row.get("prompt"), "user", field="prompt", **where)
         prompt_ids = self._template_ids(prompt, add_generation_prompt=True)
         if kind == "pair":
             seqs = [
@@ -261,7 +233,7 @@ class PreferenceCollator:
         for n, topk in zip(lengths, per_row):
             if topk is None:
                 ids = torch.zeros(n, k, dtype=torch.long)
-                lps = torch.full((n, k), -float(np.log(k)), dtype=torch.float32)
+                lps = torch.full((n, k), -math.log(k), dtype=torch.float32)
             else:
                 ids, lps = topk
                 if ids.shape != (n, k):
