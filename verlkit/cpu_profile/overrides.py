@@ -20,6 +20,11 @@ def env() -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false",
         "RAY_DEDUP_LOGS": "0",
         "WANDB_MODE": "offline",
+        # The raylet starts spare Python workers when the driver connects (the "N PYTHON worker
+        # processes ... Nx the maximum expected" warnings on 2 cores); every actor gets its own
+        # process anyway, so the spares only cost a worker boot and ~85 MB each. Measured with
+        # benchmarks/profile_reward_phase.py (docs/cpu-profile.md).
+        "RAY_prestart_worker_first_driver": "0",
     }
 
 
@@ -32,6 +37,12 @@ def ppo(n_workers: int = 1, use_critic: bool = False) -> list[str]:
         # CPUs for its 3-CPUs-per-GPU bundles.
         f"+ray_kwargs.ray_init.num_gpus={n_workers}",
         f"ray_kwargs.ray_init.num_cpus={max(16, 4 * n_workers + 4)}",
+        # The dashboard is ~10 Python processes (~4 CPU-s to start, then idle polling); nothing
+        # in verl needs it.
+        "+ray_kwargs.ray_init.include_dashboard=False",
+        # TransferQueue defaults to 8 storage-unit actors, one Python process each (~400 MB, ~4.5
+        # CPU-s to boot and import torch); a CPU run's batches fit in one.
+        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
         "actor_rollout_ref.rollout.name=hf",
         "actor_rollout_ref.rollout.mode=async",
         "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
