@@ -5,7 +5,7 @@
 COMMAND defaults to ``bash run_rubric.sh`` (the CPU default) and runs in the current directory, so
 ``cd OTHER_TREE && PYTHONPATH=$PWD python .../profile_reward_phase.py ...`` profiles another checkout. The tool
 
-1. starts the verifier exactly as ``run_rubric.sh`` does on CPU (``verlkit.serving.launcher serve``,
+1. starts the verifier exactly as ``run_rubric.sh`` does on CPU (``verlkit.serving serve``,
    SmolLM2-135M-Instruct, ``--max-model-len 2048``, served as ``verifier``, the CPU profile's env),
    but itself, so the server outlives the recipe (the recipe uses it through ``VERLKIT_VERIFIER_URL``);
 2. samples every process on the machine once per ``--interval`` seconds (CPU time, threads and
@@ -75,7 +75,7 @@ def label_of(cmdline: list[str], name: str) -> str:
         return "vLLM engine core"
     if "vllm.entrypoints" in text:
         return "vLLM server (API + engine)"
-    if "verlkit.serving.launcher" in text:
+    if "verlkit.serving" in text or "recipes." in text:
         return "launcher"
     if "verl.trainer.main_ppo" in text:
         return "trainer driver (main_ppo)"
@@ -272,7 +272,7 @@ def step_timings(lines: list[tuple[float, str, str]]) -> list[dict]:
 
 
 def cpu_profile_env() -> dict[str, str]:
-    """What ``recipes/common.sh`` exports on the CPU profile (from the tree on PYTHONPATH)."""
+    """What the recipe drivers export on the CPU profile (from the tree on PYTHONPATH)."""
     out = subprocess.run([sys.executable, "-m", "verlkit.cpu_profile.overrides", "env"], check=True,
                          capture_output=True, text=True).stdout
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
@@ -299,18 +299,18 @@ def avx2_env(run_dir: Path, env: dict[str, str]) -> dict[str, str]:
 
 def start_verifier(run_dir: Path, env: dict[str, str], model: str) -> tuple[subprocess.Popen, str]:
     state = run_dir / "verifier.server.json"
-    cmd = [sys.executable, "-m", "verlkit.serving.launcher", "serve", "--name", "verifier", "--model", model,
+    cmd = [sys.executable, "-m", "verlkit.serving", "serve", "--name", "verifier", "--model", model,
            "--run-dir", str(run_dir), "--max-model-len", "2048", "--served-model-name", "verifier",
            "--ready-timeout", "900"]
     with open(run_dir / "verifier.launcher.err", "ab") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-    url = subprocess.run([sys.executable, "-m", "verlkit.serving.launcher", "wait-ready", "--state", str(state),
+    url = subprocess.run([sys.executable, "-m", "verlkit.serving", "wait-ready", "--state", str(state),
                           "--timeout", "900"], env=env, check=True, capture_output=True, text=True).stdout.strip()
     return proc, url
 
 
 def stop_verifier(run_dir: Path, proc: subprocess.Popen, env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "verlkit.serving.launcher", "stop", "--state",
+    subprocess.run([sys.executable, "-m", "verlkit.serving", "stop", "--state",
                     str(run_dir / "verifier.server.json")], env=env, check=False)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)

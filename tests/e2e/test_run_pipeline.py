@@ -1,4 +1,4 @@
-"""``bash recipes/pipeline/run_all.sh`` on the CPU default, end to end, checked stage by stage.
+"""``bash run_pipeline.sh`` on the CPU default, end to end, checked stage by stage.
 
 One run (module fixture) of the real chain: data prep on the bundled samples, verl's SFT trainer,
 the preference trainer for DPO and for the Bradley–Terry reward model, the reward model served by
@@ -27,7 +27,7 @@ LN2 = math.log(2.0)
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
-    run = RecipeRun("recipes/pipeline/run_all.sh", work / "run", VERLKIT_ADVANTAGE_DUMP=str(work / "advantages.jsonl"))
+    run = RecipeRun("run_pipeline.sh", work / "run", VERLKIT_ADVANTAGE_DUMP=str(work / "advantages.jsonl"))
     rc = run.wait(timeout=2400)
     assert rc == 0, run.output()[-6000:]
     return run, work

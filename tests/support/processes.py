@@ -1,5 +1,7 @@
 """Process-tree checks shared by the recipe end-to-end tests: what a run started, and what survived it."""
 
+import os
+
 import psutil
 
 
@@ -20,5 +22,26 @@ def alive(procs) -> list[str]:
             if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
                 out.append(f"{p.pid} {' '.join(p.cmdline())[:120]}")
         except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def pid_alive(pid: int) -> bool:
+    """The PID runs and is not a zombie."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of a process group: killed members stay in the group as zombies
+    until their parent reaps them, so they do not count."""
+    out = []
+    for p in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                out.append(p.pid)
+        except (ProcessLookupError, psutil.NoSuchProcess):
             pass
     return out

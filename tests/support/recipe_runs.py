@@ -10,14 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
-from support.processes import alive, process_tree
+from support.processes import alive, group_members, pid_alive, process_tree
 
 REPO = Path(__file__).resolve().parents[2]
 # Knobs a developer's shell may have set that would change what a CPU-default run does (a test
 # passes the ones it wants explicitly).
 _DROP = ("RAY_ADDRESS", "CUDA_VISIBLE_DEVICES", "STEPS", "TRAIN_DEVICES", "STAGES", "NPROC", "DOWNSTREAM_URL",
-         "DOWNSTREAM_API_KEY_ENV", "DOWNSTREAM_DEVICES", "MEDMCQA_DIR")
+         "DOWNSTREAM_API_KEY_ENV", "DOWNSTREAM_DEVICES", "MEDMCQA_DIR", "VERLKIT_VERIFIER_URL", "ALGORITHM",
+         "TEMPLATE", "TEACHER", "TEACHER_URL", "JUDGE_URL", "EVAL_MODELS")
 
 
 class RecipeRun:
@@ -40,6 +40,22 @@ class RecipeRun:
     def output(self) -> str:
         return self.out_path.read_text(errors="replace")
 
+    def processes(self) -> dict:
+        """What the driver recorded in ``RUN_DIR/processes.json``: its servers and process groups."""
+        return json.loads((self.run_dir / "processes.json").read_text())
+
+    def wait_for(self, path: Path, text: str, timeout: float) -> None:
+        """Wait until ``path`` contains ``text``, snapshotting the process tree as we go."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.seen |= process_tree(self.proc.pid)
+            if path.exists() and text in path.read_text(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                raise AssertionError(f"run ended early (rc={self.proc.returncode}): {self.output()[-4000:]}")
+            time.sleep(1)  # polling a file another process writes; bounded by the deadline
+        raise AssertionError(f"{text!r} never appeared in {path}")
+
     def wait(self, timeout: float) -> int:
         """Wait for the script, snapshotting its process tree every second; kill it at the deadline."""
         deadline = time.monotonic() + timeout
@@ -56,15 +72,21 @@ class RecipeRun:
         return self.proc.returncode
 
     def assert_nothing_left(self, server_names: tuple[str, ...] = ()) -> None:
-        """No process of the run survives it: the snapshot, and the PIDs the launcher recorded."""
+        """No process of the run survives it: the snapshot, every process group the driver started, and
+        every PID of its servers (a server the run started binds loopback)."""
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and alive(self.seen):
             time.sleep(0.5)  # polling for process exit; bounded
         assert alive(self.seen) == []
-        for name in server_names:
-            state = json.loads((self.run_dir / f"{name}.server.json").read_text())
-            if not state.get("external"):  # a server this run started binds loopback
-                assert state["host"] == "127.0.0.1"
-            for entry in state.get("pids", []):
-                pid = entry["pid"] if isinstance(entry, dict) else entry
-                assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        record = self.processes()
+        assert set(server_names) <= set(record["servers"]), record["servers"]
+        for name, server in record["servers"].items():
+            if not server["external"]:
+                assert server["host"] == "127.0.0.1", name
+            for pid in server["pids"] + ([server["pid"]] if server["pid"] else []):
+                assert not pid_alive(pid), f"{name} server: pid {pid} survived"
+        for name, group in record["process_groups"].items():
+            deadline = time.monotonic() + 30
+            while group_members(group["pgid"]) and time.monotonic() < deadline:
+                time.sleep(0.5)  # polling for process exit; bounded
+            assert group_members(group["pgid"]) == [], f"live processes left in the {name} group {group['pgid']}"

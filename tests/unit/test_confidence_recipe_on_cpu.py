@@ -1,32 +1,20 @@
-"""run_confidence.sh's command lines, composed through verl 0.9.1's own hydra config without launching."""
-
-from pathlib import Path
+"""run_confidence.sh: its configs (recipes/confidence/config) composed through verl's hydra with the
+overrides its driver builds, its GPU placement and its evaluation report, without launching anything."""
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support.recipe_configs import compose_recipe
 
-import verl
-from recipes.confidence import (
-    ConfidenceRun,
-    check_devices,
-    latest_actor_checkpoint,
-    overrides,
-)
-from recipes.confidence.args import main as args_main
+from recipes.compose import script_settings
+from recipes.confidence import run as confidence
+from recipes.driver import RecipeError
 
-CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
+RUNTIME = ["recipe.run_dir=/runs/c1", "recipe.downstream.url='http://127.0.0.1:8001/v1'", "recipe.train_gpu_count=3"]
 
 
-def compose_ppo(args):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(config_name="ppo_trainer", overrides=args)
-
-
-def gpu_run(**kw):
-    kw.setdefault("downstream_url", "http://127.0.0.1:8001/v1")
-    return ConfidenceRun(model="/models/qwen2-0.5b-instruct", train_files="/data/cgp/train.parquet",
-                         val_files="/data/cgp/dev.parquet", **kw)
+def compose_confidence(argv, environ=None, profile="gpu", runtime=RUNTIME):
+    chosen, extra = script_settings(confidence.KNOBS, confidence.POSITIONAL, argv, environ or {}, confidence.USAGE)
+    return compose_recipe("confidence/confidence_cpu" if profile == "cpu" else "confidence/confidence", chosen + extra + runtime)
 
 
 def assert_reference_grpo(cfg):
@@ -42,25 +30,34 @@ def assert_reference_grpo(cfg):
     assert (rollout.temperature, rollout.top_p, rollout.top_k) == (0.1, 0.95, 50)
 
 
-def test_gpu_cgp_command_line_has_the_reference_settings():
-    cfg = compose_ppo(overrides(gpu_run(n_gpus_per_node=3)))
+def test_gpu_cgp_config_has_the_reference_settings():
+    cfg = compose_confidence(["/models/qwen2-0.5b-instruct", "cgp", "/models/downstream"])
     assert_reference_grpo(cfg)
     assert cfg.actor_rollout_ref.rollout.n == 8 and cfg.actor_rollout_ref.rollout.name == "vllm"
     assert cfg.data.max_response_length == 256  # short hints
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 20480
+    assert cfg.actor_rollout_ref.rollout.max_num_batched_tokens == 10240
     assert cfg.data.train_batch_size == 32 and cfg.actor_rollout_ref.actor.ppo_mini_batch_size == 32
-    assert cfg.trainer.n_gpus_per_node == 3 and cfg.trainer.total_epochs == 3 and cfg.trainer.save_freq > 0
+    assert cfg.trainer.n_gpus_per_node == 3 and cfg.trainer.total_epochs == 3 and cfg.trainer.save_freq == 200
+    assert cfg.data.train_files == "/runs/c1/data/cgp/train.parquet"
+    assert cfg.trainer.project_name == "verlkit-confidence-cgp"
     fn = cfg.reward.custom_reward_function
     assert fn.path == "pkg://verl.utils.reward_score.registry" and fn.name == "compute_score_async"
-    assert OmegaConf.to_container(fn.reward_kwargs) == {"cgp": {
+    assert OmegaConf.to_container(fn.reward_kwargs, resolve=True) == {"cgp": {
         "url": "http://127.0.0.1:8001/v1", "model": "downstream", "variant": "log_penalized", "max_tokens": 256,
+        "api_key_env": None, "rate_limit_rps": None,
     }}
+    assert cfg.recipe.eval.policy_max_tokens == 256
 
 
 def test_hosted_downstream_passes_the_key_by_env_var_name_and_a_rate_limit():
-    cfg = compose_ppo(overrides(gpu_run(downstream_url="https://api.example.com/v1", downstream_name="gpt-4o-mini",
-                                        downstream_api_key_env="OPENAI_API_KEY", downstream_rate_limit_rps=5.0)))
+    cfg = compose_confidence(["/m", "cgp", "gpt-4o-mini"], {
+        "DOWNSTREAM_URL": "https://api.example.com/v1", "DOWNSTREAM_API_KEY_ENV": "OPENAI_API_KEY",
+        "DOWNSTREAM_RATE_LIMIT_RPS": "5", "VARIANT": "brier",
+    }, runtime=["recipe.run_dir=/r", "recipe.downstream.served_name=gpt-4o-mini"])
     cgp = cfg.reward.custom_reward_function.reward_kwargs.cgp
     assert cgp.api_key_env == "OPENAI_API_KEY" and cgp.rate_limit_rps == 5.0 and cgp.model == "gpt-4o-mini"
+    assert cgp.url == "https://api.example.com/v1" and cgp.variant == "brier"
 
 
 def test_the_reward_options_are_accepted_by_the_cgp_reward(monkeypatch):
@@ -68,65 +65,62 @@ def test_the_reward_options_are_accepted_by_the_cgp_reward(monkeypatch):
     from verl.utils.reward_score.calibration import CGPOptions
     from verl.utils.reward_score.options import parse_options
 
-    cfg = compose_ppo(overrides(gpu_run(variant="brier", downstream_api_key_env="K", downstream_rate_limit_rps=2)))
-    opts = parse_options(CGPOptions, OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.cgp))
+    cfg = compose_confidence(["/m", "cgp", "/d"], {"VARIANT": "brier", "DOWNSTREAM_RATE_LIMIT_RPS": "2",
+                                                   "DOWNSTREAM_API_KEY_ENV": "K"})
+    opts = parse_options(CGPOptions, OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.cgp,
+                                                            resolve=True))
     assert opts.variant == "brier" and opts.rate_limit_rps == 2 and opts.api_key_env == "K"
 
 
-def test_gpu_rlcr_command_line_has_no_downstream_and_longer_responses():
-    cfg = compose_ppo(overrides(gpu_run(design="rlcr", downstream_url="")))
+def test_gpu_rlcr_config_has_no_downstream_and_longer_responses():
+    cfg = compose_confidence(["/m", "rlcr"])
     assert_reference_grpo(cfg)
     assert cfg.actor_rollout_ref.rollout.n == 8 and cfg.data.max_response_length == 1024
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 32768
     assert not cfg.reward.custom_reward_function.get("reward_kwargs")
     assert cfg.reward.custom_reward_function.name == "compute_score_async"
+    assert cfg.recipe.design == "rlcr" and cfg.recipe.eval.policy_max_tokens == 1024
+    assert cfg.data.val_files == "/runs/c1/data/rlcr/dev.parquet"
 
 
-def test_cpu_command_line_composes_and_saves_its_last_step():
-    cfg = compose_ppo(overrides(gpu_run(profile="cpu", steps=2)))
+def test_cpu_config_saves_its_last_step_and_evaluates_briefly():
+    cfg = compose_confidence([], profile="cpu", runtime=["recipe.run_dir=/r"])
     assert_reference_grpo(cfg)
     assert cfg.actor_rollout_ref.rollout.name == "hf" and cfg.trainer.device == "cpu"
     assert cfg.trainer.total_training_steps == 2 and cfg.trainer.save_freq == 2
+    assert cfg.recipe.policy == "local:tiny" and cfg.recipe.downstream.model == "local:smollm2"
+    assert OmegaConf.to_container(cfg.recipe.eval) == {"limit": None, "policy_max_tokens": 32, "max_concurrency": 16,
+                                                       "downstream_temperature": 0}
+    cfg = compose_confidence([], {"STEPS": "5", "EVAL_LIMIT": "8"}, profile="cpu", runtime=["recipe.run_dir=/r"])
+    assert cfg.trainer.save_freq == 5 and cfg.recipe.eval.limit == 8
 
 
-def test_cgp_without_a_downstream_and_unknown_designs_are_refused():
-    with pytest.raises(ValueError, match="downstream_url"):
-        gpu_run(downstream_url="")
-    with pytest.raises(ValueError, match="design"):
-        gpu_run(design="selfcheck")
+def test_unknown_designs_are_refused():
+    with pytest.raises(Exception, match="must be cgp or rlcr"):
+        compose_confidence(["/m", "selfcheck"])
 
 
-def test_overlapping_devices_are_named():
-    assert check_devices("0,1,2", "3") is None
-    message = check_devices("0,1,2", "2,3")
-    assert "share device(s) 2" in message and "DOWNSTREAM_DEVICES=2,3" in message
-    assert args_main(["check-devices", "0, 1", "1"]) == 2 and args_main(["check-devices", "0", "1"]) == 0
-
-
-def test_latest_actor_checkpoint_follows_verls_marker(tmp_path):
-    for step in (1, 2, 10):
-        (tmp_path / f"global_step_{step}" / "actor").mkdir(parents=True)
-    assert latest_actor_checkpoint(str(tmp_path)).endswith("global_step_10/actor")  # numeric, not lexical
-    (tmp_path / "latest_checkpointed_iteration.txt").write_text("2")
-    assert latest_actor_checkpoint(str(tmp_path)).endswith("global_step_2/actor")
-    with pytest.raises(FileNotFoundError, match="no global_step"):
-        latest_actor_checkpoint(str(tmp_path / "empty"))
-
-
-def test_args_cli_prints_one_override_per_line(capsys):
-    assert args_main(["overrides", "--profile", "gpu", "--design", "rlcr", "--model", "/m",
-                      "--train", "/t.parquet", "--val", "/v.parquet", "--n-gpus-per-node", "4"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert "trainer.n_gpus_per_node=4" in lines and "algorithm.norm_adv_by_std_in_grpo=False" in lines
-    compose_ppo(lines)
+def test_gpu_placement():
+    gpus = ["0", "1", "2", "3"]
+    assert confidence.place_devices(gpus, "cgp", False, [], []) == (["0", "1", "2"], ["3"])
+    assert confidence.place_devices(gpus, "cgp", False, [], ["2", "3"]) == (["0", "1"], ["2", "3"])
+    assert confidence.place_devices(gpus, "cgp", True, [], []) == (gpus, [])  # a hosted downstream
+    assert confidence.place_devices(gpus, "rlcr", False, ["1"], []) == (["1"], [])
+    with pytest.raises(RecipeError, match="share device\\(s\\) 1") as e:
+        confidence.place_devices(gpus, "cgp", False, ["0", "1"], ["1", "2"])
+    assert e.value.code == 2
+    with pytest.raises(RecipeError, match="cgp needs 2\\+ GPUs"):
+        confidence.place_devices(["0"], "cgp", False, [], [])
+    with pytest.raises(RecipeError, match="no GPU left for training"):
+        confidence.place_devices(["0", "1"], "cgp", False, [], ["0", "1"])
 
 
 def test_eval_report_tables_the_metrics_and_fails_on_a_condition_without_answers():
-    from recipes.confidence import eval_report
-
     answered = {"n": 16, "parse_failure_rate": 0.25, "request_failures": 1,
                 "all": {"accuracy": 0.5, "ece": 0.125, "brier": 0.25, "auroc": None, "mean_confidence": 0.6}}
-    table, problems = eval_report({"conditions": {"with_hint": answered, "baseline": {"n": 0, "request_failures": 16}}})
+    table, problems = confidence.eval_report({"conditions": {"with_hint": answered,
+                                                             "baseline": {"n": 0, "request_failures": 16}}})
     assert problems == ["baseline: no answered rows (16 request failures)"]
     row = table.splitlines()[1].split()
     assert row == ["with_hint", "16", "0.500", "0.125", "0.250", "n/a", "0.600", "0.250", "1"]
-    assert eval_report({"conditions": {"policy": answered}})[1] == []
+    assert confidence.eval_report({"conditions": {"policy": answered}})[1] == []

@@ -1,5 +1,6 @@
-"""The pipeline's command lines (recipes/pipeline) composed through verl 0.9.1's own hydra configs,
-its stage selection and its report, without launching anything."""
+"""run_pipeline.sh: the stage configs (recipes/pipeline/config) composed through verl's hydra (verl's SFT
+and PPO configs, the preference trainer's), the routing of overrides to stages, the stage sequencing
+and the report, without launching anything."""
 
 from __future__ import annotations
 
@@ -7,67 +8,117 @@ import json
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support.recipe_configs import compose_recipe
 
-import verl
-from recipes.pipeline import PipelineRun, overrides, parse_stages, report
-from verlkit.preference.train import compose_config
+from recipes.pipeline.run import route_overrides
+from recipes.pipeline.stages import missing_inputs, parse_stages, report
 
-CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
-
-
-def compose_verl(name: str, args: list[str]):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(config_name=name, overrides=args)
+STAGE_RUNTIME = ["recipe.init=/models/init", "recipe.data_dir=/data"]
 
 
-def run(profile: str, **kw) -> PipelineRun:
-    return PipelineRun(profile=profile, model="/models/init", data="/data", run_dir="/runs/p", **kw)
+def compose_stage(stage: str, profile: str, *extra: str):
+    name = f"pipeline/{stage}_cpu" if profile == "cpu" else f"pipeline/{stage}"
+    return compose_recipe(name, [*STAGE_RUNTIME, f"recipe.stage_dir=/runs/p/{stage}", *extra])
 
 
 @pytest.mark.parametrize("profile", ["gpu", "cpu"])
-def test_sft_stage_composes_with_verls_sft_config(profile):
-    cfg = compose_verl("sft_trainer_engine", overrides("sft", run(profile)))
+def test_sft_stage_on_verls_sft_config(profile):
+    cfg = compose_stage("sft", profile)
     assert cfg.model.path == "/models/init" and cfg.data.messages_key == "messages"
     assert cfg.data.train_files == "/data/sft/train.parquet" and cfg.data.val_files == "/data/sft/val.parquet"
     assert cfg.trainer.default_local_dir == "/runs/p/sft/checkpoints"
-    assert cfg.optim.lr == (1e-3 if profile == "cpu" else 1e-5)
-    assert cfg.trainer.device == ("cpu" if profile == "cpu" else "cuda")
+    assert list(cfg.checkpoint.save_contents) == ["model", "optimizer", "extra", "hf_model"]
+    gpu = profile == "gpu"
+    assert cfg.optim.lr == (1e-5 if gpu else 1e-3) and cfg.trainer.total_epochs == (3 if gpu else 1)
+    assert cfg.data.train_batch_size == (64 if gpu else 4) and cfg.data.max_length == (1024 if gpu else 256)
+    assert cfg.trainer.device == ("cuda" if gpu else "cpu") and cfg.engine.strategy == "fsdp2"
 
 
 @pytest.mark.parametrize("profile", ["gpu", "cpu"])
-def test_dpo_and_reward_model_stages_compose_with_the_preference_trainer(profile):
-    dpo = compose_config(overrides("dpo", run(profile)))
+def test_dpo_and_reward_model_stages_on_the_preference_trainer(profile):
+    dpo = compose_stage("dpo", profile)
     assert dpo.preference.loss == "dpo" and dpo.preference.beta == 0.1
-    assert dpo.data.train_files == "/data/prefs/train.parquet"
-    rm = compose_config(overrides("rm", run(profile)))
+    assert dpo.data.train_files == "/data/prefs/train.parquet" and dpo.optim.clip_grad == 1.0
+    assert dpo.optim.lr == (1e-6 if profile == "gpu" else 1e-4) and "hf_model" in dpo.checkpoint.save_contents
+    rm = compose_stage("rm", profile)
     assert rm.preference.loss == "bt" and rm.trainer.default_local_dir == "/runs/p/rm/checkpoints"
+    assert rm.optim.lr == (1e-5 if profile == "gpu" else 1e-3)
+    assert rm.data.train_batch_size == (32 if profile == "gpu" else 8)
 
 
 @pytest.mark.parametrize("profile", ["gpu", "cpu"])
-def test_rloo_stage_composes_with_verls_ppo_config(profile):
-    cfg = compose_verl("ppo_trainer", overrides("rloo", run(profile, rm_url="http://127.0.0.1:9/v1", rm_tokenizer="/rm")))
+def test_rloo_stage_on_verls_ppo_config(profile):
+    cfg = compose_stage("rloo", profile, "recipe.reward_model.url='http://127.0.0.1:9/v1'", "recipe.reward_model.dir=/rm")
     assert cfg.algorithm.adv_estimator == "rloo" and cfg.actor_rollout_ref.rollout.n == 4
     assert cfg.actor_rollout_ref.rollout.temperature == 0.7 and cfg.actor_rollout_ref.rollout.top_p == 0.9
-    kw = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs)
+    kw = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs, resolve=True)
     assert kw == {"scalar_rm": {"url": "http://127.0.0.1:9/v1", "model": "reward_model", "tokenizer": "/rm"}}
     from verl.utils.reward_score.options import parse_options
     from verl.utils.reward_score.scalar_rm import ScalarRMOptions
 
     assert parse_options(ScalarRMOptions, kw["scalar_rm"]).tokenizer == "/rm"  # the reward accepts them
     assert cfg.actor_rollout_ref.rollout.name == ("hf" if profile == "cpu" else "vllm")
+    assert cfg.data.train_files == cfg.data.val_files == "/data/rl/train.parquet"
+    if profile == "cpu":
+        assert cfg.trainer.total_training_steps == 2 and cfg.trainer.save_freq == 2
+    else:
+        assert cfg.trainer.total_training_steps is None and cfg.trainer.save_freq == 100
+        assert cfg.actor_rollout_ref.actor.optim.lr == 1e-6 and cfg.data.train_batch_size == 64
 
 
-def test_rloo_needs_the_served_reward_model():
-    with pytest.raises(ValueError, match="reward model"):
-        overrides("rloo", run("cpu"))
+def test_overrides_are_routed_to_the_pipeline_every_stage_or_one_stage():
+    pipeline, every, per_stage = route_overrides([
+        "recipe.stages=['sft']", "trainer.logger=['console']", "rloo.trainer.total_training_steps=5",
+        "+sft.optim.betas=[0.9,0.95]", "dpo.preference.beta=0.2", "+recipe.eval.options.seed=3",
+    ])
+    assert pipeline == ["recipe.stages=['sft']", "+recipe.eval.options.seed=3"]
+    assert every == ["trainer.logger=['console']"]
+    assert per_stage == {"sft": ["+optim.betas=[0.9,0.95]"], "dpo": ["preference.beta=0.2"], "rm": [],
+                         "rloo": ["trainer.total_training_steps=5"]}
+
+
+def test_pipeline_settings():
+    gpu = compose_recipe("pipeline/pipeline", ["recipe.base=/b", "recipe.reference=/r"])
+    assert list(gpu.recipe.eval_models) == ["sft", "dpo", "rloo"] and gpu.recipe.nproc is None
+    assert OmegaConf.to_container(gpu.recipe.eval.options) == {"max_tokens": 256, "temperature": 0.7, "tie_band": 0.1}
+    cpu = compose_recipe("pipeline/pipeline_cpu", ["recipe.base=/tiny"])
+    assert cpu.recipe.reference == "/tiny" and list(cpu.recipe.eval_models) == ["rloo"] and cpu.recipe.nproc == 1
+    assert OmegaConf.to_container(cpu.recipe.eval.options) == {"max_tokens": 24, "temperature": 0, "tie_band": 0.1}
 
 
 def test_stage_selection_keeps_pipeline_order_and_rejects_unknown_stages():
     assert parse_stages("eval, sft,rm") == ["sft", "rm", "eval"]
+    assert parse_stages(["rloo", "prep"]) == ["prep", "rloo"]
     with pytest.raises(ValueError, match="unknown stage"):
         parse_stages("sft,ppo")
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("{}")
+
+
+def test_a_skipped_stages_output_must_already_be_in_the_run_directory(tmp_path: Path):
+    everything = ["prep", "sft", "dpo", "rm", "rloo", "eval"]
+    assert missing_inputs(everything, tmp_path, "sft", ["sft", "dpo", "rloo"]) == []
+    assert missing_inputs(["eval"], tmp_path, "sft", ["rloo"]) == [
+        f"no prepared data (missing {tmp_path}/data/manifest.json): run that stage first, or reuse its RUN_DIR",
+        f"no evaluation prompts (missing {tmp_path}/data/eval/prompts.parquet): run that stage first, or reuse its RUN_DIR",
+        f"no reward model (missing {tmp_path}/rm/hf/config.json): run that stage first, or reuse its RUN_DIR",
+        f"no rloo model to evaluate (missing {tmp_path}/rloo/hf/config.json): run that stage first, or reuse its RUN_DIR",
+    ]
+    for produced in ("data/manifest.json", "data/eval/prompts.parquet", "rm/hf/config.json", "sft/hf/config.json"):
+        touch(tmp_path / produced)
+    assert missing_inputs(["eval"], tmp_path, "sft", ["rloo"]) == [
+        f"no rloo model to evaluate (missing {tmp_path}/rloo/hf/config.json): run that stage first, or reuse its RUN_DIR",
+    ]
+    assert missing_inputs(["rloo", "eval"], tmp_path, "sft", ["rloo"]) == []
+    assert missing_inputs(["rloo"], tmp_path, "dpo", []) == [
+        f"no dpo model to start RLOO from (missing {tmp_path}/dpo/hf/config.json): run that stage first, or reuse its RUN_DIR",
+    ]
+    assert missing_inputs(["rloo"], tmp_path, "rm", [])[0].startswith("RLOO_INIT")
+    assert missing_inputs(["eval"], tmp_path, "sft", ["reference"])[0].startswith("EVAL_MODELS")
 
 
 def test_report_reads_every_stage(tmp_path: Path):

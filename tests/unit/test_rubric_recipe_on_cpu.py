@@ -1,43 +1,76 @@
-"""run_rubric.sh's command lines, composed through verl 0.9.1's own hydra config without launching."""
+"""run_rubric.sh and train_rrm.sh: their configs (recipes/rubric/config) composed through verl's hydra with
+the overrides their drivers build from arguments and environment knobs, without launching anything."""
 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from support.recipe_configs import compose_recipe
 
-import verl
-from recipes.rubric import RubricRun, overrides, rrm_overrides
+from recipes.compose import SettingError, script_settings
+from recipes.driver import RecipeError
+from recipes.rubric import run as rubric
+from recipes.rubric import train_rrm
 
-CONFIG_DIR = str(Path(verl.__file__).parent / "trainer" / "config")
-
-
-def compose_ppo(args):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose(config_name="ppo_trainer", overrides=args)
-
-
-def original_8gpu_run(**kw):
-    return RubricRun(model="/models/policy", train_files="/data/train.parquet", val_files="/data/test.parquet",
-                     verifier_url="http://127.0.0.1:8000/v1", verifier_name="rubric-model", **kw)
+ORIGINAL_8GPU = ["/models/policy", "12", "/data", "True", "/models/rubric-rm"]
+RUNTIME = ["recipe.run_dir=/runs/r1", "recipe.verifier.url='http://127.0.0.1:8000/v1'",
+           "recipe.verifier.served_name=rubric-model"]
 
 
-def test_gpu_command_line_of_the_original_8gpu_configuration_composes():
-    cfg = compose_ppo(overrides(original_8gpu_run()))
+def settings(argv, environ):
+    return script_settings(rubric.KNOBS, rubric.POSITIONAL, argv, environ, rubric.USAGE)
+
+
+def compose_rubric(argv, environ=None, profile="gpu", runtime=RUNTIME):
+    chosen, extra = settings(argv, environ or {})
+    return compose_recipe("rubric/rubric_cpu" if profile == "cpu" else "rubric/rubric", chosen + extra + runtime)
+
+
+def test_arguments_and_knobs_become_overrides():
+    chosen, extra = settings(["/m", "3", "", "False", "/v", "addon", "0.5", "--", "trainer.save_freq=5"],
+                             {"STEPS": "7", "LOGGER": "console", "VERIFIER_DEVICES": "6,7", "TEMPLATE": ""})
+    assert chosen == [
+        "trainer.total_training_steps=7",
+        "trainer.logger=['console']",
+        "recipe.verifier.devices='6,7'",
+        "recipe.policy='/m'",
+        "trainer.total_epochs=3",
+        "regularization=kl",
+        "recipe.verifier.model='/v'",
+        "recipe.verifier.setup='addon'",
+        "recipe.verifier.weight=0.5",
+    ]
+    assert extra == ["trainer.save_freq=5"]
+    with pytest.raises(SettingError, match="epochs: expected an integer"):
+        settings(["/m", "twelve"], {})
+    with pytest.raises(SettingError, match="too many arguments"):
+        settings(["1", "2", "3", "4", "5", "6", "7", "8"], {})
+
+
+def test_gpu_config_is_the_original_8gpu_configuration():
+    cfg = compose_rubric(ORIGINAL_8GPU)
     assert cfg.algorithm.adv_estimator == "gae" and cfg.critic.model.path == "/models/policy"
+    assert cfg.data.train_files == "/data/train.parquet" and cfg.data.val_files == "/data/test.parquet"
     assert cfg.data.train_batch_size == 512 and cfg.actor_rollout_ref.rollout.n == 8
+    assert cfg.data.max_prompt_length == 1024 and cfg.data.max_response_length == 4096
     assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == 64
     assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 15360
     assert cfg.actor_rollout_ref.rollout.max_num_batched_tokens == 5120
+    assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == 0.7
     assert cfg.actor_rollout_ref.actor.optim.lr == 5e-7 and cfg.critic.optim.lr == 9e-6
+    assert cfg.critic.ppo_max_token_len_per_gpu == 24000 and cfg.critic.forward_max_token_len_per_gpu == 36000
     assert cfg.actor_rollout_ref.actor.use_kl_loss is False and cfg.algorithm.use_kl_in_reward is False
+    assert cfg.actor_rollout_ref.actor.entropy_coeff == 0
     assert cfg.trainer.n_gpus_per_node == 8 and cfg.trainer.total_epochs == 12
-    kwargs = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs)
-    assert kwargs["tinyv"] == {
+    assert (cfg.trainer.save_freq, cfg.trainer.test_freq) == (10, 2)
+    assert cfg.trainer.default_local_dir == "/runs/r1/checkpoints"
+    kwargs = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs, resolve=True)
+    assert kwargs == {"tinyv": {
         "url": "http://127.0.0.1:8000/v1", "model": "rubric-model", "setup": "tinyv_only", "weight": 1.0,
-        "template": "rubric", "max_concurrency": 64, "timeout_s": 120.0, "on_failure": "rule",
-    }
+        "template": "rubric", "max_concurrency": 64, "timeout_s": 120.0, "max_tokens": 0, "on_failure": "rule",
+    }}
     assert cfg.reward.custom_reward_function.name == "compute_score_async"
+    assert cfg.recipe.verifier.max_model_len == 15000
     # ... and the tinyv reward accepts them as they come from hydra
     from verl.utils.reward_score.options import parse_options
     from verl.utils.reward_score.tinyv import TinyVOptions
@@ -46,28 +79,107 @@ def test_gpu_command_line_of_the_original_8gpu_configuration_composes():
     assert (opts.template, opts.setup, opts.timeout_s, opts.model) == ("rubric", "tinyv_only", 120.0, "rubric-model")
 
 
-def test_grpo_and_kl_variants_compose():
-    cfg = compose_ppo(overrides(original_8gpu_run(algorithm="grpo", no_entropy_loss_and_kl=False, setup="addon")))
-    assert cfg.algorithm.adv_estimator == "grpo" and cfg.actor_rollout_ref.actor.use_kl_loss is True
-    assert cfg.reward.custom_reward_function.reward_kwargs.tinyv.setup == "addon"
+def test_every_verifier_setting_reaches_the_reward_from_the_command_line():
+    cfg = compose_rubric(ORIGINAL_8GPU + ["--", "recipe.verifier.timeout_s=60", "recipe.verifier.max_concurrency=8",
+                                          "recipe.verifier.max_tokens=512"], {"ON_FAILURE": "zero", "TEMPLATE": "tinyv"})
+    tinyv = cfg.reward.custom_reward_function.reward_kwargs.tinyv
+    assert (tinyv.timeout_s, tinyv.max_concurrency, tinyv.max_tokens) == (60, 8, 512)
+    assert (tinyv.on_failure, tinyv.template) == ("zero", "tinyv")
 
 
-def test_cpu_command_line_composes():
-    cfg = compose_ppo(overrides(original_8gpu_run(profile="cpu", algorithm="grpo")))
+def test_kl_variant_and_grpo():
+    cfg = compose_rubric(["/m", "", "", "False", "/v"], {"ALGORITHM": "grpo"})
+    actor = cfg.actor_rollout_ref.actor
+    assert cfg.algorithm.adv_estimator == "grpo"
+    assert actor.use_kl_loss is True and actor.kl_loss_coef == 0.001 and actor.kl_loss_type == "low_var_kl"
+    assert cfg.algorithm.use_kl_in_reward is True and cfg.algorithm.kl_ctrl.kl_coef == 0.001
+
+
+def test_cpu_config_is_a_few_grpo_steps_with_local_models():
+    cfg = compose_rubric([], profile="cpu")
+    assert cfg.recipe.policy == "local:tiny" and cfg.recipe.verifier.model == "local:smollm2"
+    assert cfg.recipe.dataset is None  # the bundled sample
+    assert cfg.algorithm.adv_estimator == "grpo" and cfg.trainer.total_training_steps == 2
     assert cfg.actor_rollout_ref.rollout.name == "hf" and cfg.trainer.device == "cpu"
+    assert cfg.data.train_batch_size == 4 and cfg.data.truncation == "left"
+    assert cfg.data.filter_overlong_prompts is False and cfg.actor_rollout_ref.actor.use_dynamic_bsz is False
+    assert cfg.reward.custom_reward_function.reward_kwargs.tinyv.max_tokens == 256
+    assert cfg.recipe.verifier.max_model_len == 2048 and cfg.trainer.total_epochs == 1
 
 
 def test_the_originals_removed_keys_fail():
     # The original passed its verifier setup as reward_model.tinyv_setup; verl 0.9.1 has no such key.
     with pytest.raises(Exception, match="tinyv_setup"):
-        compose_ppo(overrides(original_8gpu_run()) + ["reward_model.tinyv_setup=addon"])
+        compose_rubric(ORIGINAL_8GPU + ["--", "reward_model.tinyv_setup=addon"])
 
 
-def test_rrm_training_command_lines_compose():
-    cfg = compose_ppo(rrm_overrides("/models/rrm-sft", "/data/train_rrm.parquet", "/data/test_rrm.parquet"))
+def spec(argv, environ=None):
+    return rubric.verifier_spec(compose_rubric(argv, environ), Path("/runs/r1"))
+
+
+def test_verifier_layouts():
+    colocated = spec(ORIGINAL_8GPU)
+    assert (colocated.devices, colocated.tensor_parallel_size, colocated.gpu_memory_utilization) == (None, 8, 0.2)
+    assert colocated.max_model_len == 15000 and colocated.host == "127.0.0.1" and colocated.name == "verifier"
+    dedicated = spec(ORIGINAL_8GPU, {"VERIFIER_DEVICES": "6, 7"})
+    assert (dedicated.devices, dedicated.tensor_parallel_size, dedicated.gpu_memory_utilization) == ("6,7", 1, 0.9)
+    chosen = spec(ORIGINAL_8GPU, {"VERIFIER_DEVICES": "6,7", "VERIFIER_TP": "2", "VERIFIER_GPU_MEM": "0.5"})
+    assert (chosen.tensor_parallel_size, chosen.gpu_memory_utilization) == (2, 0.5)
+    external = rubric.verifier_spec(
+        compose_rubric(ORIGINAL_8GPU, {"VERLKIT_VERIFIER_URL": "http://10.0.0.2:9000/v1"}, runtime=[]), Path("/r"))
+    assert external.external_url == "http://10.0.0.2:9000/v1" and external.served_model_name is None
+    assert rubric.verifier_spec(compose_rubric([], profile="cpu", runtime=[]), Path("/r")).max_model_len == 2048
+
+
+def test_bad_verifier_options_are_refused_before_anything_starts():
+    rubric.check_verifier_options(compose_rubric(ORIGINAL_8GPU, runtime=[]))
+    with pytest.raises(RecipeError, match="option 'setup'='tinyv_plus'") as e:
+        rubric.check_verifier_options(compose_rubric(ORIGINAL_8GPU + ["tinyv_plus"], runtime=[]))
+    assert e.value.code == 2
+
+
+def compose_rrm(argv, profile="gpu"):
+    from recipes.compose import script_settings
+
+    chosen, extra = script_settings(train_rrm.KNOBS, train_rrm.POSITIONAL, argv, {}, train_rrm.USAGE)
+    return compose_recipe("rubric/rrm_cpu" if profile == "cpu" else "rubric/rrm", chosen + extra + ["recipe.run_dir=/runs/rrm"])
+
+
+def test_rrm_training_configs():
+    cfg = compose_rrm(["/models/rrm-sft", "12", "/data/rrm"])
     assert cfg.data.train_batch_size == 128 and cfg.data.max_prompt_length == 10000
-    assert cfg.actor_rollout_ref.actor.ppo_mini_batch_size == 128
+    assert cfg.data.max_response_length == 2048 and cfg.actor_rollout_ref.actor.ppo_mini_batch_size == 128
+    assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 36144
+    assert cfg.actor_rollout_ref.rollout.gpu_memory_utilization == 0.6
+    assert (cfg.trainer.save_freq, cfg.trainer.test_freq) == (40, 5)
     assert cfg.reward.custom_reward_function.name == "compute_score_async"
-    assert "reward_kwargs" not in cfg.reward.custom_reward_function or not cfg.reward.custom_reward_function.reward_kwargs
-    cfg = compose_ppo(rrm_overrides("/m", "/t.parquet", "/v.parquet", profile="cpu", algorithm="grpo"))
+    assert "reward_kwargs" not in cfg.reward.custom_reward_function  # `grade` takes no options
+    cfg = compose_rrm([], profile="cpu")
     assert cfg.data.max_prompt_length == 512 and cfg.actor_rollout_ref.rollout.name == "hf"
+    assert cfg.recipe.policy == "local:tiny" and cfg.algorithm.adv_estimator == "grpo"
+
+
+def test_the_drivers_settings_in_order_and_the_run_they_open(tmp_path, monkeypatch):
+    """RecipeSettings: the profile, the config, knobs < arguments < the run's defaults < the user's
+    overrides < what only the run knows."""
+    import contextlib
+
+    from recipes.settings import RecipeSettings
+
+    for name, value in {"VK_PROFILE": "gpu", "RUN_DIR": str(tmp_path / "r1"), "STEPS": "9"}.items():
+        monkeypatch.setenv(name, value)
+    s = RecipeSettings("rubric", rubric.CONFIG_DIR, rubric.KNOBS, rubric.POSITIONAL,
+                       ["/m", "3", "", "True", "/v", "--", "trainer.total_epochs=4"], rubric.USAGE)
+    assert (s.profile, s.name) == ("gpu", "rubric")
+    assert s.cfg.trainer.total_training_steps == 9 and s.cfg.trainer.total_epochs == 4  # `--` wins
+    with contextlib.ExitStack() as stack:
+        run = s.open_run(stack)
+    assert run.run_dir == tmp_path / "r1" and (run.run_dir / "processes.json").is_file()
+    assert s.cfg.trainer.experiment_name == "r1" and s.cfg.trainer.default_local_dir == f"{tmp_path}/r1/checkpoints"
+    assert s.overrides()[-1] == f"recipe.run_dir='{tmp_path}/r1'"
+    monkeypatch.setenv("VK_PROFILE", "cpu")
+    s = RecipeSettings("rubric", rubric.CONFIG_DIR, rubric.KNOBS, rubric.POSITIONAL, [], rubric.USAGE)
+    assert s.name == "rubric_cpu" and s.cfg.trainer.device == "cpu"
+    with pytest.raises(RecipeError, match="too many arguments") as e:
+        RecipeSettings("rubric", rubric.CONFIG_DIR, rubric.KNOBS, rubric.POSITIONAL, ["1"] * 8, rubric.USAGE)
+    assert e.value.code == 2

@@ -1,15 +1,19 @@
-"""Hydra overrides that put ``verl.trainer.main_ppo`` and ``verl.trainer.sft_trainer`` on the CPU profile.
+"""The CPU profile's trainer settings as command-line overrides, and the environment of its processes.
 
-Recipes append these when no GPU is visible (``python -m verlkit.cpu_profile.overrides ppo`` prints one
-per line for shell scripts). Each line answers one accelerator assumption of verl 0.9.1; see
-docs/cpu-profile.md for the blocker each one removes.
+The settings themselves live once, as hydra config fragments in ``verlkit/cpu_profile/config/
+cpu_profile/`` (``ppo.yaml``, ``critic.yaml``, ``sft.yaml``): the recipe configs compose them
+(``defaults: [<recipe>, cpu_profile/ppo, _self_]``); scripts and tests that build their own verl command
+line get the same settings here as ``++key=value`` overrides (``++`` sets a key whether or not verl's
+config has it). ``python -m verlkit.cpu_profile.overrides ppo|ppo-critic|sft|env`` prints them one per
+line. docs/cpu-profile.md names the blocker each setting removes. Imports nothing of upstream verl.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-ROLES = ("actor_rollout_ref.actor", "actor_rollout_ref.ref", "critic")
+FRAGMENTS = Path(__file__).resolve().parent / "config" / "cpu_profile"
 
 
 def env() -> dict[str, str]:
@@ -28,76 +32,57 @@ def env() -> dict[str, str]:
     }
 
 
+def _literal(value) -> str:
+    """A YAML scalar as hydra's override grammar reads it back (interpolations stay interpolations)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = str(value)
+    if isinstance(value, str) and not text.startswith("${") and any(c in text for c in " ,=:'\"[]{}()"):
+        return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return text
+
+
+def fragment_overrides(name: str, **replace) -> list[str]:
+    """``cpu_profile/<name>.yaml`` flattened to ``++dotted.key=value`` lines; ``replace`` maps dotted
+    keys to values that take the place of the file's (e.g. the number of workers)."""
+    from omegaconf import OmegaConf
+
+    flat: dict[str, object] = {}
+
+    def walk(node, prefix: str) -> None:
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            if isinstance(value, dict) and value:
+                walk(value, path + ".")
+            else:
+                flat[path] = value
+
+    walk(OmegaConf.to_container(OmegaConf.load(FRAGMENTS / f"{name}.yaml"), resolve=False), "")
+    unknown = sorted(set(replace) - set(flat))
+    if unknown:
+        raise KeyError(f"cpu_profile/{name}.yaml has no {unknown}")
+    flat.update(replace)
+    return [f"++{key}={_literal(value)}" for key, value in flat.items()]
+
+
 def ppo(n_workers: int = 1, use_critic: bool = False) -> list[str]:
-    out = [
-        "trainer.device=cpu",
-        f"trainer.n_gpus_per_node={n_workers}",
-        "trainer.nnodes=1",
-        # verl's resource pools always ask Ray for GPUs: give Ray logical ones, and enough logical
-        # CPUs for its 3-CPUs-per-GPU bundles.
-        f"+ray_kwargs.ray_init.num_gpus={n_workers}",
-        f"ray_kwargs.ray_init.num_cpus={max(16, 4 * n_workers + 4)}",
-        # The dashboard is ~10 Python processes (~4 CPU-s to start, then idle polling); nothing
-        # in verl needs it.
-        "+ray_kwargs.ray_init.include_dashboard=False",
-        # TransferQueue defaults to 8 storage-unit actors, one Python process each (~400 MB, ~4.5
-        # CPU-s to boot and import torch); a CPU run's batches fit in one.
-        "transfer_queue.backend.SimpleStorage.num_data_storage_units=1",
-        "actor_rollout_ref.rollout.name=hf",
-        "actor_rollout_ref.rollout.mode=async",
-        "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
-        "actor_rollout_ref.rollout.free_cache_engine=False",
-        "actor_rollout_ref.rollout.load_format=auto",
-        "actor_rollout_ref.rollout.agent.num_workers=1",
-        "actor_rollout_ref.model.use_remove_padding=False",
-        "actor_rollout_ref.model.enable_gradient_checkpointing=False",
-        # default attention is flash-attention 2
-        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
-        "data.dataloader_num_workers=0",
-        "reward.num_workers=1",
-    ]
-    for role in ROLES[:2]:
-        out += [
-            f"{role}.strategy=fsdp2",  # FSDP1 hard-codes sync_module_states=True (needs a GPU)
-            f"{role}.use_torch_compile=False",
-        ]
-    if use_critic:
-        out += [
-            "critic.strategy=fsdp2",
-            "critic.model.use_remove_padding=False",
-            "critic.model.enable_gradient_checkpointing=False",
-            "+critic.model.override_config.attn_implementation=sdpa",
-        ]
-    return out
+    """Overrides for ``python -m verl.trainer.main_ppo`` with ``n_workers`` FSDP workers."""
+    # 3 CPUs per worker bundle plus one free CPU per actor: the file's 16 covers up to 3 workers
+    cpus = max(16, 4 * n_workers + 4)
+    out = fragment_overrides("ppo", **{"trainer.n_gpus_per_node": n_workers, "ray_kwargs.ray_init.num_cpus": cpus})
+    return out + (fragment_overrides("critic") if use_critic else [])
 
 
 def sft(n_procs: int = 1) -> list[str]:
     """Overrides for ``torchrun --nproc_per_node=n_procs -m verl.trainer.sft_trainer`` (and the
-    preference trainer built on it). Checked with 1 and 2 processes (tests/integration/test_sft_cpu.py)."""
-    return [
-        "trainer.device=cpu",
-        "trainer.nnodes=1",
-        f"trainer.n_gpus_per_node={n_procs}",
-        # FSDP1 hard-codes sync_module_states=True, which needs an accelerator.
-        "engine.strategy=fsdp2",
-        # The default is bf16 autocast; full fp32 is the natural CPU precision, and it keeps
-        # losses comparable across process counts.
-        "+engine.mixed_precision.param_dtype=fp32",
-        "+engine.mixed_precision.reduce_dtype=fp32",
-        "+engine.mixed_precision.buffer_dtype=fp32",
-        # torch.compile of the entropy helper would need inductor's C++ toolchain for nothing.
-        "engine.use_torch_compile=False",
-        # The default attention is flash-attention 2.
-        "+model.override_config.attn_implementation=sdpa",
-        "model.use_remove_padding=False",
-        "model.enable_gradient_checkpointing=False",
-        # Dataloader worker processes only add start-up time and teardown noise here.
-        "data.num_workers=0",
-    ]
+    preference trainer built on it)."""
+    return fragment_overrides("sft", **{"trainer.n_gpus_per_node": n_procs})
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("kind", choices=["ppo", "ppo-critic", "sft", "env"])
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()

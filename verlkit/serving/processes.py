@@ -112,9 +112,16 @@ def kill_process_group(
     """
 
     def remaining() -> bool:
-        if popen is not None:
-            popen.poll()
-        return bool(group_pids(pgid)) or any(pid_alive(p, st) for p, st in pids)
+        if group_pids(pgid) or any(pid_alive(p, st) for p, st in pids):
+            return True
+        # Polled only after the group is seen empty: a child that exits between a poll and the
+        # group scan is a zombie the scan skips, and must still be reaped here.
+        if popen is not None and popen.returncode is None:
+            try:
+                popen.wait(timeout=_AFTER_SIGKILL_S)
+            except subprocess.TimeoutExpired:
+                return True
+        return False
 
     signal_group(pgid, signal.SIGTERM)
     for p, st in pids:

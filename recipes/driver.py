@@ -1,0 +1,330 @@
+"""One recipe run, orchestrated in one Python process (each ``run_*.sh`` ``exec``s a recipe's driver).
+
+What every recipe shares: profile detection, the run directory, the CPU profile's environment, served
+models (``verlkit.serving.launch``), trainers and other tools as subprocesses in process groups of
+their own, and the guarantee that nothing the run started outlives it — on a normal end, an error,
+SIGINT, SIGTERM or SIGHUP. Everything the run started is listed in ``RUN_DIR/processes.json``.
+
+The run's resources sit on one ``contextlib.ExitStack``: a signal raises :class:`Interrupted` in the
+main thread, the stack unwinds (trainer process groups: SIGTERM, grace period, SIGKILL; servers: the
+launcher's stop) and the driver exits 128 + the signal number, like a shell would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+STOP_GRACE_S = 30.0  # a trainer's process group gets this long after SIGTERM (Ray shuts down its workers)
+KILL_WAIT_S = 10.0
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", file=sys.stderr, flush=True)
+
+
+class RecipeError(Exception):
+    """A run that cannot go on; the message is for the user, ``code`` the exit status (2: usage)."""
+
+    def __init__(self, message: str, code: int = 1):
+        super().__init__(message)
+        self.code = code
+
+
+class Interrupted(BaseException):
+    """SIGINT, SIGTERM or SIGHUP arrived (a BaseException: no ``except Exception`` swallows it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def signals_deferred():
+    """Hold SIGINT/SIGTERM/SIGHUP while a stop is in progress, so a second Ctrl-C cannot cut a
+    SIGTERM -> wait -> SIGKILL sequence short; they are delivered when the block ends."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, set(SIGNALS))
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+# ---- profile and devices ---------------------------------------------------------------------------
+
+
+def detect_profile(environ=os.environ) -> str:
+    """``gpu`` when ``nvidia-smi -L`` lists a GPU, else ``cpu``; ``VK_PROFILE`` decides when set."""
+    chosen = environ.get("VK_PROFILE", "")
+    if chosen:
+        if chosen not in ("gpu", "cpu"):
+            raise RecipeError(f"VK_PROFILE must be gpu or cpu, got {chosen!r}", code=2)
+        return chosen
+    smi = shutil.which("nvidia-smi", path=environ.get("PATH"))
+    if not smi:
+        return "cpu"
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "cpu"
+    return "gpu" if out.returncode == 0 and "GPU" in out.stdout else "cpu"
+
+
+def gpu_indices() -> list[str]:
+    """The indices of the visible GPUs, as nvidia-smi lists them (none if it cannot tell)."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=60, check=False)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+
+
+def parse_devices(value) -> list[str]:
+    """``"0,1, 2"`` (or a list, or an int) -> ``["0", "1", "2"]``; None -> []."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [str(d).strip() for d in value if str(d).strip()]
+    return [d.strip() for d in str(value).split(",") if d.strip()]
+
+
+def devices_except(all_devices: Sequence[str], taken: Sequence[str]) -> list[str]:
+    """The devices of ``all_devices`` that ``taken`` does not name, in order."""
+    return [d for d in all_devices if d not in set(taken)]
+
+
+def overlap_error(first_name: str, first: Sequence[str], second_name: str, second: Sequence[str]) -> str | None:
+    """None if two device lists are disjoint, else a message naming the shared devices."""
+    shared = sorted(set(first) & set(second))
+    if not shared:
+        return None
+    return (f"{second_name}={','.join(second)} and {first_name}={','.join(first)} share device(s) "
+            f"{','.join(shared)}: each needs its own GPUs")  # fmt: skip
+
+
+def cpu_profile_environment() -> None:
+    """The environment verl's processes need on the CPU profile, for this process and its children."""
+    from verlkit.cpu_profile.overrides import env
+
+    os.environ.update(env())
+
+
+def call_tool(tool_main: Callable[[list[str]], int], argv: Sequence[str], what: str, code: int = 1) -> None:
+    """A command-line tool's ``main(argv)`` called in this process (its report goes to the console's
+    log side, stderr); a non-zero status stops the run."""
+    with contextlib.redirect_stdout(sys.stderr):
+        rc = tool_main([str(a) for a in argv])
+    if rc:
+        raise RecipeError(f"{what} failed (see above)", code=code)
+
+
+def validate_data(*files: Path, kind: str = "rl") -> None:
+    """data_prep.validate on the files a trainer will read: a bad row stops the run before it starts."""
+    from data_prep.validate import main as validate_main
+
+    if validate_main([*map(str, files), "--kind", kind]):
+        raise RecipeError("the data does not validate (see the problems above)")
+
+
+# ---- the run ---------------------------------------------------------------------------------------
+
+
+class Run:
+    """A run directory and everything started for it, stopped when ``stack`` closes."""
+
+    def __init__(self, recipe: str, profile: str, run_dir: Path, stack: contextlib.ExitStack):
+        self.recipe, self.profile, self.run_dir, self.stack = recipe, profile, run_dir, stack
+        self._record: dict = {"driver": {"pid": os.getpid(), "pgid": os.getpgid(0)}, "servers": {},
+                              "process_groups": {}}  # fmt: skip
+        self._write_record()
+
+    @classmethod
+    def open(cls, recipe: str, profile: str, run_dir: str | None, stack: contextlib.ExitStack) -> Run:
+        path = Path(run_dir or f"runs/{recipe}-{datetime.now():%Y%m%d-%H%M%S}").resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ.setdefault("WANDB_MODE", "offline")
+        return cls(recipe, profile, path, stack)
+
+    @property
+    def experiment(self) -> str:
+        return self.run_dir.name
+
+    def _write_record(self) -> None:
+        path = self.run_dir / "processes.json"
+        tmp = path.with_name(".processes.json.tmp")
+        tmp.write_text(json.dumps(self._record, indent=2) + "\n")
+        os.replace(tmp, path)
+
+    # -- served models
+
+    def serve(self, spec):
+        """Start (or attach to) a served model; it is stopped when the run ends (or by :meth:`stop`)."""
+        from verlkit.serving import ServerStartError, launch
+
+        log(f"starting the {spec.name} server ({spec.model})")
+        try:
+            server = self.stack.enter_context(launch(spec))
+        except ServerStartError as e:
+            raise RecipeError(f"the {spec.name} server did not become ready: {e}") from None
+        self._record["servers"][spec.name] = {
+            "external": bool(server.external), "base_url": server.base_url, "model_name": server.model_name,
+            "host": spec.host, "pid": server.pid, "pgid": server.pgid, "pids": list(getattr(server, "pids", [])),
+            "log": str(server.log_path) if server.log_path else None, "state": "ready",
+        }  # fmt: skip
+        self._write_record()
+        log(f"{spec.name} ready at {server.base_url} as '{server.model_name}' (log: {server.log_path})")
+        return server
+
+    def stop(self, server) -> None:
+        """Stop a server before the run ends (frees its memory or GPU)."""
+        with signals_deferred():
+            server.stop()
+        name = server.spec.name if server.spec else None
+        if name in self._record["servers"]:
+            self._record["servers"][name]["state"] = "stopped"
+            self._write_record()
+
+    # -- subprocesses
+
+    def run_process(self, name: str, command: Sequence[str], log_path: Path, *, console: bool = True,
+                    env: dict[str, str] | None = None) -> int:  # fmt: skip
+        """Run ``command`` in a session (process group) of its own, its output to ``log_path`` and (with
+        ``console``) to our stdout; return its exit status. Its whole group is stopped when it ends,
+        and on any way out of here (an exception, a signal)."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "wb") as log_file:
+            # (not under signals_deferred: a child inherits the blocked signals and would ignore SIGTERM)
+            proc = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO, env=env)  # fmt: skip
+            group = ProcessGroup(proc)
+            self.stack.callback(group.stop)
+            self._record["process_groups"][name] = {"pgid": proc.pid, "command": list(command),
+                                                    "log": str(log_path), "state": "running"}  # fmt: skip
+            self._write_record()
+            # A thread copies the output: the pipe stays open as long as any process that inherited it
+            # lives (a daemon the trainer left behind), while the run goes on when the trainer exits.
+            pump = threading.Thread(target=_copy_output, args=(proc.stdout, log_file, console), daemon=True)
+            pump.start()
+            try:
+                rc = proc.wait()
+            finally:
+                with signals_deferred():
+                    group.stop()
+                pump.join(timeout=10)
+                self._record["process_groups"][name]["state"] = "ended"
+                self._write_record()
+        return rc
+
+    def train(self, label: str, module: str, config_dir: Path, name: str, overrides: Sequence[str], workdir: Path,
+              *, launcher: Sequence[str] = (), env: dict[str, str] | None = None) -> int:  # fmt: skip
+        """Run a trainer (``python -m <module>``, or under ``launcher`` such as torchrun) on the recipe
+        config ``<config_dir>/<name>.yaml`` with ``overrides``: the composed config goes to
+        ``<workdir>/config.yaml``, the trainer's output to the console and ``<workdir>/train.log``, hydra's
+        own record of the run to ``<workdir>/.hydra/``. Returns the trainer's exit status."""
+        from recipes.compose import compose, quoted, searchpath_override, write_config
+
+        write_config(compose(config_dir, name, overrides), workdir / "config.yaml")
+        command = [*(launcher or (sys.executable, "-m")), module, "--config-path", str(config_dir), "--config-name",
+                   name, searchpath_override(), *overrides, f"hydra.run.dir={quoted(workdir)}"]  # fmt: skip
+        log(f"{label}: python {' '.join(command[1:])}")
+        log(f"{label}: the composed config is in {workdir / 'config.yaml'}")
+        rc = self.run_process(label, command, workdir / "train.log", env=env)
+        if rc:
+            log(f"{label}: the trainer exited with status {rc} (log: {workdir / 'train.log'})")
+        return rc
+
+    def summary(self, train_log: Path, json_out: Path, prefixes: Sequence[str] | None = None) -> int:
+        """The end-of-run table of the step metrics in ``train_log`` (also written to ``json_out``)."""
+        from verlkit.runs.summary import main as summary_main
+
+        argv = [str(train_log), "--json", str(json_out)] + (["--prefixes", ",".join(prefixes)] if prefixes else [])
+        return summary_main(argv)
+
+
+def _copy_output(pipe, log_file, console: bool) -> None:
+    try:
+        while chunk := pipe.read1(1 << 16):
+            log_file.write(chunk)
+            log_file.flush()
+            if console:
+                sys.stdout.buffer.write(chunk)
+                sys.stdout.buffer.flush()
+    except (ValueError, OSError):  # the run moved on and closed the log (a stray process kept the pipe)
+        pass
+
+
+class ProcessGroup:
+    """A subprocess started in a session of its own: ``stop()`` ends every live member of its group
+    (SIGTERM, up to STOP_GRACE_S, then SIGKILL). Idempotent."""
+
+    def __init__(self, proc: subprocess.Popen):
+        self.proc, self.pgid, self.stopped = proc, proc.pid, False
+
+    def live_members(self) -> list[int]:
+        self.proc.poll()  # reap our own child, or it stays in the group as a zombie
+        return [pid for pid, pgid, state in _processes() if pgid == self.pgid and state not in "ZX"]
+
+    def stop(self) -> None:
+        if self.stopped:
+            return
+        self.stopped = True
+        for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, KILL_WAIT_S)):
+            if not self.live_members():
+                break
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, sig)
+            deadline = time.monotonic() + wait_s
+            while self.live_members() and time.monotonic() < deadline:
+                time.sleep(0.2)  # polling other processes' exit; bounded by the deadline
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=5)
+
+
+def _processes():
+    """(pid, pgid, state) of every process, from /proc (a process may vanish while we read)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            raw = (entry / "stat").read_text()
+        except OSError:
+            continue
+        rest = raw[raw.rfind(")") + 2 :].split()  # the command name may contain spaces and parentheses
+        yield int(entry.name), int(rest[2]), rest[0]
+
+
+def main(body: Callable[[contextlib.ExitStack], int]) -> int:
+    """Run a recipe's ``body`` with the run's cleanup guaranteed; returns the exit status."""
+    for signum in SIGNALS:
+        signal.signal(signum, _raise_interrupted)
+    stack = contextlib.ExitStack()
+    try:
+        return body(stack)
+    except Interrupted as e:
+        log(f"{e} received: stopping everything this run started")
+        return 128 + e.signum
+    except RecipeError as e:
+        log(f"error: {e}")
+        return e.code
+    finally:
+        # a further signal during the cleanup is ignored: the cleanup is what it would ask for
+        for signum in SIGNALS:
+            signal.signal(signum, signal.SIG_IGN)
+        stack.close()
