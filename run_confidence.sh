@@ -17,5 +17,7 @@
 # last GPU serves the downstream model), DOWNSTREAM_TP, DOWNSTREAM_GPU_MEM, DOWNSTREAM_MAX_MODEL_LEN,
 # DOWNSTREAM_URL (+ DOWNSTREAM_API_KEY_ENV = the NAME of the env var holding the key,
 # DOWNSTREAM_RATE_LIMIT_RPS; the model name is the downstream_model argument) for a hosted API,
-# POLICY_DEVICES, EVAL_LIMIT. RAY_ADDRESS joins an existing Ray cluster.
+# POLICY_DEVICES, EVAL_LIMIT, ALGORITHM=grpo|gdpo (gdpo: per-component advantages over the design's
+# score components), CALIBRATION_MONITOR=true|false, VERLKIT_CONFIDENCE_STD_MIN,
+# VERLKIT_CONFIDENCE_COLLAPSE_STEPS (the collapse alarm). RAY_ADDRESS joins an existing Ray cluster.
 cd "$(dirname "${BASH_SOURCE[0]}")" && exec "${VK_PYTHON:-python}" -m recipes.confidence "$@"

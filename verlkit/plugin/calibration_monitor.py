@@ -15,8 +15,9 @@ metrics gain, over the rows of the step whose confidence parsed:
 RLCR's authors name the collapse of stated confidences to one value as the method's main failure;
 a run that collapses still looks healthy on reward and accuracy. Once the std stayed below
 ``VERLKIT_CONFIDENCE_STD_MIN`` (default 0.05) for ``VERLKIT_CONFIDENCE_COLLAPSE_STEPS`` (default 3)
-consecutive steps, every such step logs a warning and counts it. Both variables are read in the
-trainer's driver process, where the step metrics are computed.
+consecutive steps, every such step logs a warning and counts it. ``VERLKIT_CALIBRATION_MONITOR=0``
+turns the monitor off. The variables are read in the trainer's driver process, where the step metrics
+are computed; ``run_confidence.sh`` sets them from its config (``recipe.calibration_monitor``).
 """
 
 from __future__ import annotations
@@ -33,10 +34,16 @@ from verlkit import calibration_stats
 
 logger = logging.getLogger("verlkit.calibration_monitor")
 
+ENABLED_ENV = "VERLKIT_CALIBRATION_MONITOR"
 STD_MIN_ENV = "VERLKIT_CONFIDENCE_STD_MIN"
 PATIENCE_ENV = "VERLKIT_CONFIDENCE_COLLAPSE_STEPS"
 DEFAULT_STD_MIN = 0.05
 DEFAULT_PATIENCE = 3
+
+
+def enabled(environ: Mapping[str, str] = os.environ) -> bool:
+    """Off only when ``VERLKIT_CALIBRATION_MONITOR`` says so (0, false, no, off)."""
+    return environ.get(ENABLED_ENV, "").strip().lower() not in ("0", "false", "no", "off")
 
 
 def step_calibration(confidence: Iterable[Any], correct: Iterable[Any]) -> dict[str, float]:
@@ -101,7 +108,7 @@ class CalibrationMonitor:
 
     def update(self, columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:
         """Metrics of one training step from its reward columns (``confidence``, ``acc``)."""
-        if "confidence" not in columns or "acc" not in columns:
+        if "confidence" not in columns or "acc" not in columns or not enabled():
             return {}
         metrics = step_calibration(columns["confidence"], columns["acc"])
         if not metrics:
