@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from recipes.compose import Setting, boolean, integer, items, number, quoted
-from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
+from recipes.driver import RecipeError, Run, call_tool, log, overlap_error, parse_devices, validate_data
 from recipes.driver import main as run_recipe
 from recipes.settings import RecipeSettings
 
@@ -56,40 +56,86 @@ KNOBS = {
     "VERIFIER_NAME": Setting("recipe.verifier.served_name"),
     "VERLKIT_VERIFIER_URL": Setting("recipe.verifier.url"),
     "ON_FAILURE": Setting("recipe.verifier.on_failure"),
+    # setup=hybrid: the rubric model (docs/verifier-rewards.md)
+    "RUBRIC_MODEL": Setting("recipe.rubric_model.model"),
+    "RUBRIC_URL": Setting("recipe.rubric_model.url"),
+    "RUBRIC_NAME": Setting("recipe.rubric_model.served_name"),
+    "RUBRIC_DEVICES": Setting("recipe.rubric_model.devices"),
+    "RUBRIC_TP": Setting("recipe.rubric_model.tensor_parallel_size", integer),
+    "RUBRIC_GPU_MEM": Setting("recipe.rubric_model.gpu_memory_utilization", number),
+    "RUBRIC_WEIGHT": Setting("recipe.rubric_model.weight", number),
+    "RUBRIC_MODE": Setting("recipe.rubric_model.mode"),
+    "RUBRIC_SHARE": Setting("recipe.rubric_model.share", number),
 }
+HYBRID = "hybrid"
+_STAND_IN_URL = "http://127.0.0.1:1/v1"  # the served URLs are known only once the servers run
+
+
+def choose_verification(s: RecipeSettings) -> bool:
+    """setup=hybrid (6th argument or recipe.verifier.setup) selects the two-model reward options
+    (verification/hybrid.yaml) unless they are already chosen; True for a hybrid run."""
+    if s.cfg.recipe.verifier.setup != HYBRID:
+        return False
+    if "rubric" not in s.cfg.reward.custom_reward_function.reward_kwargs.tinyv:
+        s.add("verification=hybrid")
+    return True
+
+
+def _server_spec(section, name: str, run_dir: Path):
+    """The launcher's spec of a served model: colocated on the training GPUs (the layout's tensor
+    parallel size and memory fraction) unless it has devices of its own."""
+    from verlkit.serving import ServerSpec
+
+    devices = ",".join(parse_devices(section.devices)) or None
+    layout = section.dedicated if devices else section.colocated
+    return ServerSpec(
+        model=section.model, name=name, served_model_name=section.served_name, host=section.host,
+        external_url=section.url, max_model_len=section.max_model_len, run_dir=run_dir,
+        ready_timeout_s=section.ready_timeout_s, devices=devices,
+        tensor_parallel_size=section.tensor_parallel_size or layout.tensor_parallel_size,
+        gpu_memory_utilization=section.gpu_memory_utilization or layout.gpu_memory_utilization,
+    )  # fmt: skip
 
 
 def verifier_spec(cfg, run_dir: Path):
-    """The launcher's spec of the verifier: colocated on the training GPUs (the layout's tensor parallel
-    size and memory fraction) unless it has devices of its own."""
-    from verlkit.serving import ServerSpec
+    """The verifier (the only served model, or the rescue side of hybrid)."""
+    return _server_spec(cfg.recipe.verifier, "verifier", run_dir)
 
-    v = cfg.recipe.verifier
-    devices = ",".join(parse_devices(v.devices)) or None
-    layout = v.dedicated if devices else v.colocated
-    return ServerSpec(
-        model=v.model, name="verifier", served_model_name=v.served_name, host=v.host, external_url=v.url,
-        max_model_len=v.max_model_len, run_dir=run_dir, ready_timeout_s=v.ready_timeout_s, devices=devices,
-        tensor_parallel_size=v.tensor_parallel_size or layout.tensor_parallel_size,
-        gpu_memory_utilization=v.gpu_memory_utilization or layout.gpu_memory_utilization,
-    )  # fmt: skip
+
+def rubric_model_spec(cfg, run_dir: Path):
+    """setup=hybrid: the rubric model of the flaw check, a second served model."""
+    return _server_spec(cfg.recipe.rubric_model, "rubric", run_dir)
 
 
 def check_verifier_options(cfg) -> None:
     """The verifier reward's options, checked by the reward itself before anything starts (the served
-    URL and name are filled in later; stand-ins take their place here)."""
+    URLs and names are filled in later; stand-ins take their place here). For hybrid also that the
+    rubric model is named and that the two models' own GPUs differ."""
     from omegaconf import OmegaConf
 
+    from verl.utils.reward_score.hybrid import HybridOptions
     from verl.utils.reward_score.options import RewardOptionsError, parse_options
     from verl.utils.reward_score.tinyv import TinyVOptions
 
     options = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.tinyv, resolve=True)
-    options["url"] = options.get("url") or "http://127.0.0.1:1/v1"
-    options["model"] = options.get("model") or "verifier"
+    hybrid = options.get("setup") == HYBRID
+    for part, name in ((options["verifier"], "verifier"), (options["rubric"], "rubric")) if hybrid else ((options, "verifier"),):
+        part["url"] = part.get("url") or _STAND_IN_URL
+        part["model"] = part.get("model") or name
     try:
-        parse_options(TinyVOptions, options)
+        parse_options(HybridOptions if hybrid else TinyVOptions, options)
     except RewardOptionsError as e:
         raise RecipeError(f"recipe.verifier: {e}", code=2) from None
+    if not hybrid:
+        return
+    rubric = cfg.recipe.rubric_model
+    if not (rubric.model or rubric.url):
+        raise RecipeError("setup=hybrid needs a rubric model: RUBRIC_MODEL (a model to serve) or RUBRIC_URL "
+                          "(recipe.rubric_model.model / .url)", code=2)  # fmt: skip
+    problem = overlap_error("VERIFIER_DEVICES", parse_devices(cfg.recipe.verifier.devices), "RUBRIC_DEVICES",
+                            parse_devices(rubric.devices))  # fmt: skip
+    if problem:
+        raise RecipeError(problem, code=2)
 
 
 def prepare_data(run: Run, kind: str) -> Path:
@@ -104,6 +150,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s = RecipeSettings("rubric", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.policy": "a policy model (1st argument)",
                "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
+    hybrid = choose_verification(s)
     check_verifier_options(s.cfg)
     run = s.open_run(stack)
 
@@ -113,6 +160,10 @@ def body(stack: contextlib.ExitStack, argv) -> int:
 
     verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
     s.add(f"recipe.verifier.url={quoted(verifier.base_url)}", f"recipe.verifier.served_name={quoted(verifier.model_name)}")
+    if hybrid:
+        rubric = run.serve(rubric_model_spec(s.cfg, run.run_dir))
+        s.add(f"recipe.rubric_model.url={quoted(rubric.base_url)}",
+              f"recipe.rubric_model.served_name={quoted(rubric.model_name)}")  # fmt: skip
 
     env = None
     train_devices = parse_devices(s.cfg.recipe.train_devices)
