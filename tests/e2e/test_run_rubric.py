@@ -41,6 +41,34 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
     run.assert_nothing_left(("verifier",))
 
 
+@pytest.mark.own_vllm_server
+def test_cpu_hybrid_serves_two_models_and_reports_each_ones_share(tmp_path):
+    """setup=hybrid on the CPU default: the verifier and the rubric model (SmolLM2 twice) are served
+    by the driver, every sample goes to at most one of them, and the summary has both shares."""
+    run = RecipeRun("run_rubric.sh", tmp_path / "run", "", "", "", "", "", "hybrid")
+    rc = run.wait(timeout=2400)
+    out, run_dir = run.output(), run.run_dir
+    assert rc == 0, out[-6000:]
+    steps = parse_step_metrics((run_dir / "train.log").read_text())
+    assert sorted(steps) == [1, 2]
+    for step, m in sorted(steps.items()):
+        to_verifier, to_rubric = m["reward/sent_to_verifier/mean"], m["reward/sent_to_rubric/mean"]
+        rule_correct = m["reward/rule_correct/mean"]
+        print(f"step {step}: sent_to_verifier {to_verifier:.3f} sent_to_rubric {to_rubric:.3f} "
+              f"rule_correct {rule_correct:.3f} score {m['critic/score/mean']:.3f}")
+        # the verifier gets exactly the rule-wrong samples; the rubric model at most the rule-correct ones
+        assert to_verifier == pytest.approx(1.0 - rule_correct)
+        assert to_rubric <= rule_correct + 1e-9
+        assert m["reward/verifier_called/mean"] == pytest.approx(to_verifier + to_rubric)
+        assert m["reward/verifier_failed/count"] == 0.0
+    assert "reward/sent_to_verifier/mean" in out and "reward/sent_to_rubric/mean" in out  # the summary
+    config = (run_dir / "config.yaml").read_text()
+    assert "setup: hybrid" in config and "share: 0.5" in config
+    record = run.processes()["servers"]
+    assert record["rubric"]["base_url"] != record["verifier"]["base_url"]
+    run.assert_nothing_left(("verifier", "rubric"))
+
+
 def test_sigint_during_training_leaves_nothing_alive(tmp_path, tiny_model_dir, vllm_server):
     # The verifier comes from the session server (the launcher's own SIGINT handling is covered by
     # the normal run above and tests/integration/test_launcher.py); this test is about the trainer.
