@@ -20,7 +20,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -28,7 +27,6 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 STOP_GRACE_S = 30.0  # a trainer's process group gets this long after SIGTERM (Ray shuts down its workers)
-KILL_WAIT_S = 10.0
 
 
 def log(message: str) -> None:
@@ -204,11 +202,15 @@ class Run:
     # -- subprocesses
 
     def run_process(self, name: str, command: Sequence[str], log_path: Path, *, console: bool = True,
-                    env: dict[str, str] | None = None) -> int:  # fmt: skip
+                    env: dict[str, str] | None = None, total_steps: int | None = None) -> int:  # fmt: skip
         """Run ``command`` in a session (process group) of its own, its output to ``log_path`` and (with
-        ``console``) to our stdout; return its exit status. Its whole group is stopped when it ends,
-        and on any way out of here (an exception, a signal)."""
+        ``console``) a progress view of it on the console (:mod:`recipes.console`; the full stream with
+        ``VERBOSE=1``); return its exit status. Its whole group is stopped when it ends, and on any way
+        out of here (an exception, a signal)."""
+        from recipes.console import TrainerConsole
+
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        view = TrainerConsole(name, total_steps) if console else None
         with open(log_path, "wb") as log_file:
             # (not under signals_deferred: a child inherits the blocked signals and would ignore SIGTERM)
             proc = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -220,14 +222,17 @@ class Run:
             self._write_record()
             # A thread copies the output: the pipe stays open as long as any process that inherited it
             # lives (a daemon the trainer left behind), while the run goes on when the trainer exits.
-            pump = threading.Thread(target=_copy_output, args=(proc.stdout, log_file, console), daemon=True)
+            pump = threading.Thread(target=_copy_output, args=(proc.stdout, log_file, view), daemon=True)
             pump.start()
+            rc = None
             try:
                 rc = proc.wait()
             finally:
                 with signals_deferred():
                     group.stop()
                 pump.join(timeout=10)
+                if view is not None:
+                    view.close(rc, log_path)
                 self._record["process_groups"][name]["state"] = "ended"
                 self._write_record()
         return rc
@@ -240,12 +245,15 @@ class Run:
         own record of the run to ``<workdir>/.hydra/``. Returns the trainer's exit status."""
         from recipes.compose import compose, quoted, searchpath_override, write_config
 
-        write_config(compose(config_dir, name, overrides), workdir / "config.yaml")
+        cfg = compose(config_dir, name, overrides)
+        write_config(cfg, workdir / "config.yaml")
+        total_steps = cfg.get("trainer", {}).get("total_training_steps")
         command = [*(launcher or (sys.executable, "-m")), module, "--config-path", str(config_dir), "--config-name",
                    name, searchpath_override(), *overrides, f"hydra.run.dir={quoted(workdir)}"]  # fmt: skip
         log(f"{label}: python {' '.join(command[1:])}")
-        log(f"{label}: the composed config is in {workdir / 'config.yaml'}")
-        rc = self.run_process(label, command, workdir / "train.log", env=env)
+        log(f"{label}: the composed config is in {workdir / 'config.yaml'}; its log: {workdir / 'train.log'}")
+        rc = self.run_process(label, command, workdir / "train.log", env=env,
+                              total_steps=total_steps if isinstance(total_steps, int) else None)
         if rc:
             log(f"{label}: the trainer exited with status {rc} (log: {workdir / 'train.log'})")
         return rc
@@ -258,56 +266,31 @@ class Run:
         return summary_main(argv)
 
 
-def _copy_output(pipe, log_file, console: bool) -> None:
+def _copy_output(pipe, log_file, view) -> None:
     try:
         while chunk := pipe.read1(1 << 16):
             log_file.write(chunk)
             log_file.flush()
-            if console:
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.buffer.flush()
+            if view is not None:
+                view.feed(chunk)
     except (ValueError, OSError):  # the run moved on and closed the log (a stray process kept the pipe)
         pass
 
 
 class ProcessGroup:
     """A subprocess started in a session of its own: ``stop()`` ends every live member of its group
-    (SIGTERM, up to STOP_GRACE_S, then SIGKILL). Idempotent."""
+    (SIGTERM, up to STOP_GRACE_S, then SIGKILL; verlkit.serving's group stop). Idempotent."""
 
     def __init__(self, proc: subprocess.Popen):
         self.proc, self.pgid, self.stopped = proc, proc.pid, False
 
-    def live_members(self) -> list[int]:
-        self.proc.poll()  # reap our own child, or it stays in the group as a zombie
-        return [pid for pid, pgid, state in _processes() if pgid == self.pgid and state not in "ZX"]
-
     def stop(self) -> None:
+        from verlkit.serving.processes import kill_process_group
+
         if self.stopped:
             return
         self.stopped = True
-        for sig, wait_s in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, KILL_WAIT_S)):
-            if not self.live_members():
-                break
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pgid, sig)
-            deadline = time.monotonic() + wait_s
-            while self.live_members() and time.monotonic() < deadline:
-                time.sleep(0.2)  # polling other processes' exit; bounded by the deadline
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=5)
-
-
-def _processes():
-    """(pid, pgid, state) of every process, from /proc (a process may vanish while we read)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            raw = (entry / "stat").read_text()
-        except OSError:
-            continue
-        rest = raw[raw.rfind(")") + 2 :].split()  # the command name may contain spaces and parentheses
-        yield int(entry.name), int(rest[2]), rest[0]
+        kill_process_group(self.pgid, grace_s=STOP_GRACE_S, popen=self.proc)
 
 
 def main(body: Callable[[contextlib.ExitStack], int]) -> int:

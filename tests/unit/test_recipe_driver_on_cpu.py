@@ -105,16 +105,53 @@ def test_local_model_values():
     assert local_model_overrides(OmegaConf.create({"policy": "/models/p", "n": 3})) == []
 
 
-def test_a_process_group_is_tee_d_and_ended_with_its_leader(tmp_path, capfd):
+def test_a_process_group_is_logged_and_ended_with_its_leader(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("VERBOSE", raising=False)
     with contextlib.ExitStack() as stack:
         run = Run("test", "cpu", tmp_path, stack)
         # the leader exits while a member it left behind still holds the output pipe
         rc = run.run_process("job", ["bash", "-c", "echo one; sleep 300 & echo two; exit 3"], tmp_path / "job.log")
         record = json.loads((tmp_path / "processes.json").read_text())
     assert rc == 3
-    assert (tmp_path / "job.log").read_text() == "one\ntwo\n" and "one\ntwo\n" in capfd.readouterr().out
+    assert (tmp_path / "job.log").read_text() == "one\ntwo\n"
+    console = capfd.readouterr()
+    # quiet by default: the output is in the log; after a failure the console shows the log's tail
+    assert console.out == ""
+    assert f"the last 2 lines of {tmp_path / 'job.log'}" in console.err and "one\ntwo" in console.err
     group = record["process_groups"]["job"]
     assert group["state"] == "ended" and group_members(group["pgid"]) == []
+
+
+STEP_LINES = (
+    "(TaskRunner pid=1) a config dump line\n"
+    "step:1 - critic/score/mean:0.25 - reward/verifier_ok/mean:1.0 - reward/cache_hit/mean:0.5 - timing_s/step:3.0\n"
+    "Traceback (most recent call last): wandb teardown noise\n"
+    "step:2 - critic/score/mean:np.float64(0.5) - reward/verifier_ok/mean:0.75 - reward/cache_hit/mean:nan\n"
+)
+
+
+def test_the_console_shows_one_line_per_step_with_reward_and_verifier_rates(tmp_path, capfd, monkeypatch):
+    monkeypatch.delenv("VERBOSE", raising=False)
+    (tmp_path / "out.txt").write_text(STEP_LINES)
+    with contextlib.ExitStack() as stack:
+        run = Run("test", "cpu", tmp_path, stack)
+        rc = run.run_process("train", ["cat", str(tmp_path / "out.txt")], tmp_path / "train.log", total_steps=2)
+    assert rc == 0
+    console = capfd.readouterr()
+    assert console.out == ""
+    lines = [line.split("] ", 1)[1] for line in console.err.splitlines() if "] train: step" in line]
+    assert lines == ["train: step 1/2: reward 0.25, verifier ok 100%, cache hits 50%",
+                     "train: step 2/2: reward 0.5, verifier ok 75%"]
+    assert "Traceback" not in console.err and "config dump" not in console.err
+    assert (tmp_path / "train.log").read_text() == STEP_LINES
+
+
+def test_verbose_restores_the_full_stream(tmp_path, capfd, monkeypatch):
+    monkeypatch.setenv("VERBOSE", "1")
+    (tmp_path / "out.txt").write_text(STEP_LINES)
+    with contextlib.ExitStack() as stack:
+        Run("test", "cpu", tmp_path, stack).run_process("train", ["cat", str(tmp_path / "out.txt")], tmp_path / "t.log")
+    assert capfd.readouterr().out == STEP_LINES
 
 
 DRIVER = """

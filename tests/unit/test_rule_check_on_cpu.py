@@ -45,7 +45,9 @@ def test_pathological_input_is_bounded_by_killing_the_worker(pool, solution, gol
     result = rule_check.check(solution, gold, timeout_s=1.0)
     elapsed = time.monotonic() - start
     assert result.timed_out and not result.correct
-    assert elapsed < 1.0 + 1.5  # bound + overhead (kill + reap), well under math-verify's own 5 s + sympy
+    # the kill is what ends it (the counter below); the margin only rules out waiting for sympy itself,
+    # which takes minutes on these inputs, and leaves room for a loaded machine
+    assert elapsed < 1.0 + 20.0
     assert pool.kills == kills_before + 1
     # the slot is refilled: the next check works
     assert rule_check.check("\\boxed{2}", "2").correct

@@ -329,11 +329,12 @@ def test_parsers_raise_only_parse_error(text):
     "+1 " * 10000,
 ])
 def test_parsers_stay_fast_on_pathological_text(text):
-    # Runs of spaces next to optional markup once made the header patterns backtrack for minutes.
+    # Runs of spaces next to optional markup once made the header patterns backtrack for minutes; the
+    # generous bound catches that regression (minutes), not a slow machine (milliseconds here).
     start = time.monotonic()
     for parse in PARSERS:
         try:
             parse(text)
         except ParseError:
             pass
-    assert time.monotonic() - start < 5.0
+    assert time.monotonic() - start < 60.0

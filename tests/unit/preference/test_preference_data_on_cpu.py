@@ -16,7 +16,6 @@ from verlkit.preference.data import (
     KIND_REJECTED,
     PreferenceCollator,
     PreferenceDataset,
-    chat_messages,
 )
 from verlkit.records import InputError
 
@@ -72,16 +71,3 @@ def test_a_file_without_usable_rows_is_named(tokenizer, tmp_path):
     path = write_parquet(tmp_path / "constraints.parquet", preference_rows()[1:])
     with pytest.raises(InputError, match=r"constraints\.parquet: no usable rows of kinds \['pair'\]"):
         PreferenceDataset(str(path), tokenizer, {"max_length": 128}, kinds=["pair"])
-
-
-def test_chat_messages_take_a_string_or_a_list_of_messages():
-    where = {"file": "f.parquet", "entry": 3}
-    assert chat_messages("Hi", "user", field="prompt", **where) == [{"role": "user", "content": "Hi"}]
-    listed = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]
-    assert chat_messages(listed, "user", field="prompt", **where) == listed
-    with pytest.raises(InputError, match=r"f\.parquet: record 3: chosen: missing or empty"):
-        chat_messages("  ", "assistant", field="chosen", **where)
-    with pytest.raises(InputError, match=r"record 3: prompt\[0\]\.role"):
-        chat_messages([{"role": "narrator", "content": "x"}], "user", field="prompt", **where)
-    with pytest.raises(InputError, match=r"record 3: prompt: missing"):
-        chat_messages(None, "user", field="prompt", **where)
