@@ -5,7 +5,9 @@
 #
 # With no arguments on a machine without a GPU: the CPU default (tiny local policy, SmolLM2-135M-Instruct
 # as the verifier on the CPU build of vLLM, the bundled rubric sample, a few GRPO steps, a summary).
-# dataset: a directory with train.parquet and test.parquet (*_tinyv rows; see data_prep/rubric.py).
+# model, verifier_model: local directories or Hugging Face Hub ids (resolved through the HF cache first).
+# dataset: a directory with train.parquet and test.parquet (*_tinyv rows; see data_prep/rubric.py), and
+# test_math.parquet (rule-graded math validation rows; their pass@1 is in the summary).
 # Settings: recipes/rubric/config/rubric.yaml (GPU) and rubric_cpu.yaml; any of them after `--`, e.g.
 # `-- recipe.verifier.timeout_s=60 actor_rollout_ref.actor.optim.lr=1e-6` (docs/recipes.md).
 # Environment knobs (all optional; aliases of settings, see recipes/rubric/run.py): ALGORITHM=gae|grpo,

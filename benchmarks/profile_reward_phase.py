@@ -317,8 +317,17 @@ def stop_verifier(run_dir: Path, proc: subprocess.Popen, env: dict[str, str]) ->
         proc.wait(timeout=60)
 
 
-def reward_kwargs(command_out: Path) -> dict[str, str]:
-    """The verifier options the run's trainer got (``...reward_kwargs.tinyv.<k>=<v>`` on its command line)."""
+def reward_kwargs(run_dir: Path) -> dict[str, str]:
+    """The verifier options the run's trainer got: from the composed config the recipe driver writes
+    (``RUN_DIR/config.yaml``), else from ``...reward_kwargs.tinyv.<k>=<v>`` on a logged command line."""
+    config = run_dir / "config.yaml"
+    if config.exists():
+        from omegaconf import OmegaConf
+
+        tinyv = OmegaConf.select(OmegaConf.load(config), "reward.custom_reward_function.reward_kwargs.tinyv")
+        if tinyv is not None:
+            return {k: v for k, v in OmegaConf.to_container(tinyv, resolve=True).items() if v is not None}
+    command_out = run_dir / "command.out"
     text = command_out.read_text(errors="replace") if command_out.exists() else ""
     found = re.findall(r"reward_kwargs\.tinyv\.(\w+)=(\S+)", text)
     return {k: v.strip("'\"") for k, v in found}
@@ -340,7 +349,7 @@ def standalone_requests(run_dir: Path, url: str, rounds: int = 1) -> tuple[list[
             picked = [rows[(j + shift) % len(rows)] for j in range(len(outputs))]
             batches.append([(r["data_source"], out, r["reward_model"]["ground_truth"], dict(r["extra_info"]))
                             for r, out in zip(picked, outputs)])
-    options = {**reward_kwargs(run_dir / "command.out"), "url": url}
+    options = {**reward_kwargs(run_dir), "url": url}
     return batches, options
 
 

@@ -92,8 +92,10 @@ def split_train_test(items: Sequence[T], test_fraction: float, seed: int = DEFAU
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
-def write_parquet(rows: Iterable[dict[str, Any]], path: str | Path, kind: str = "rl") -> Path:
-    """Write ``rows`` to ``path`` and validate the file as written (after the parquet round trip).
+def write_parquet(rows: Iterable[dict[str, Any]], path: str | Path, kind: str = "rl",
+                  reward_options: dict | None = None) -> Path:
+    """Write ``rows`` to ``path`` and validate the file as written (after the parquet round trip), under
+    the reward options the file is meant for (``data_prep.validate --reward-options``).
 
     The file is written next to ``path`` under a temporary name and moved into place only if it
     validates, so a failed run never leaves an invalid file where a trainer would read it. Raises
@@ -112,7 +114,7 @@ def write_parquet(rows: Iterable[dict[str, Any]], path: str | Path, kind: str = 
         # from_pylist takes the columns from the first row only; use the union, in first-seen order.
         columns = list(dict.fromkeys(key for row in rows for key in row))
         pq.write_table(pa.Table.from_pydict({c: [row.get(c) for row in rows] for c in columns}), tmp)
-        problems = validate_file(tmp, kind, display_name=str(path))
+        problems = validate_file(tmp, kind, display_name=str(path), reward_options=reward_options)
         if problems:
             raise DataValidationError(problems)
         os.replace(tmp, path)

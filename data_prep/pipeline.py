@@ -1,35 +1,31 @@
 """Data for the SFT → DPO → RLOO pipeline: SmolTalk-style chats and UltraFeedback-style preferences
--> the SFT, preference, RL and evaluation-prompt parquet files, plus a manifest.
+-> the SFT, preference, judge, RL and evaluation-prompt parquet files, plus a manifest.
 
 Usage::
 
     python -m data_prep.pipeline --out DIR [--smoltalk FILE] [--ultrafeedback-train FILE]
-        [--ultrafeedback-test FILE] [--seed 42] [--sft-size N] [--dpo-size N] [--rm-test-size N]
-        [--rl-size N] [--eval-size N] [--skip-invalid] [--drop-eval-overlap]
+        [--ultrafeedback-test FILE] [--seed 42] [--sft-size N] [--dpo-size N] [--judge-size N]
+        [--rm-test-size N] [--rl-size N] [--eval-size N] [--judge-fraction 0.25] [--skip-invalid]
+        [--drop-eval-overlap]
 
 Inputs are local ``.jsonl``/``.json``/``.parquet`` files (default: the bundled samples in
-``data_prep/assets/pipeline/``):
-
-* SmolTalk-style chats: ``messages`` = ``[{role, content}, ...]`` with roles system (first turn
-  only), user and assistant; the first non-system turn is the user's and the chat ends with an
-  assistant turn.
-* UltraFeedback-binarized-style preferences: ``prompt`` (str), optional ``prompt_id`` (else the
-  sha256 of the prompt text), ``chosen`` and ``rejected`` (each the FULL conversation: the prompt
-  turns followed by the final assistant reply), optional ``score_chosen``/``score_rejected``.
-  The final assistant turn is the reply; the turns before it are the prompt, and chosen and
-  rejected must share exactly the same prompt turns. (The original put the whole list, prompt
-  included, where the reply goes, so the prompt was trained on twice: reference-methods §5.7.)
-
-Cleaning: per UltraFeedback file, a prompt seen before (same ``prompt_id`` or same prompt text) is
-dropped, keeping its first record; a pair whose chosen reply equals its rejected reply is not used
-for preferences (its prompt still serves RL and evaluation). Both are counted in the manifest.
+``data_prep/assets/pipeline/``), read and cleaned by :mod:`data_prep.pipeline_inputs` (formats,
+parsing, dropping repeated prompts and pairs without a preference, all counted in the manifest).
+This module plans, checks and writes the outputs.
 
 Outputs under ``--out`` (each file validated with ``data_prep.validate`` before it is put in place):
-``sft/train.parquet``, ``sft/val.parquet``, ``prefs/train.parquet``, ``prefs/test.parquet``,
+``sft/train.parquet``, ``sft/val.parquet``, ``prefs/train.parquet`` (DPO and the RLOO reward
+model), ``prefs/judge.parquet`` (the independent win-rate judge's reward model), ``prefs/test.parquet``,
 ``rl/train.parquet``, ``eval/prompts.parquet`` and ``manifest.json``; see docs/data-format.md.
 
+The judge's pairs: a seeded ``--judge-fraction`` (default 0.25; 0 writes no ``prefs/judge``) of the
+cleaned training pairs is kept apart before ``prefs/train`` is drawn, so the reward model that judges
+the win rate never sees a pair, or a prompt, that the RLOO reward model (or DPO) was trained on. A
+judge pair that shares a user turn with a remaining training pair is dropped (counted); the finished
+outputs are then checked again and the run stops if ``prefs/judge`` and ``prefs/train`` share a prompt.
+
 No held-out prompt (``eval/prompts`` and ``prefs/test``) may appear in a training output (SFT,
-``prefs/train``, ``rl/train``): the run stops naming both records, or, with
+``prefs/train``, ``prefs/judge``, ``rl/train``): the run stops naming both records, or, with
 ``--drop-eval-overlap``, training records that share a user turn with a held-out prompt are
 removed before the training subsets are drawn (counted in the manifest).
 
@@ -41,18 +37,17 @@ records instead.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from data_prep.common import (ASSETS, DEFAULT_SEED, file_sha256, rl_row, seeded_sample, split_train_test, text_sha256,
-                              write_parquet)
+from data_prep.common import ASSETS, DEFAULT_SEED, file_sha256, rl_row, seeded_sample, split_train_test, write_parquet
+from data_prep.pipeline_inputs import (Chat, PreferencePair, drop_duplicate_prompts, drop_identical_replies, parse_all,
+                                       parse_chat, parse_preference)
 from data_prep.validate import DataValidationError, format_problems, validate_rows
-from verlkit.records import InputError, normalize_text, read_records, require_field, require_messages
+from verlkit.records import InputError, normalize_text, read_records
 
 SAMPLES = ASSETS / "pipeline"
 DEFAULT_SMOLTALK = SAMPLES / "smoltalk_sample.jsonl"
@@ -62,16 +57,21 @@ DEFAULT_ULTRAFEEDBACK_TEST = SAMPLES / "ultrafeedback_test_sample.jsonl"
 DATA_SOURCE = "ultrafeedback"
 ABILITY = "chat"
 SFT_VAL_FRACTION = 0.1
+# The share of the cleaned training pairs kept apart for the win-rate judge's reward model: enough
+# pairs for a few Bradley-Terry steps on the bundled samples (15 of 61), most left for DPO and RLOO's.
+JUDGE_FRACTION = 0.25
 # Output name -> (path under --out, validator kind).
 OUTPUTS = {
     "sft/train": ("sft/train.parquet", "sft"),
     "sft/val": ("sft/val.parquet", "sft"),
     "prefs/train": ("prefs/train.parquet", "preference"),
+    "prefs/judge": ("prefs/judge.parquet", "preference"),
     "prefs/test": ("prefs/test.parquet", "preference"),
     "rl/train": ("rl/train.parquet", "rl"),
     "eval/prompts": ("eval/prompts.parquet", "prompts"),
 }
-TRAINING_OUTPUTS = ("sft/train", "sft/val", "prefs/train", "rl/train")
+OPTIONAL_OUTPUTS = ("prefs/judge",)  # not written with --judge-fraction 0
+TRAINING_OUTPUTS = ("sft/train", "sft/val", "prefs/train", "prefs/judge", "rl/train")
 HELD_OUT_OUTPUTS = ("eval/prompts", "prefs/test")
 MAX_REPORTED_PROBLEMS = 10
 
@@ -80,33 +80,8 @@ class EvalLeakError(ValueError):
     """A held-out prompt appears in a training output; the message names both records."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Parsed records. ``source``/``index`` are the input file and the record's 0-based index in it.
-# ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Chat:
-    source: str
-    index: int
-    messages: list[dict[str, str]]
-
-    def user_texts(self) -> set[str]:
-        return {normalize_text(m["content"]) for m in self.messages if m["role"] == "user"}
-
-
-@dataclass(frozen=True)
-class PreferencePair:
-    source: str
-    index: int
-    prompt_id: str
-    prompt_text: str
-    prompt: list[dict[str, str]]
-    chosen: str
-    rejected: str
-    score_chosen: float
-    score_rejected: float
-
-    def user_texts(self) -> set[str]:
-        return {normalize_text(m["content"]) for m in self.prompt if m["role"] == "user"}
+class JudgeOverlapError(ValueError):
+    """The judge's pairs share a prompt with the training pairs; the message names both records."""
 
 
 @dataclass(frozen=True)
@@ -118,143 +93,16 @@ class Sizes:
     rm_test: int | None = None
     rl: int | None = None
     eval: int | None = None
+    judge: int | None = None
 
     def as_dict(self) -> dict[str, int | None]:
-        return {"sft": self.sft, "dpo": self.dpo, "rm_test": self.rm_test, "rl": self.rl, "eval": self.eval}
+        return {"sft": self.sft, "dpo": self.dpo, "rm_test": self.rm_test, "rl": self.rl, "eval": self.eval,
+                "judge": self.judge}
 
 
 # ---------------------------------------------------------------------------------------------
-# Parsing (pure: a record in, a parsed value or an InputError out)
+# Selection (pure)
 # ---------------------------------------------------------------------------------------------
-def parse_chat(record: dict[str, Any], *, source: str, index: int) -> Chat:
-    """A SmolTalk-style record -> :class:`Chat`; an InputError names file, record and field."""
-    messages = require_messages(record, "messages", file=source, entry=index)
-    fail = functools.partial(InputError, file=source, entry=index, field="messages")
-    roles = [m["role"] for m in messages]
-    for position, role in enumerate(roles):
-        if role == "system" and position != 0:
-            raise InputError("a system turn is only allowed first", file=source, entry=index,
-                             field=f"messages[{position}].role")
-    conversation = roles[1:] if roles[0] == "system" else roles
-    if not conversation or conversation[0] != "user":
-        first = conversation[0] if conversation else "nothing"
-        raise fail(f"the conversation must start with a user turn, starts with {first!r}")
-    if "assistant" not in roles:
-        raise fail(f"has no assistant turn, so there is nothing to train on (roles: {', '.join(roles)})")
-    if roles[-1] != "assistant":
-        # A trailing user turn has no reply: it would be a prompt with no target.
-        raise fail(f"must end with an assistant turn, ends with {roles[-1]!r}")
-    return Chat(source, index, messages)
-
-
-def split_prompt_and_reply(messages: list[dict[str, str]], *, file: str, entry: int,
-                           field: str) -> tuple[list[dict[str, str]], str]:
-    """An UltraFeedback ``chosen``/``rejected`` message list -> (prompt turns, final reply text);
-    ``file``, ``entry`` and ``field`` locate the errors."""
-    fail = functools.partial(InputError, file=file, entry=entry, field=field)
-    if messages[-1]["role"] != "assistant":
-        raise fail(f"the last turn must be the assistant's reply, got role {messages[-1]['role']!r}")
-    prompt = messages[:-1]
-    if not prompt:
-        raise fail("only a reply, no prompt turns before it")
-    if prompt[-1]["role"] != "user":
-        raise InputError(f"the turn before the reply must be the user's, got {prompt[-1]['role']!r}", file=file,
-                         entry=entry, field=f"{field}[{len(prompt) - 1}].role")
-    return prompt, messages[-1]["content"]
-
-
-def _optional_score(record: dict[str, Any], name: str, *, source: str, index: int) -> float:
-    value = record.get(name)
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise InputError(f"expected a number, got {type(value).__name__}", file=source, entry=index, field=name)
-    if math.isinf(value):
-        raise InputError(f"not a finite number: {value!r}", file=source, entry=index, field=name)
-    return float(value)
-
-
-def _first_difference(a: list[dict[str, str]], b: list[dict[str, str]]) -> int:
-    for position, (x, y) in enumerate(zip(a, b)):
-        if x != y:
-            return position
-    return min(len(a), len(b))
-
-
-def parse_preference(record: dict[str, Any], *, source: str, index: int) -> PreferencePair:
-    """An UltraFeedback-style record -> :class:`PreferencePair`; an InputError names file, record and field."""
-    at = {"file": source, "entry": index}
-    prompt_text = require_field(record, "prompt", **at)
-    chosen_prompt, chosen = split_prompt_and_reply(require_messages(record, "chosen", **at), **at, field="chosen")
-    rejected_prompt, rejected = split_prompt_and_reply(require_messages(record, "rejected", **at), **at,
-                                                       field="rejected")
-    if chosen_prompt != rejected_prompt:
-        turn = _first_difference(chosen_prompt, rejected_prompt)
-        raise InputError(f"its prompt turns differ from chosen's (first difference at turn {turn}); both must be "
-                         "the same conversation followed by a different final reply", **at, field="rejected")
-    # The prompt string must be one of the conversation's user turns; otherwise the record mixes
-    # up two conversations and the pair is not a preference about this prompt.
-    if prompt_text.strip() not in {m["content"].strip() for m in chosen_prompt if m["role"] == "user"}:
-        raise InputError("does not match any user turn of chosen/rejected", **at, field="prompt")
-    raw_id = record.get("prompt_id")
-    if raw_id is None or (isinstance(raw_id, str) and not raw_id.strip()):
-        prompt_id = text_sha256(prompt_text)
-    elif isinstance(raw_id, str):
-        prompt_id = raw_id
-    else:
-        raise InputError(f"expected str, got {type(raw_id).__name__}", **at, field="prompt_id")
-    return PreferencePair(
-        source=source, index=index, prompt_id=prompt_id, prompt_text=prompt_text, prompt=chosen_prompt,
-        chosen=chosen, rejected=rejected,
-        score_chosen=_optional_score(record, "score_chosen", source=source, index=index),
-        score_rejected=_optional_score(record, "score_rejected", source=source, index=index),
-    )
-
-
-def parse_all(records: Sequence[dict[str, Any]], parse, *, source: str, skip_invalid: bool) -> tuple[list, list[str]]:
-    """Parse every record; with ``skip_invalid`` a bad record is skipped and its problem returned."""
-    parsed, problems = [], []
-    for index, record in enumerate(records):
-        try:
-            parsed.append(parse(record, source=source, index=index))
-        except InputError as e:
-            if not skip_invalid:
-                raise
-            problems.append(str(e))
-    if not parsed:
-        raise InputError("no usable records" + (f" ({len(problems)} invalid)" if problems else ""), file=source)
-    return parsed, problems
-
-
-# ---------------------------------------------------------------------------------------------
-# Cleaning and selection (pure)
-# ---------------------------------------------------------------------------------------------
-def drop_duplicate_prompts(pairs: Iterable[PreferencePair]) -> tuple[list[PreferencePair], int]:
-    """Keep the first record of each prompt (same prompt_id or same prompt text); count the rest.
-
-    The original sampled prompts with repetition, so one prompt could be trained on many times and
-    a test prompt could count twice."""
-    seen_ids: set[str] = set()
-    seen_texts: set[str] = set()
-    kept, dropped = [], 0
-    for pair in pairs:
-        text = normalize_text(pair.prompt_text)
-        if pair.prompt_id in seen_ids or text in seen_texts:
-            dropped += 1
-            continue
-        seen_ids.add(pair.prompt_id)
-        seen_texts.add(text)
-        kept.append(pair)
-    return kept, dropped
-
-
-def drop_identical_replies(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], int]:
-    """Drop (and count) pairs whose chosen and rejected replies are the same text: they carry no
-    preference, and a DPO or reward-model loss on them only adds noise."""
-    kept = [p for p in pairs if p.chosen.strip() != p.rejected.strip()]
-    return kept, len(pairs) - len(kept)
-
-
 def split_sft(chats: Sequence[Chat], sft_size: int | None, seed: int) -> tuple[list[Chat], list[Chat]]:
     """(train, val): a seeded ``SFT_VAL_FRACTION`` of the chats is held out first, so the
     validation chats never depend on ``sft_size``; train is then a seeded subset of ``sft_size``
@@ -311,10 +159,11 @@ def eval_prompt_row(pair: PreferencePair) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # Held-out prompts must not be trained on (pure)
 # ---------------------------------------------------------------------------------------------
-def find_leaks(held_out: dict[str, Sequence[PreferencePair]],
-               training: dict[str, Sequence[Chat | PreferencePair]]) -> list[str]:
+def find_leaks(held_out: dict[str, Sequence[PreferencePair]], training: dict[str, Sequence[Chat | PreferencePair]],
+               apart: str = "held out") -> list[str]:
     """One message per (held-out prompt, training record) pair where the held-out prompt text is
-    one of the training record's user turns (compared after ``normalize_text``)."""
+    one of the training record's user turns (compared after ``normalize_text``); ``apart`` says in
+    the message how the first set is kept apart ("held out", "kept for the judge")."""
     by_text: dict[str, list[tuple[str, Chat | PreferencePair]]] = {}
     for output, items in training.items():
         for item in items:
@@ -324,7 +173,7 @@ def find_leaks(held_out: dict[str, Sequence[PreferencePair]],
     for held_name, pairs in held_out.items():
         for pair in pairs:
             for output, item in by_text.get(normalize_text(pair.prompt_text), []):
-                leaks.append(f"{pair.source}: record {pair.index} (held out in {held_name}, prompt_id {pair.prompt_id}) "
+                leaks.append(f"{pair.source}: record {pair.index} ({apart} in {held_name}, prompt_id {pair.prompt_id}) "
                              f"is also in {output} as {item.source}: record {item.index}: {pair.prompt_text[:80]!r}")
     return leaks
 
@@ -341,17 +190,42 @@ class Plan:
     items: dict[str, list] = field(default_factory=dict)  # output name -> Chat / PreferencePair list
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     eval_overlap_dropped: dict[str, int] = field(default_factory=dict)
+    judge: dict[str, Any] = field(default_factory=dict)  # the judge split: fraction, rows, dropped, shared
 
     def rows(self) -> dict[str, list[dict[str, Any]]]:
-        build = {"sft/train": sft_row, "sft/val": sft_row, "prefs/train": preference_row,
+        build = {"sft/train": sft_row, "sft/val": sft_row, "prefs/train": preference_row, "prefs/judge": preference_row,
                  "prefs/test": preference_row, "rl/train": rl_prompt_row, "eval/prompts": eval_prompt_row}
         return {name: [build[name](item) for item in items] for name, items in self.items.items()}
 
 
+def split_judge_pairs(pairs: Sequence[PreferencePair], fraction: float,
+                      seed: int) -> tuple[list[PreferencePair], list[PreferencePair], int]:
+    """(training pairs, the judge's pairs, judge pairs dropped): a seeded ``fraction`` of the pairs
+    is the judge's; a judge pair sharing a user turn with a training pair is dropped, so no prompt
+    is on both sides (the pairs are already one per prompt, but multi-turn prompts share turns)."""
+    if fraction <= 0:
+        return list(pairs), [], 0
+    training, judge = split_train_test(pairs, fraction, seed)
+    training_texts = {text for pair in training for text in pair.user_texts()}
+    kept = [pair for pair in judge if not (pair.user_texts() & training_texts)]
+    return training, kept, len(judge) - len(kept)
+
+
+def _stop_on(problems: list[str], error: type[ValueError], what: str) -> None:
+    if problems:
+        shown = "\n".join(problems[:MAX_REPORTED_PROBLEMS])
+        more = f"\n... and {len(problems) - MAX_REPORTED_PROBLEMS} more" if len(problems) > MAX_REPORTED_PROBLEMS else ""
+        raise error(f"{len(problems)} {what}:\n{shown}{more}")
+
+
 def plan_outputs(chats: Sequence[Chat], train_pairs: Sequence[PreferencePair], test_pairs: Sequence[PreferencePair],
-                 sizes: Sizes, seed: int = DEFAULT_SEED, drop_eval_overlap: bool = False) -> Plan:
+                 sizes: Sizes, seed: int = DEFAULT_SEED, drop_eval_overlap: bool = False,
+                 judge_fraction: float = JUDGE_FRACTION) -> Plan:
     """Clean, select and check the parsed inputs. Raises EvalLeakError if a held-out prompt would
-    be trained on (unless ``drop_eval_overlap`` removes those training records first)."""
+    be trained on (unless ``drop_eval_overlap`` removes those training records first), and
+    JudgeOverlapError if the judge's pairs share a prompt with ``prefs/train``."""
+    if not 0.0 <= judge_fraction < 1.0:
+        raise InputError(f"the judge's fraction of the training pairs must be in [0, 1), got {judge_fraction}")
     plan = Plan()
     train_prompts, train_duplicates = drop_duplicate_prompts(train_pairs)
     train_prefs, train_identical = drop_identical_replies(train_prompts)
@@ -374,23 +248,29 @@ def plan_outputs(chats: Sequence[Chat], train_pairs: Sequence[PreferencePair], t
             pools[name], plan.eval_overlap_dropped[name] = without_held_out(pools[name], held_out_texts)
 
     sft_train, sft_val = split_sft(pools["sft"], sizes.sft, seed)
+    reward_pool, judge_pool, judge_dropped = split_judge_pairs(pools["prefs"], judge_fraction, seed)
     training = {
         "sft/train": sft_train,
         "sft/val": sft_val,
-        "prefs/train": seeded_sample(pools["prefs"], sizes.dpo, seed),
+        "prefs/train": seeded_sample(reward_pool, sizes.dpo, seed),
         "rl/train": seeded_sample(pools["rl"], sizes.rl, seed),
     }
-    leaks = find_leaks(held_out, training)
-    if leaks:
-        shown = "\n".join(leaks[:MAX_REPORTED_PROBLEMS])
-        more = f"\n... and {len(leaks) - MAX_REPORTED_PROBLEMS} more" if len(leaks) > MAX_REPORTED_PROBLEMS else ""
-        raise EvalLeakError(f"{len(leaks)} held-out prompt(s) would be trained on (pass --drop-eval-overlap to remove "
-                            f"them from the training data instead):\n{shown}{more}")
+    if judge_fraction > 0:
+        training["prefs/judge"] = seeded_sample(judge_pool, sizes.judge, seed)
+    _stop_on(find_leaks(held_out, training), EvalLeakError, "held-out prompt(s) would be trained on (pass "
+             "--drop-eval-overlap to remove them from the training data instead)")
+    # The proof on the finished outputs that the judge never saw a prompt of the reward model's pairs.
+    shared = find_leaks({"prefs/judge": training.get("prefs/judge", [])}, {"prefs/train": training["prefs/train"]},
+                        apart="kept for the judge")  # fmt: skip
+    _stop_on(shared, JudgeOverlapError, "prompt(s) of the judge's pairs are also in prefs/train")
+    plan.judge = {"fraction": judge_fraction, "rows": len(training.get("prefs/judge", [])),
+                  "overlap_dropped": judge_dropped, "prompts_shared_with_prefs_train": len(shared)}
     selected = training | held_out
-    for name in OUTPUTS:
+    names = [name for name in OUTPUTS if name in selected]
+    for name in names:
         if not selected[name]:
-            raise InputError(f"{name}: no rows left to write (check the inputs and sizes)")
-    plan.items = {name: selected[name] for name in OUTPUTS}
+            raise InputError(f"{name}: no rows left to write (check the inputs, sizes and the judge's fraction)")
+    plan.items = {name: selected[name] for name in names}
     return plan
 
 
@@ -416,7 +296,8 @@ def _check_rows_before_writing(rows: dict[str, list[dict[str, Any]]], out_dir: P
 
 
 def prepare(out_dir: str | Path, inputs: Inputs = Inputs(), sizes: Sizes = Sizes(), seed: int = DEFAULT_SEED,
-            skip_invalid: bool = False, drop_eval_overlap: bool = False) -> dict[str, Any]:
+            skip_invalid: bool = False, drop_eval_overlap: bool = False,
+            judge_fraction: float = JUDGE_FRACTION) -> dict[str, Any]:
     """Read, clean, select, check, write. Returns the manifest (also written to ``OUT/manifest.json``)."""
     out_dir = Path(out_dir)
     named_inputs = {"smoltalk": Path(inputs.smoltalk), "ultrafeedback_train": Path(inputs.ultrafeedback_train),
@@ -431,7 +312,7 @@ def prepare(out_dir: str | Path, inputs: Inputs = Inputs(), sizes: Sizes = Sizes
                             "invalid_skipped": len(skipped)}
 
     plan = plan_outputs(parsed["smoltalk"], parsed["ultrafeedback_train"], parsed["ultrafeedback_test"],
-                        sizes, seed, drop_eval_overlap)
+                        sizes, seed, drop_eval_overlap, judge_fraction)
     rows = plan.rows()
     _check_rows_before_writing(rows, out_dir)
     for name, output_rows in rows.items():
@@ -447,6 +328,7 @@ def prepare(out_dir: str | Path, inputs: Inputs = Inputs(), sizes: Sizes = Sizes
         "sft_val_fraction": SFT_VAL_FRACTION,
         "outputs": {name: {"path": OUTPUTS[name][0], "rows": len(output_rows)} for name, output_rows in rows.items()},
         "eval_overlap_dropped": plan.eval_overlap_dropped if drop_eval_overlap else None,
+        "judge_split": plan.judge,
         "first_invalid_records": problems[:MAX_REPORTED_PROBLEMS],
     }
     (out_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -470,17 +352,21 @@ def main(argv: list[str] | None = None) -> int:
                         help="preference records for prefs/test and eval/prompts")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     for flag, what in (("--sft-size", "sft/train"), ("--dpo-size", "prefs/train"), ("--rm-test-size", "prefs/test"),
-                       ("--rl-size", "rl/train"), ("--eval-size", "eval/prompts")):
+                       ("--rl-size", "rl/train"), ("--eval-size", "eval/prompts"), ("--judge-size", "prefs/judge")):
         parser.add_argument(flag, type=_size, default=None, help=f"rows of {what} (seeded subset; default: all)")
+    parser.add_argument("--judge-fraction", type=float, default=JUDGE_FRACTION,
+                        help="share of the cleaned training pairs kept apart for the win-rate judge's reward model "
+                             "(prefs/judge, disjoint from prefs/train); 0: no judge split")
     parser.add_argument("--skip-invalid", action="store_true", help="skip and count malformed input records")
     parser.add_argument("--drop-eval-overlap", action="store_true",
                         help="remove training records that contain a held-out prompt instead of stopping")
     args = parser.parse_args(argv)
     inputs = Inputs(args.smoltalk, args.ultrafeedback_train, args.ultrafeedback_test)
-    sizes = Sizes(args.sft_size, args.dpo_size, args.rm_test_size, args.rl_size, args.eval_size)
+    sizes = Sizes(args.sft_size, args.dpo_size, args.rm_test_size, args.rl_size, args.eval_size, args.judge_size)
     try:
-        manifest = prepare(args.out, inputs, sizes, args.seed, args.skip_invalid, args.drop_eval_overlap)
-    except (InputError, EvalLeakError) as e:
+        manifest = prepare(args.out, inputs, sizes, args.seed, args.skip_invalid, args.drop_eval_overlap,
+                           args.judge_fraction)
+    except (InputError, EvalLeakError, JudgeOverlapError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except DataValidationError as e:
@@ -490,6 +376,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     counts = ", ".join(f"{name}={info['rows']}" for name, info in manifest["outputs"].items())
     print(f"wrote {args.out}: {counts}")
+    judge = manifest["judge_split"]
+    if judge["fraction"]:
+        print(f"  prefs/judge: {judge['rows']} pairs for the win-rate judge, no prompt shared with prefs/train "
+              f"({judge['overlap_dropped']} dropped for sharing a user turn)")  # fmt: skip
     for name, info in manifest["inputs"].items():
         dropped = {k: v for k, v in info.items() if k.endswith(("_dropped", "_skipped")) and v}
         if dropped:

@@ -3,6 +3,7 @@
 Two subcommands::
 
     python -m data_prep.rubric tinyv --out data/polaris [--input FILE] [--data-source polaris_tinyv]
+                                     [--math-val-source polaris_math | none]
     python -m data_prep.rubric grade --out data/rrm     [--input FILE]
 
 ``tinyv``: policy rows scored by a rubric grader / verifier. Input records (JSON, JSONL or parquet)
@@ -11,6 +12,10 @@ a system message asking for step-by-step reasoning with the answer in ``\\boxed{
 the user message, ``reward_model.ground_truth`` = the answer and ``extra_info`` = {split, index,
 answer, question, criteria}; the input fields are also kept as top-level columns, as in the
 original data. ``--data-source`` must end with ``_tinyv`` (that suffix routes the reward).
+``tinyv`` also writes ``test_math.parquet``: the test split's problems as rule-graded math rows
+(``--math-val-source``, default ``polaris_math``, a source no reward routes), which a run scores with
+the rule-based math grader (``reward_kwargs.routing.fallback=rule``, as the original graded its math
+validation sets) and reports pass@1 on; ``--math-val-source none`` skips it.
 
 ``grade``: rows that train the rubric reward model (RRM) itself, ``data_source="grade"``. Input
 records have ``question``, ``criteria``, ``answer`` (the candidate solution to grade) and a
@@ -37,6 +42,9 @@ from verlkit.records import InputError, read_records, require_field
 
 TINYV_SUFFIX = "_tinyv"
 DEFAULT_TINYV_SOURCE = "polaris_tinyv"
+DEFAULT_MATH_VAL_SOURCE = "polaris_math"
+# What a run must route its math validation rows with (and what they are validated under).
+RULE_GRADED = {"routing": {"fallback": "rule"}}
 GRADE_SOURCE = "grade"
 TINYV_SAMPLE = ASSETS / "rubric_sample.jsonl"
 GRADE_SAMPLE = ASSETS / "grade_sample.jsonl"
@@ -85,6 +93,25 @@ def tinyv_row(record: dict[str, Any], *, data_source: str, split: str, index: in
     )
 
 
+def math_val_row(record: dict[str, Any], *, data_source: str, index: int, source: str) -> dict[str, Any]:
+    """A rule-graded validation row of a rubric record: the same prompt, the answer as ground truth."""
+    problem = _text(require_field(record, "problem", file=source, entry=index), source=source, index=index, field="problem")
+    answer = _text(require_field(record, "answer", file=source, entry=index, types=(str, int, float)),
+                   source=source, index=index, field="answer")
+    return rl_row(data_source, chat(problem, system=BOXED_INSTRUCTION), answer, ability="math",
+                  extra_info={"split": "test", "index": index, "answer": answer, "question": problem})
+
+
+def _check_math_val_source(data_source: str) -> None:
+    from verl.utils.reward_score import registry
+
+    for match in ("strict", "original"):
+        spec = registry.resolve(data_source, match)
+        if spec is not None:
+            raise InputError(f"--math-val-source {data_source!r} is routed to the {spec.name!r} reward ({match} "
+                             "matching); rule-graded rows need a source no reward routes")
+
+
 def reference_score(record: dict[str, Any], *, source: str, index: int) -> float:
     """The reference score in [0, 1] from ``score`` ([0, 1]) or ``score_10`` ([0, 10])."""
     score, score_10 = record.get("score"), record.get("score_10")
@@ -121,12 +148,14 @@ def grade_row(record: dict[str, Any], *, split: str, index: int, source: str) ->
 
 
 def build(kind: str, input_path: Path, out_dir: Path, *, test_fraction: float, seed: int,
-          data_source: str = DEFAULT_TINYV_SOURCE) -> dict[str, Path]:
-    """Read ``input_path``, split it, write ``train.parquet``/``test.parquet``; ``extra_info.index``
-    is the record's index in the input file."""
+          data_source: str = DEFAULT_TINYV_SOURCE, math_val_source: str | None = DEFAULT_MATH_VAL_SOURCE) -> dict[str, Path]:
+    """Read ``input_path``, split it, write ``train.parquet``/``test.parquet`` (and for ``tinyv`` with a
+    ``math_val_source``, ``test_math.parquet``); ``extra_info.index`` is the record's index in the input file."""
     if kind == "tinyv" and not data_source.endswith(TINYV_SUFFIX):
         raise InputError(f"--data-source must end with {TINYV_SUFFIX!r} (that suffix routes the rubric reward), "
                          f"got {data_source!r}")
+    if kind == "tinyv" and math_val_source:
+        _check_math_val_source(math_val_source)
     records = list(enumerate(read_records(input_path)))
     parts = dict(zip(("train", "test"), split_train_test(records, test_fraction, seed)))
     written = {}
@@ -138,6 +167,9 @@ def build(kind: str, input_path: Path, out_dir: Path, *, test_fraction: float, s
         else:
             rows = [grade_row(r, split=split, index=i, source=str(input_path)) for i, r in part]
         written[split] = write_parquet(rows, out_dir / f"{split}.parquet")
+    if kind == "tinyv" and math_val_source and parts["test"]:
+        rows = [math_val_row(r, data_source=math_val_source, index=i, source=str(input_path)) for i, r in parts["test"]]
+        written["test_math"] = write_parquet(rows, out_dir / "test_math.parquet", reward_options=RULE_GRADED)
     return written
 
 
@@ -153,11 +185,15 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--seed", type=int, default=DEFAULT_SEED)
         if kind == "tinyv":
             p.add_argument("--data-source", default=DEFAULT_TINYV_SOURCE, help="must end with _tinyv")
+            p.add_argument("--math-val-source", default=DEFAULT_MATH_VAL_SOURCE,
+                           help="data_source of test_math.parquet, the rule-graded validation rows (none: skip)")
     args = parser.parse_args(argv)
 
     try:
+        math_val_source = getattr(args, "math_val_source", None)
         written = build(args.kind, args.input, args.out, test_fraction=args.test_fraction, seed=args.seed,
-                        data_source=getattr(args, "data_source", DEFAULT_TINYV_SOURCE))
+                        data_source=getattr(args, "data_source", DEFAULT_TINYV_SOURCE),
+                        math_val_source=None if math_val_source in (None, "", "none") else math_val_source)
     except (InputError, DataValidationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

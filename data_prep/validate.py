@@ -3,6 +3,7 @@
 Usage::
 
     python -m data_prep.validate FILE [FILE...] [--kind rl|sft|preference|prompts] [--max-problems 50]
+                                 [--reward-options '{"tinyv": {"template": "rubric"}}']
 
 Prints one line per problem, ``<file>: row <i>: <field>: <what is wrong>`` (file-level problems
 omit the row), at most ``--max-problems`` per file followed by a count of the rest, and exits 1 if
@@ -13,7 +14,10 @@ Kinds:
 * ``rl`` (default): verl's RL schema (``prompt``, ``data_source``, ``reward_model``, optional
   ``ability`` and ``extra_info``) plus what the row's ``data_source`` family needs: the source must
   be routed by our reward registry or upstream verl's dispatcher, and the family's row validator
-  (its ``RewardSpec.row_validator``) is run on every row.
+  (its ``RewardSpec.row_validator``) is run on every row. What a row needs can depend on the run's
+  reward options (``tinyv`` rows need ``extra_info.criteria`` under ``template=rubric``; ``routing``
+  decides which sources are known): pass them as ``--reward-options`` (JSON ``{"<reward>": {...}}``,
+  the run's ``reward_kwargs``), on top of ``$VERLKIT_REWARD_OPTIONS`` as the trainer reads it.
 * ``sft``: a ``messages`` column of chat messages with at least one assistant turn.
 * ``preference``: a ``prompt`` message list that does not end with an assistant turn; an optional
   ``kind`` (``pair`` when absent, ``near_scope`` or ``out_of_scope``: C3PO's constraint rows); a
@@ -35,6 +39,8 @@ string is one problem and should start with the field path, e.g.
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import math
 import sys
 from dataclasses import dataclass
@@ -164,26 +170,40 @@ def _check_ground_truth(value: Any, style: Any = None) -> Iterator[tuple[str, st
 
 
 class _RegistryView:
-    """Caches what the reward registry says per data_source (``is_known`` may call upstream verl)."""
+    """Caches what the reward registry says per data_source (``is_known`` may call upstream verl), under
+    the run's reward options (``{"<reward>": {...}, "routing": {...}}``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, reward_options: dict[str, dict[str, Any]] | None = None) -> None:
         from verl.utils.reward_score import registry
 
         self.registry = registry
+        self.options, _ = registry.split_kwargs(reward_options or {})  # unknown namespaces are errors here too
+        self.match = registry.routing_options(self.options).match
         self._known: dict[str, bool] = {}
 
     def is_known(self, data_source: str) -> bool:
         if data_source not in self._known:
-            self._known[data_source] = bool(self.registry.is_known(data_source))
+            self._known[data_source] = bool(self.registry.is_known(data_source, self.options))
         return self._known[data_source]
 
     def spec(self, data_source: str):
-        return self.registry.resolve(data_source)
+        return self.registry.resolve(data_source, self.match)
+
+    def options_for(self, spec) -> dict[str, Any]:
+        return self.registry.options_for(spec, self.options)
 
 
-def _family_problems(validator: Callable[[dict], list[str]], row: dict) -> Iterator[tuple[str, str]]:
+def _takes_options(validator: Callable) -> bool:
     try:
-        messages = validator(row) or []
+        return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(validator).parameters.values())
+    except (TypeError, ValueError):
+        return False
+
+
+def _family_problems(validator: Callable[..., list[str]], row: dict,
+                     options: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    try:
+        messages = (validator(row, **options) if _takes_options(validator) else validator(row)) or []
     except Exception as exc:  # a broken validator is a problem to report, not a crash of the validator
         name = f"{getattr(validator, '__module__', '?')}.{getattr(validator, '__qualname__', validator)}"
         yield "row", f"row validator {name} raised {exc!r}"
@@ -246,7 +266,7 @@ def check_rl_row(row: dict, columns: set[str], registry: _RegistryView) -> Itera
             yield "data_source", f"reward {spec.name!r} for {data_source!r} cannot be loaded: {exc!r}"
             return
         if validator is not None:
-            yield from _family_problems(validator, row)
+            yield from _family_problems(validator, row, registry.options_for(spec))
 
 
 def check_sft_row(row: dict, columns: set[str]) -> Iterator[tuple[str, str]]:
@@ -349,7 +369,7 @@ def _iter_rows(path: Path) -> tuple[list[str], Iterator[dict]]:
 
 
 def validate_rows(rows: Iterable[dict], columns: Iterable[str], *, name: str, kind: str = "rl",
-                  registry: _RegistryView | None = None) -> list[Problem]:
+                  registry: _RegistryView | None = None, reward_options: dict | None = None) -> list[Problem]:
     """Validate in-memory rows (e.g. ``df.to_dict("records")``; numpy arrays are fine)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -357,7 +377,7 @@ def validate_rows(rows: Iterable[dict], columns: Iterable[str], *, name: str, ki
     problems = [Problem(name, None, column, f"missing column (columns present: {', '.join(sorted(columns))})")
                 for column in REQUIRED_COLUMNS[kind] if column not in columns]
     if kind == "rl":
-        registry = registry or _RegistryView()
+        registry = registry or _RegistryView(reward_options)
     count = 0
     first_row_of_prompt_id: dict[str, int] = {}
     for index, row in enumerate(rows):
@@ -384,7 +404,7 @@ def validate_rows(rows: Iterable[dict], columns: Iterable[str], *, name: str, ki
 
 
 def validate_file(path: str | Path, kind: str = "rl", *, display_name: str | None = None,
-                  registry: _RegistryView | None = None) -> list[Problem]:
+                  registry: _RegistryView | None = None, reward_options: dict | None = None) -> list[Problem]:
     """All problems of one parquet file (``display_name`` is how the file is named in messages)."""
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -394,14 +414,14 @@ def validate_file(path: str | Path, kind: str = "rl", *, display_name: str | Non
         return [Problem(name, None, "file", "no such file")]
     try:
         columns, rows = _iter_rows(path)
-        return validate_rows(rows, columns, name=name, kind=kind, registry=registry)
+        return validate_rows(rows, columns, name=name, kind=kind, registry=registry, reward_options=reward_options)
     except _ReadError as exc:  # unreadable parquet: reported like any other problem
         return [Problem(name, None, "file", f"cannot read as parquet: {exc.__cause__}")]
 
 
-def validate_files(paths: Iterable[str | Path], kind: str = "rl") -> list[Problem]:
-    """All problems of all files, in file order."""
-    registry = _RegistryView() if kind == "rl" else None
+def validate_files(paths: Iterable[str | Path], kind: str = "rl", reward_options: dict | None = None) -> list[Problem]:
+    """All problems of all files, in file order (``reward_options``: the run's, see the module docstring)."""
+    registry = _RegistryView(reward_options) if kind == "rl" else None
     problems: list[Problem] = []
     for path in paths:
         problems.extend(validate_file(path, kind, registry=registry))
@@ -424,15 +444,30 @@ def format_problems(problems: list[Problem], max_per_file: int = DEFAULT_MAX_PRO
     return lines
 
 
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError('must be a JSON object {"<reward>": {"<option>": value}}')
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.validate", description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", help="parquet files to check")
     parser.add_argument("--kind", choices=KINDS, default="rl", help="row schema (default: rl)")
     parser.add_argument("--max-problems", type=int, default=DEFAULT_MAX_PROBLEMS,
                         help="problems listed per file before the rest are only counted")
+    parser.add_argument("--reward-options", type=_json_object, default=None, metavar="JSON",
+                        help='the run\'s reward options, e.g. \'{"tinyv": {"template": "rubric"}}\' (rl only)')
     args = parser.parse_args(argv)
-
-    problems = validate_files(args.files, kind=args.kind)
+    try:
+        problems = validate_files(args.files, kind=args.kind, reward_options=args.reward_options)
+    except ValueError as e:  # an unknown reward namespace or a bad routing option: the run would fail too
+        print(f"--reward-options: {e}", file=sys.stderr)
+        return 2
     for line in format_problems(problems, args.max_problems):
         print(line)
     bad_files = {p.file for p in problems}

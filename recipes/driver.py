@@ -133,11 +133,13 @@ def call_tool(tool_main: Callable[[list[str]], int], argv: Sequence[str], what: 
         raise RecipeError(f"{what} failed (see above)", code=code)
 
 
-def validate_data(*files: Path, kind: str = "rl") -> None:
-    """data_prep.validate on the files a trainer will read: a bad row stops the run before it starts."""
+def validate_data(*files: Path, kind: str = "rl", reward_options: dict | None = None) -> None:
+    """data_prep.validate on the files a trainer will read, under the run's reward options (which sources
+    are routed, what their rows need): a bad row stops the run before it starts."""
     from data_prep.validate import main as validate_main
 
-    if validate_main([*map(str, files), "--kind", kind]):
+    options = ["--reward-options", json.dumps(reward_options)] if reward_options else []
+    if validate_main([*map(str, files), "--kind", kind, *options]):
         raise RecipeError("the data does not validate (see the problems above)")
 
 
@@ -157,8 +159,29 @@ class Run:
     def open(cls, recipe: str, profile: str, run_dir: str | None, stack: contextlib.ExitStack) -> Run:
         path = Path(run_dir or f"runs/{recipe}-{datetime.now():%Y%m%d-%H%M%S}").resolve()
         path.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("WANDB_MODE", "offline")
-        return cls(recipe, profile, path, stack)
+        run = cls(recipe, profile, path, stack)
+        # wandb: offline (no network, no key), the run's training and evaluation runs under RUN_DIR/wandb/,
+        # grouped by the experiment (verl's trainers call wandb.init without a group: wandb reads the
+        # group from WANDB_RUN_GROUP). A value the user set wins; ours are removed when the run ends.
+        for key, value in (("WANDB_MODE", "offline"), ("WANDB_DIR", str(path)), ("WANDB_RUN_GROUP", run.experiment)):
+            if key not in os.environ:
+                os.environ[key] = value
+                stack.callback(os.environ.pop, key, None)
+        if os.environ["WANDB_MODE"] != "online" and "WANDB_ERROR_REPORTING" not in os.environ:
+            # offline sends nothing: no error/usage telemetry from the trainers' wandb either
+            os.environ["WANDB_ERROR_REPORTING"] = "false"
+            stack.callback(os.environ.pop, "WANDB_ERROR_REPORTING", None)
+        return run
+
+    def evaluation_tracker(self, logger, project: str, name: str) -> list[str]:
+        """The tracker options of an evaluation CLI (``verlkit.evaluation.tracking``) for an evaluation of
+        a training run that logs to ``logger`` in wandb ``project``: wandb in the same project and run
+        group when the trainer's logger list names wandb, else the console."""
+        if "wandb" not in [str(x) for x in (logger or [])]:
+            return ["--tracker", "console"]
+        return ["--tracker", "wandb", "--tracker-project", project, "--tracker-group",
+                os.environ.get("WANDB_RUN_GROUP", self.experiment), "--tracker-run-name", name,
+                "--tracker-dir", os.environ.get("WANDB_DIR", str(self.run_dir))]  # fmt: skip
 
     @property
     def experiment(self) -> str:

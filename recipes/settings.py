@@ -56,6 +56,32 @@ class RecipeSettings:
         self.runtime += runtime
         self.cfg = self.compose()
 
+    def resolve_models(self, models: Mapping[str, str]) -> None:
+        """Every model argument in ``models`` (dotted key -> its role: "policy", "verifier", ...) as a local
+        path, before any server or trainer starts: a local directory stays itself, a Hugging Face Hub id
+        is resolved through the HF cache as vLLM and verl resolve it (downloaded when the Hub is reachable,
+        the cache only under ``HF_HUB_OFFLINE``), and the config then names the snapshot, so what the
+        servers and trainers load is what was resolved here. A model that cannot be had stops the run
+        with a message naming it. Keys without a value (null) are skipped."""
+        from omegaconf import OmegaConf
+
+        from verlkit.models.resolve import ModelResolutionError, resolve_model
+
+        resolved = []
+        for key, role in models.items():
+            value = OmegaConf.select(self.cfg, key)
+            if value is None or str(value) == "":
+                continue
+            try:
+                path = resolve_model(str(value), role=role)
+            except ModelResolutionError as e:
+                raise RecipeError(f"{key}: {e}", code=2) from None
+            if str(path) != str(value):
+                log(f"{role}: {value} -> {path}")
+                resolved.append(f"{key}={quoted(path)}")
+        if resolved:
+            self.add(*resolved)
+
     def open_run(self, stack: contextlib.ExitStack) -> Run:
         """The run directory (``recipe.run_dir``, else ``runs/<recipe>-<time>``); the trainer's experiment
         is named after it, and ``local:<name>`` models are built and named by their directories."""

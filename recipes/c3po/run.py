@@ -159,6 +159,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     nproc = s.cfg.recipe.nproc or len(train_devices)
     slugs = selected_feedbacks(s.cfg)
     run = s.open_run(stack)
+    # the models to load (a hosted teacher, and the judge, are names at their APIs)
+    s.resolve_models({"recipe.student": "student", **({} if teacher.url else {"recipe.teacher.model": "teacher"})})
     cfg, profile, name = s.cfg, s.profile, s.name
     teacher, method = cfg.recipe.teacher, cfg.recipe.method
     log(f"feedbacks: {' '.join(slugs)}; method: {method}")
@@ -244,10 +246,15 @@ def body(stack: contextlib.ExitStack, argv) -> int:
                   *tool_arguments(cfg.recipe.eval)]  # fmt: skip
         trained = ["--method", "trained", "--model-url", student.base_url, "--model-name", adapter,
                    "--baseline-url", student.base_url, "--baseline-name", student.model_name]  # fmt: skip
-        if evaluate([str(a) for a in common + trained]) == 0:
+
+        def tracker(method: str) -> list[str]:  # the adapter's training run's project and run group
+            return run.evaluation_tracker(cfg.trainer.logger, cfg.trainer.project_name,
+                                          f"{run.experiment}-{slug}-eval-{method}")  # fmt: skip
+
+        if evaluate([str(a) for a in common + trained + tracker("trained")]) == 0:
             evaluated += 1
         for baseline in cfg.recipe.baselines:
-            evaluate([str(a) for a in common + ["--method", baseline]])
+            evaluate([str(a) for a in common + ["--method", baseline] + tracker(baseline)])
     print(report(run.run_dir / "eval"), flush=True)
     if not evaluated:
         raise RecipeError("no feedback was trained and evaluated")

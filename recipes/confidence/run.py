@@ -184,6 +184,9 @@ def body(stack: contextlib.ExitStack, argv) -> int:
                                           parse_devices(ds.devices))  # fmt: skip
         s.add(f"recipe.train_gpu_count={len(train)}")
     run = s.open_run(stack)
+    # the models to load (a hosted downstream model is a name at its API)
+    s.resolve_models({"recipe.policy": "policy", **({"recipe.downstream.model": "downstream"}
+                                                    if design == "cgp" and not ds.url else {})})
     profile, name = s.profile, s.name
 
     # --- data
@@ -239,6 +242,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
         args += ["--downstream-url", ds.url, "--downstream-model", ds.served_name]
         args += ["--downstream-api-key-env", ds.api_key_env] if ds.api_key_env else []
     args += tool_arguments(s.cfg.recipe.eval)
+    # the evaluation joins the training run in the tracker: same project, same run group
+    args += run.evaluation_tracker(s.cfg.trainer.logger, s.cfg.trainer.project_name, f"{run.experiment}-eval-calibration")
     log(f"evaluating: python -m verlkit.evaluation.calibration {' '.join(map(str, args))}")
     from verlkit.evaluation.calibration import main as evaluate
 

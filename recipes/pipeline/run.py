@@ -12,7 +12,11 @@ in ``RUN_DIR``, which is checked before anything starts.
 | dpo | ``torchrun -m verlkit.preference.train`` (loss dpo) from ``sft/hf`` | ``dpo/hf`` |
 | rm | the same trainer (loss bt) from ``sft/hf``; export; serve; held-out accuracy | ``rm/hf``, ``rm/eval.json`` |
 | rloo | ``verl.trainer.main_ppo`` (adv_estimator rloo) scored by the served reward model | ``rloo/hf`` |
-| eval | ``verlkit.evaluation.winrate`` per trained model against the reference | ``eval/<model>/`` |
+| judge | the rm stage's trainer on ``prefs/judge`` (no prompt of ``prefs/train``); export; serve; held-out accuracy | ``judge/hf``, ``judge/eval.json`` |
+| eval | ``verlkit.evaluation.winrate`` per trained model against the reference, judged by the judge | ``eval/<model>/`` |
+
+Every evaluation logs to the tracker of the training run it evaluates (the stage config's
+``trainer.logger`` and ``trainer.project_name``, run group = the experiment): see docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -59,10 +63,13 @@ KNOBS = {
     "RM_TEST_SIZE": Setting("recipe.data.rm_test_size", integer),
     "RL_SIZE": Setting("recipe.data.rl_size", integer),
     "EVAL_SIZE": Setting("recipe.data.eval_size", integer),
+    "JUDGE_SIZE": Setting("recipe.data.judge_size", integer),
+    "JUDGE_FRACTION": Setting("recipe.data.judge_fraction", number),
     "SEED": Setting("recipe.data.seed", integer),
     "EVAL_MAX_TOKENS": Setting("recipe.eval.options.max_tokens", integer),
     "EVAL_TEMPERATURE": Setting("recipe.eval.options.temperature", number),
     "TIE_BAND": Setting("recipe.eval.options.tie_band", number),
+    "EVAL_JUDGE": Setting("recipe.eval.judge.source"),
     "EVAL_JUDGE_URL": Setting("recipe.eval.judge.url"),
     "EVAL_JUDGE_MODEL": Setting("recipe.eval.judge.model"),
     "EVAL_JUDGE_API_KEY_ENV": Setting("recipe.eval.judge.api_key_env"),
@@ -70,7 +77,7 @@ KNOBS = {
 }
 
 STAGE_TRAINERS = {"sft": "verl.trainer.sft_trainer", "dpo": PREFERENCE_TRAINER, "rm": PREFERENCE_TRAINER,
-                  "rloo": "verl.trainer.main_ppo"}  # fmt: skip
+                  "rloo": "verl.trainer.main_ppo", "judge": PREFERENCE_TRAINER}  # fmt: skip
 
 
 def route_overrides(overrides: list[str]) -> tuple[list[str], list[str], dict[str, list[str]]]:
@@ -107,8 +114,15 @@ class Pipeline:
                 raise RecipeError(f"no GPU left for training (RM_DEVICES={','.join(self.rm_devices)})", code=2)
         self.nproc = s.cfg.recipe.nproc or len(self.all_gpus)
         self.run = s.open_run(stack)
+        # the models the selected stages load (the reward model and the judge are trained from sft here; a
+        # served judge is a name at its API)
+        s.resolve_models({**({"recipe.base": "base"} if "sft" in self.selected else {}),
+                          **({"recipe.reference": "reference"} if "eval" in self.selected else {})})
         self.cfg = s.cfg
-        problems = missing_inputs(self.selected, self.run.run_dir, self.cfg.recipe.rloo_init, list(self.cfg.recipe.eval_models))
+        judge = self.cfg.recipe.eval.judge
+        self.judge_source = None if judge.url else judge.source  # None: a served judge scores the win rate
+        problems = missing_inputs(self.selected, self.run.run_dir, self.cfg.recipe.rloo_init,
+                                  list(self.cfg.recipe.eval_models), self.judge_source)  # fmt: skip
         if problems:
             raise RecipeError("; ".join(problems), code=2)
         self.data = self.run.run_dir / "data"
@@ -158,26 +172,18 @@ class Pipeline:
                 init = cfg.recipe.base if stage == "sft" else run.run_dir / "sft" / "hf"
                 stage_dir = self.train_stage(stage, Path(init), self.nproc, self.all_gpus)
                 export_hf(run, stage_dir / "checkpoints", stage_dir / "hf", stage_dir / "hf.export.log")
-        rm_hf = run.run_dir / "rm" / "hf"
+        rm_hf, judge_hf = run.run_dir / "rm" / "hf", run.run_dir / "judge" / "hf"
         if "rm" in selected:
-            stage_dir = self.train_stage("rm", run.run_dir / "sft" / "hf", self.nproc, self.all_gpus)
-            # verl would save the value head as a causal LM: our exporter writes *ForSequenceClassification
-            export = [sys.executable, "-m", "verlkit.preference.export", "--checkpoint", str(stage_dir / "checkpoints"),
-                      "--out", str(rm_hf)]  # fmt: skip
-            if run.run_process("rm export", export, stage_dir / "export.log"):
-                raise RecipeError(f"exporting the reward model failed (log: {stage_dir / 'export.log'})")
+            self.train_reward_model("rm", rm_hf)
 
-        # the served reward model: held-out accuracy, RLOO's rewards, the evaluation's scores
+        # the served reward model: held-out accuracy and RLOO's rewards (and the evaluation's scores, opt-in)
         rm = None
-        if {"rm", "rloo", "eval"} & set(selected):
+        judged_by_rm = "eval" in selected and self.judge_source == "training_reward"
+        if {"rm", "rloo"} & set(selected) or judged_by_rm:
             rm = self.server("rm", rm_hf, "reward_model", self.rm_devices, cfg.recipe.reward_model.gpu_memory_utilization,
                              task="classify")  # fmt: skip
         if "rm" in selected:
-            from verlkit.evaluation.reward_model import main as rm_eval
-
-            call_tool(rm_eval, ["--pairs", self.data / "prefs" / "test.parquet", "--rm-url", rm.base_url, "--rm-name",
-                                rm.model_name, "--rm-tokenizer", rm_hf, "--out", run.run_dir / "rm" / "eval.json"],
-                      "the reward model's held-out evaluation")  # fmt: skip
+            self.heldout_accuracy("rm", rm, rm_hf)
 
         if "rloo" in selected:
             validate_data(self.data / "rl" / "train.parquet")
@@ -188,36 +194,92 @@ class Pipeline:
             init = run.run_dir / cfg.recipe.rloo_init / "hf"
             stage_dir = self.train_stage("rloo", init, len(devices) or self.nproc, devices, rm_runtime)
             export_hf(run, stage_dir / "checkpoints", stage_dir / "hf", stage_dir / "hf.export.log", actor=True)
+        if rm is not None and not judged_by_rm:
+            run.stop(rm)  # its memory (GPU) goes to the judge and the evaluated models
+
+        # the win-rate judge: a reward model of its own on prefs/judge, disjoint from prefs/train
+        judge = None
+        if "judge" in selected:
+            self.train_reward_model("judge", judge_hf)
+        if "judge" in selected or ("eval" in selected and self.judge_source == "judge_model"):
+            judge = self.server("judge", judge_hf, "judge", self.rm_devices, cfg.recipe.reward_model.gpu_memory_utilization,
+                                task="classify")  # fmt: skip
+        if "judge" in selected:
+            self.heldout_accuracy("judge", judge, judge_hf)
 
         if "eval" in selected:
-            self.evaluate(rm, rm_hf)
+            if self.judge_source == "training_reward":
+                self.evaluate(rm, rm_hf, "training_reward", "the RLOO reward model (rm stage, prefs/train)")
+            elif self.judge_source == "judge_model":
+                self.evaluate(judge, judge_hf, "independent",
+                              "the judge stage's reward model (prefs/judge: no prompt of the RLOO reward model's prefs/train)")
+            else:
+                self.evaluate(None, None, "independent", f"the served judge {cfg.recipe.eval.judge.model}")
             table, summary = report(run.run_dir)
             print(table, flush=True)
             (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         log(f"run directory: {run.run_dir}")
         return 0
 
-    def evaluate(self, rm, rm_hf: Path) -> None:
-        """Each trained model against the reference, both served on the first training GPU, scored by the
-        reward model (or a hosted reward judge)."""
+    def stage_config(self, stage: str):
+        """A stage trainer's composed config (its tracker: ``trainer.logger``, ``trainer.project_name``)."""
+        from recipes.compose import compose
+
+        return compose(CONFIG_DIR, config_name(stage, self.profile), [*self.every_stage, *self.per_stage[stage]])
+
+    def tracker(self, stage: str, name: str) -> list[str]:
+        """The tracker options of an evaluation of ``stage``'s model: its training run's project and group."""
+        trainer = self.stage_config(stage).trainer
+        return self.run.evaluation_tracker(trainer.logger, trainer.project_name, f"{self.run.experiment}-{name}")
+
+    def train_reward_model(self, stage: str, hf: Path) -> None:
+        """The rm or judge stage: the preference trainer (loss bt) from the SFT model, then the export
+        to the *ForSequenceClassification directory vLLM serves (verl would save the value head as a
+        causal LM)."""
+        if stage == "judge" and not (self.data / "prefs" / "judge.parquet").is_file():
+            raise RecipeError(f"no judge pairs ({self.data / 'prefs' / 'judge.parquet'}; data prep with JUDGE_FRACTION=0?): "
+                              "drop the judge stage and set EVAL_JUDGE=training_reward or EVAL_JUDGE_URL", code=2)  # fmt: skip
+        stage_dir = self.train_stage(stage, self.run.run_dir / "sft" / "hf", self.nproc, self.all_gpus)
+        export = [sys.executable, "-m", "verlkit.preference.export", "--checkpoint", str(stage_dir / "checkpoints"),
+                  "--out", str(hf)]  # fmt: skip
+        if self.run.run_process(f"{stage} export", export, stage_dir / "export.log"):
+            raise RecipeError(f"exporting the {stage} stage's reward model failed (log: {stage_dir / 'export.log'})")
+
+    def heldout_accuracy(self, stage: str, server, hf: Path) -> None:
+        """A served reward model's pairwise accuracy on prefs/test -> ``<stage>/eval.json``."""
+        from verlkit.evaluation.reward_model import main as rm_eval
+
+        call_tool(rm_eval, ["--pairs", self.data / "prefs" / "test.parquet", "--rm-url", server.base_url, "--rm-name",
+                            server.model_name, "--rm-tokenizer", hf, "--out", self.run.run_dir / stage / "eval.json",
+                            *self.tracker(stage, f"eval-{stage}-accuracy")],
+                  f"the {stage} stage's held-out evaluation")  # fmt: skip
+
+    def evaluate(self, scorer_server, scorer_hf: Path | None, relation: str, description: str) -> None:
+        """Each trained model against the reference, both served on the first training GPU, scored by
+        ``scorer_server`` (a served reward model) or, with ``recipe.eval.judge.url``, a served judge;
+        ``relation``/``description`` name the scorer in the report."""
         from verlkit.evaluation.winrate import main as winrate
 
         run, ev = self.run, self.cfg.recipe.eval
         devices = self.train_devices[:1]
         reference = self.server("reference", self.cfg.recipe.reference, "reference", devices, ev.gpu_memory_utilization)
-        scorer = ["--rm-url", rm.base_url, "--rm-name", rm.model_name, "--rm-tokenizer", str(rm_hf)]
         if ev.judge.url:
             if not ev.judge.model:
                 raise RecipeError("EVAL_JUDGE_URL needs EVAL_JUDGE_MODEL (recipe.eval.judge.model)", code=2)
             scorer = ["--judge-url", ev.judge.url, "--judge-model", ev.judge.model]
             scorer += ["--judge-api-key-env", ev.judge.api_key_env] if ev.judge.api_key_env else []
             scorer += ["--judge-rate-limit-rps", str(ev.judge.rate_limit_rps)] if ev.judge.rate_limit_rps else []
+        else:
+            scorer = ["--rm-url", scorer_server.base_url, "--rm-name", scorer_server.model_name, "--rm-tokenizer",
+                      str(scorer_hf)]  # fmt: skip
+        scorer += ["--judge-relation", relation, "--judge-description", description]
         for model in self.cfg.recipe.eval_models:
             policy = self.server(f"policy_{model}", run.run_dir / model / "hf", f"policy_{model}", devices,
                                  ev.gpu_memory_utilization)  # fmt: skip
             args = ["--prompts", self.data / "eval" / "prompts.parquet", "--label", model, "--model-url", policy.base_url,
                     "--model-name", policy.model_name, "--reference-url", reference.base_url, "--reference-name",
-                    reference.model_name, *scorer, "--out", run.run_dir / "eval" / model, *tool_arguments(ev.options)]  # fmt: skip
+                    reference.model_name, *scorer, "--out", run.run_dir / "eval" / model, *tool_arguments(ev.options),
+                    *self.tracker(model, f"eval-winrate-{model}")]  # fmt: skip
             if winrate([str(a) for a in args]):
                 raise RecipeError(f"the evaluation of {model} failed (see above)")
             run.stop(policy)

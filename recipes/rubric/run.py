@@ -107,23 +107,33 @@ def rubric_model_spec(cfg, run_dir: Path):
     return _server_spec(cfg.recipe.rubric_model, "rubric", run_dir)
 
 
-def check_verifier_options(cfg) -> None:
-    """The verifier reward's options, checked by the reward itself before anything starts (the served
-    URLs and names are filled in later; stand-ins take their place here). For hybrid also that the
-    rubric model is named and that the two models' own GPUs differ."""
+def reward_options(cfg) -> dict:
+    """The run's reward options as the registry gets them (the served URLs and names are filled in later;
+    stand-ins take their place here: for hybrid on each side)."""
     from omegaconf import OmegaConf
 
-    from verl.utils.reward_score.hybrid import HybridOptions
-    from verl.utils.reward_score.options import RewardOptionsError, parse_options
-    from verl.utils.reward_score.tinyv import TinyVOptions
-
-    options = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.tinyv, resolve=True)
-    hybrid = options.get("setup") == HYBRID
-    for part, name in ((options["verifier"], "verifier"), (options["rubric"], "rubric")) if hybrid else ((options, "verifier"),):
+    options = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs, resolve=True)
+    tinyv = options["tinyv"]
+    sides = ((tinyv["verifier"], "verifier"), (tinyv["rubric"], "rubric")) if tinyv.get("setup") == HYBRID else ((tinyv, "verifier"),)
+    for part, name in sides:
         part["url"] = part.get("url") or _STAND_IN_URL
         part["model"] = part.get("model") or name
+    return options
+
+
+def check_verifier_options(cfg) -> None:
+    """The verifier reward's and the routing's options, checked by their own parsers before anything
+    starts. For hybrid also that the rubric model is named and that the two models' own GPUs differ."""
+    from verl.utils.reward_score.hybrid import HybridOptions
+    from verl.utils.reward_score.options import RewardOptionsError, parse_options
+    from verl.utils.reward_score.routing import NAMESPACE, RoutingOptions
+    from verl.utils.reward_score.tinyv import TinyVOptions
+
+    options = reward_options(cfg)
+    hybrid = options["tinyv"].get("setup") == HYBRID
     try:
-        parse_options(HybridOptions if hybrid else TinyVOptions, options)
+        parse_options(HybridOptions if hybrid else TinyVOptions, options["tinyv"])
+        parse_options(RoutingOptions, options.get(NAMESPACE) or {})
     except RewardOptionsError as e:
         raise RecipeError(f"recipe.verifier: {e}", code=2) from None
     if not hybrid:
@@ -136,6 +146,52 @@ def check_verifier_options(cfg) -> None:
                             parse_devices(rubric.devices))  # fmt: skip
     if problem:
         raise RecipeError(problem, code=2)
+
+
+def validation_files(cfg, dataset: Path) -> tuple[list[Path], list[Path]]:
+    """(the rubric validation files, the rule-graded math ones) of a run on ``dataset``."""
+    rubric_files = [dataset / "test.parquet"] if cfg.recipe.rubric_val else []
+    chosen = cfg.recipe.math_val_files
+    if chosen == "auto":
+        math_files = [dataset / "test_math.parquet"] if (dataset / "test_math.parquet").is_file() else []
+    else:
+        math_files = [Path(f) for f in (chosen or [])]
+    if not rubric_files + math_files:
+        raise RecipeError("no validation set: recipe.rubric_val is false and there are no recipe.math_val_files",
+                          code=2)
+    return rubric_files, math_files
+
+
+def data_sources(files) -> list[str]:
+    """The distinct ``data_source`` values of parquet files, sorted."""
+    import pyarrow.parquet as pq
+
+    return sorted({s for f in files for s in pq.read_table(f, columns=["data_source"]).column(0).to_pylist()})
+
+
+def report_pass_at_1(train_log: Path, sources, json_out: Path) -> None:
+    """pass@1 of the last validation on each rule-graded math source (console and ``json_out``)."""
+    import json
+
+    from verlkit.runs.summary import parse_step_metrics, pass_at_1, pass_at_1_lines
+
+    results = pass_at_1(parse_step_metrics(train_log.read_text(errors="replace")), sources)
+    json_out.write_text(json.dumps(results, indent=1) + "\n")
+    missing = sorted(set(sources) - set(results))
+    print(pass_at_1_lines(results), flush=True)
+    if missing:
+        log(f"no validation of {', '.join(missing)} in the log (trainer.test_freq <= 0?)")
+
+
+def model_arguments(cfg) -> dict[str, str]:
+    """The model arguments resolved before anything starts (dotted key -> role); an external verifier's
+    model is a name at its server, not something to load."""
+    models = {"recipe.policy": "policy"}
+    if not cfg.recipe.verifier.url:
+        models["recipe.verifier.model"] = "verifier"
+    if cfg.recipe.verifier.setup == HYBRID and not cfg.recipe.rubric_model.url:
+        models["recipe.rubric_model.model"] = "rubric"
+    return models
 
 
 def prepare_data(run: Run, kind: str) -> Path:
@@ -153,10 +209,16 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     hybrid = choose_verification(s)
     check_verifier_options(s.cfg)
     run = s.open_run(stack)
+    s.resolve_models(model_arguments(s.cfg))
 
     dataset = Path(s.cfg.recipe.dataset) if s.cfg.recipe.dataset else prepare_data(run, "tinyv")
     s.add(f"recipe.dataset={quoted(dataset)}")
-    validate_data(dataset / "train.parquet", dataset / "test.parquet")
+    rubric_val, math_val = validation_files(s.cfg, dataset)
+    s.add("data.val_files=[" + ",".join(quoted(f) for f in rubric_val + math_val) + "]")
+    validate_data(dataset / "train.parquet", *rubric_val, *math_val, reward_options=reward_options(s.cfg))
+    math_sources = data_sources(math_val)
+    if math_sources:
+        log(f"rule-graded math validation: {', '.join(math_sources)} ({', '.join(map(str, math_val))})")
 
     verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
     s.add(f"recipe.verifier.url={quoted(verifier.base_url)}", f"recipe.verifier.served_name={quoted(verifier.model_name)}")
@@ -174,6 +236,8 @@ def body(stack: contextlib.ExitStack, argv) -> int:
         return rc
     if run.summary(run.run_dir / "train.log", run.run_dir / "metrics.json"):
         raise RecipeError(f"no training steps found in {run.run_dir / 'train.log'}")
+    if math_sources:
+        report_pass_at_1(run.run_dir / "train.log", math_sources, run.run_dir / "math_pass_at_1.json")
     log(f"run directory: {run.run_dir}")
     return 0
 

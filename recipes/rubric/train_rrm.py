@@ -39,6 +39,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s = RecipeSettings("rrm", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.policy": "the RRM's SFT model (1st argument)"})
     run = s.open_run(stack)
+    s.resolve_models({"recipe.policy": "the RRM's SFT model"})
     dataset = Path(s.cfg.recipe.dataset) if s.cfg.recipe.dataset else prepare_data(run, "grade")
     s.add(f"recipe.dataset={quoted(dataset)}")
     validate_data(dataset / "train.parquet", dataset / "test.parquet")

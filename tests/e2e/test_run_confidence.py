@@ -11,6 +11,7 @@ import json
 
 import pytest
 from support.recipe_runs import RecipeRun
+from support.wandb_files import offline_runs
 
 from verlkit.runs.summary import parse_step_metrics
 
@@ -32,7 +33,7 @@ def _assert_report(report: dict):
 
 
 def test_cpu_default_trains_exports_and_evaluates(tmp_path):
-    run = RecipeRun("run_confidence.sh", tmp_path / "run")
+    run = RecipeRun("run_confidence.sh", tmp_path / "run", LOGGER="console,wandb", WANDB_MODE="offline")
     rc = run.wait(timeout=2400)
     out, run_dir = run.output(), run.run_dir
     assert rc == 0, out[-6000:]
@@ -60,6 +61,18 @@ def test_cpu_default_trains_exports_and_evaluates(tmp_path):
     predictions = (run_dir / "eval" / "predictions.jsonl").read_text().splitlines()
     assert len(predictions) == 32
     assert f"{run_dir}/eval/metrics.json" in out and "reliability diagram:" in out
+
+    # the tracker (offline wandb under RUN_DIR/wandb): the evaluation beside the training run, in its
+    # project and run group, with both conditions' metrics and reliability diagrams
+    runs = offline_runs(run_dir / "wandb")
+    (evaluation,) = [r for r in runs if r.job_type == "eval"]
+    assert evaluation.name == f"{run_dir.name}-eval-calibration" and evaluation.group == run_dir.name
+    assert evaluation.project == "verlkit-confidence-cgp"
+    assert any(r.project == evaluation.project and r.group == evaluation.group for r in runs if r.job_type != "eval")
+    for condition in ("with_hint", "baseline"):
+        assert evaluation.summary[f"eval/{condition}/n"] == 16
+        assert evaluation.summary[f"plots/reliability_{condition}/_type"] == "image-file"
+    assert len(evaluation.files("media/images/**/*.png")) == 2
 
     # nothing of the run survives it: neither server, nor Ray, nor the trainer
     run.assert_nothing_left(("downstream", "policy"))

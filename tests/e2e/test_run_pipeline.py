@@ -3,8 +3,10 @@
 One run (module fixture) of the real chain: data prep on the bundled samples, verl's SFT trainer,
 the preference trainer for DPO and for the Bradley–Terry reward model, the reward model served by
 the CPU build of vLLM for ``/classify``, verl's ``main_ppo`` with ``adv_estimator=rloo`` scoring
-rollouts through that server, and the win-rate evaluation against the reference (the base model)
-with both models served by vLLM. The tests then read what each stage wrote. With
+rollouts through that server, the win-rate judge (a second reward model, on the preference pairs kept
+apart from the RLOO reward model's), and the win-rate evaluation against the reference (the base model)
+with both models served by vLLM and judged by the judge. The run logs to offline wandb (training and
+evaluation), as the CPU default does. The tests then read what each stage wrote. With
 ``VERLKIT_ADVANTAGE_DUMP`` set, the trainer records every sample's score and advantage, so RLOO's
 leave-one-out formula is checked on the real batches of the run.
 """
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from support.recipe_runs import RecipeRun
+from support.wandb_files import offline_runs
 
 pytestmark = [pytest.mark.integration, pytest.mark.own_vllm_server]
 
@@ -27,8 +30,9 @@ LN2 = math.log(2.0)
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     work = tmp_path_factory.mktemp("pipeline")
-    run = RecipeRun("run_pipeline.sh", work / "run", VERLKIT_ADVANTAGE_DUMP=str(work / "advantages.jsonl"))
-    rc = run.wait(timeout=2400)
+    run = RecipeRun("run_pipeline.sh", work / "run", VERLKIT_ADVANTAGE_DUMP=str(work / "advantages.jsonl"),
+                    LOGGER="console,wandb", WANDB_MODE="offline")  # fmt: skip
+    rc = run.wait(timeout=3000)
     assert rc == 0, run.output()[-6000:]
     return run, work
 
@@ -104,16 +108,63 @@ def test_evaluation_reports_win_rate_with_a_confidence_interval(chain):
     assert table["reward_model_heldout_accuracy"] >= 0.9 and "rloo" in table["eval"]
 
 
+def test_the_win_rate_is_judged_by_the_independent_judge(chain):
+    """The judge is a reward model of its own, trained on prefs/judge (no prompt of prefs/train); the
+    report names it and says it is independent of the training reward."""
+    import pyarrow.parquet as pq
+
+    run, _ = chain
+    data = run.run_dir / "data" / "prefs"
+    judge_prompts = {json.dumps(p) for p in pq.read_table(data / "judge.parquet").column("prompt").to_pylist()}
+    train_prompts = {json.dumps(p) for p in pq.read_table(data / "train.parquet").column("prompt").to_pylist()}
+    assert judge_prompts and not judge_prompts & train_prompts
+    config = (run.run_dir / "judge" / "config.yaml").read_text()
+    assert "prefs/judge.parquet" in config and "verlkit-pipeline-judge" in config
+    judge = metrics(run.run_dir, "judge")
+    assert judge[max(judge)]["pref/bt"] < judge[1]["pref/bt"]
+    heldout = json.loads((run.run_dir / "judge" / "eval.json").read_text())
+    assert heldout["n_scored"] == 24 and heldout["scoring_failures"] == 0
+    summary = json.loads((run.run_dir / "eval" / "rloo" / "winrate.json").read_text())
+    assert summary["judge"]["name"] == "judge" and summary["judge"]["relation"] == "independent"
+    assert summary["judge"]["is_training_reward"] is False and Path(summary["judge"]["dir"]).resolve() == (run.run_dir / "judge" / "hf").resolve()
+    assert "judge: independent of the training reward" in run.output()
+
+
+def test_the_evaluations_are_in_the_tracker_beside_the_training_runs(chain):
+    """Offline wandb under RUN_DIR/wandb: each evaluation is a run (job_type eval) in the project and run
+    group of the training run it evaluates, with its metrics and its plot."""
+    run, _ = chain
+    experiment = run.run_dir.name
+    runs = offline_runs(run.run_dir / "wandb")
+    evals = {r.name: r for r in runs if r.job_type == "eval"}
+    training = {r.project: r for r in runs if r.job_type != "eval"}
+    assert {"verlkit-pipeline-sft", "verlkit-pipeline-rm", "verlkit-pipeline-rloo", "verlkit-pipeline-judge"} <= set(training)
+    assert all(r.group == experiment for r in runs)
+    winrate = evals[f"{experiment}-eval-winrate-rloo"]
+    assert winrate.project == training["verlkit-pipeline-rloo"].project == "verlkit-pipeline-rloo"
+    s = winrate.summary
+    assert s["eval/n_compared"] == 24 and s["eval/too_few"] == 0 and s["eval/judge/relation"] == "independent"
+    for key in ("eval/win_rate", "eval/mean_model_reward", "eval/mean_reference_reward", "eval/mean_reward_difference",
+                "eval/length_ratio_tokens"):
+        assert isinstance(s[key], float), key
+    assert s["plots/winrate/_type"] == "image-file"
+    (png,) = winrate.files("media/images/**/*.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for stage in ("rm", "judge"):
+        accuracy = evals[f"{experiment}-eval-{stage}-accuracy"]
+        assert accuracy.project == f"verlkit-pipeline-{stage}" and accuracy.summary["eval/n_scored"] == 24
+
+
 def test_reported_scores_come_from_the_trained_reward_model_not_a_fresh_head(chain):
-    """Re-score the evaluation's conversations with transformers: the trained head reproduces the
-    served scores (bf16 serving: small differences); a freshly initialised head does not."""
+    """Re-score the evaluation's conversations with transformers: the trained judge's head reproduces
+    the served scores (bf16 serving: small differences); a freshly initialised head does not."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from verl.utils.reward_score.scalar_rm import conversation_ids
 
     run, _ = chain
-    rm_dir, sft_dir = run.run_dir / "rm" / "hf", run.run_dir / "sft" / "hf"
+    rm_dir, sft_dir = run.run_dir / "judge" / "hf", run.run_dir / "sft" / "hf"
     tokenizer = AutoTokenizer.from_pretrained(rm_dir)
     trained = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
     torch.manual_seed(0)
@@ -136,4 +187,4 @@ def test_reported_scores_come_from_the_trained_reward_model_not_a_fresh_head(cha
 
 def test_nothing_of_the_run_survives_it(chain):
     run, _ = chain
-    run.assert_nothing_left(("rm", "reference", "policy_rloo"))
+    run.assert_nothing_left(("rm", "judge", "reference", "policy_rloo"))

@@ -35,6 +35,14 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
         assert "reward/verifier_failed/count" in m and "critic/score/mean" in m
     assert json.loads((run_dir / "metrics.json").read_text())["2"]["reward/verifier_called/mean"] == 1.0
     assert "reward/verifier_called/mean" in out  # the end-of-run summary table
+    # the bundled sample's rule-graded math validation rows (polaris_math, test_math.parquet), scored by the
+    # rule-based math grader (routing.fallback=rule), once after the last step; pass@1 in the summary
+    pass_key = "val-core/polaris_math/acc/mean@1"
+    assert pass_key not in steps[1] and 0.0 <= steps[2][pass_key] <= 1.0
+    assert "val-aux/polaris_math/rule_failed/mean@1" in steps[2]
+    pass_at_1 = json.loads((run_dir / "math_pass_at_1.json").read_text())
+    assert pass_at_1 == {"polaris_math": {"pass@1": steps[2][pass_key], "step": 2}}
+    assert f"pass@1 on polaris_math: {steps[2][pass_key]:.4g} (validation at step 2)" in out
     # the composed config the run used, with the settings it names resolved
     config = (run_dir / "config.yaml").read_text()
     assert "max_tokens: 256" in config and "adv_estimator: grpo" in config

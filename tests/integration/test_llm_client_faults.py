@@ -121,6 +121,54 @@ def test_backoff_is_exponential_with_jitter(server, monkeypatch):
         assert 0.5 * 2**i <= delay <= 1.5 * 2**i
 
 
+def _record_sleeps(monkeypatch) -> list[float]:
+    delays: list[float] = []
+
+    async def record(delay):
+        delays.append(delay)
+
+    monkeypatch.setattr(llm_client, "_sleep", record)
+    return delays
+
+
+def test_429_with_retry_after_seconds_waits_what_the_server_asks(server, monkeypatch):
+    delays = _record_sleeps(monkeypatch)
+    client = make(server, max_retries=3, backoff_s=0.01, timeout_s=10.0)
+    out = chat(client, "mode:ratelimit429x2:7")
+    assert out.ok and out.attempts == 3 and delays == [7.0, 7.0]
+    assert server.counts["mode:ratelimit429x2:7"] == 3
+
+
+def test_429_with_an_http_date_waits_until_that_date(server, monkeypatch):
+    delays = _record_sleeps(monkeypatch)
+    client = make(server, max_retries=1, timeout_s=30.0)
+    out = chat(client, "mode:ratelimit429datex1:20")
+    assert out.ok and out.attempts == 2 and len(delays) == 1
+    assert 18.0 <= delays[0] <= 21.0  # the date has whole seconds and the reply took a moment
+
+
+def test_429_without_retry_after_uses_the_normal_backoff(server, monkeypatch):
+    delays = _record_sleeps(monkeypatch)
+    client = make(server, max_retries=2, backoff_s=1.0)
+    out = chat(client, "mode:ratelimit429x1")
+    assert out.ok and out.attempts == 2 and len(delays) == 1 and 0.5 <= delays[0] <= 1.5
+
+
+def test_429_asking_past_the_deadline_fails_at_once_and_says_why(server, monkeypatch):
+    delays = _record_sleeps(monkeypatch)
+    client = make(server, max_retries=2, timeout_s=5.0)  # deadline: 3 x 5 s = 15 s
+    out = chat(client, "mode:ratelimit429x9:120")
+    assert not out.ok and out.attempts == 1 and delays == []
+    assert "429" in out.error and "Retry-After 120s is past this request's deadline" in out.error
+
+
+def test_429_retries_stay_within_the_retry_budget(server, monkeypatch):
+    delays = _record_sleeps(monkeypatch)
+    client = make(server, max_retries=2, timeout_s=10.0)
+    out = chat(client, "mode:ratelimit429x9:1")
+    assert not out.ok and out.attempts == 3 and delays == [1.0, 1.0] and "gave up after 3 attempt(s)" in out.error
+
+
 def test_identical_requests_in_flight_share_one_http_request(server):
     client = make(server)
 

@@ -22,11 +22,13 @@ def test_fresh_process_without_pythonpath_uses_our_dispatcher():
         "import verl.utils.reward_score as rs, verl\n"
         "print(rs.default_compute_score.__module__)\n"
         "print(rs.default_compute_score('openai/gsm8k', '#### 7', '7'))\n"
+        "print(rs.default_compute_score('grade', 'Total Score: 7/10', '0.7'))\n"
     )
     assert out.returncode == 0, out.stderr[-2000:]
     lines = out.stdout.strip().splitlines()
     assert lines[0] == "verl.utils.reward_score.registry"
-    assert "'reward_error': 0.0" in lines[1]
+    assert lines[1] == "1.0"  # upstream's source: upstream's float
+    assert "'reward_error': 0.0" in lines[2]  # ours: our schema
 
 
 def test_plugins_can_be_disabled_with_verl_switch():

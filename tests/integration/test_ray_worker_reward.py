@@ -22,8 +22,8 @@ def test_registered_module_runs_inside_a_ray_worker():
 
             import verl.utils.reward_score as rs
 
-            result = rs.default_compute_score("openai/gsm8k", "... #### 12", "12")
-            module = worker_sys.modules["verl.utils.reward_score.gsm8k_exact"]
+            result = rs.default_compute_score("grade", "Total Score: 8/10", "0.8")
+            module = worker_sys.modules["verl.utils.reward_score.grade"]
             return os.getpid(), result, module.__file__, rs.default_compute_score.__module__
 
         pid, result, module_file, dispatcher = ray.get(score_in_worker.remote(), timeout=300)
@@ -31,5 +31,5 @@ def test_registered_module_runs_inside_a_ray_worker():
         ray.shutdown()
     assert pid != os.getpid()
     assert dispatcher == "verl.utils.reward_score.registry"
-    assert Path(module_file).resolve() == TREE / "utils" / "reward_score" / "gsm8k_exact.py"
+    assert Path(module_file).resolve() == TREE / "utils" / "reward_score" / "grade.py"
     assert result["score"] == 1.0 and result["reward_error"] == 0.0

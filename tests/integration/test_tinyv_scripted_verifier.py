@@ -83,6 +83,26 @@ def test_server_failure_is_flagged_and_scored_by_policy(verifier, policy, expect
     assert verifier.scripts["mode:always500"] >= 2  # retried within bounds
 
 
+DEGENERATE = "\\boxed{9^{9^{9^{9}}}}"  # math-verify runs for minutes on it: the real rule check times out
+
+
+@pytest.mark.parametrize("policy, expected", [("verifier", 1.0), ("wrong", 0.5)])
+def test_rule_failure_is_counted_and_scored_by_policy(verifier, policy, expected):
+    out = score(verifier, DEGENERATE, "1", "True", setup="addon", weight=0.5, rule_timeout_s=1,
+                on_rule_failure=policy)
+    assert out["rule_failed"] == 1.0 and math.isnan(out["rule_correct"]) and out["verifier_called"] == 1.0
+    # verifier: its score stands alone (1.0); wrong: the rule counts as wrong and addon gives w·v
+    assert out["score"] == expected and out["acc"] == 1.0 and out["reward_error"] == 0.0
+
+
+@pytest.mark.parametrize("policy, reward_error", [("wrong", 0.0), ("verifier", 1.0)])
+def test_rule_and_verifier_both_failing(verifier, policy, reward_error):
+    out = score(verifier, DEGENERATE, "1", "mode:always500", setup="addon", rule_timeout_s=1,
+                on_rule_failure=policy, on_failure="rule")
+    assert out["rule_failed"] == 1.0 and out["verifier_failed"] == 1.0
+    assert out["score"] == 0.0 and out["reward_error"] == reward_error
+
+
 def test_missing_question_is_a_flagged_data_error(verifier):
     out = registry.compute_score("polaris_tinyv", "\\boxed{4}", "4", {}, tinyv={"model": "fake", "url": verifier.base_url})
     assert out["reward_error"] == 1.0 and out["score"] == 0.0

@@ -27,7 +27,7 @@ def test_cgp_downstream_unreachable_is_flagged_not_sentinel(shared_session_close
     """Port 9 on loopback refuses connections: a real transport failure, no fake server needed."""
     opts = {"url": "http://127.0.0.1:9/v1", "model": "m", "max_retries": 1, "backoff_s": 0.0, "timeout_s": 5}
     result = asyncio.run(registry.compute_score_async("medmcqa_cgp", "a hint", "2", EXTRA, cgp=opts))
-    assert result["downstream_ok"] == 0.0
+    assert result["downstream_ok"] == 0.0 and result["downstream_failed"] == 1.0  # counted per step
     assert result["reward_error"] == 0.0
     assert result["score"] == pytest.approx(cgp.neutral_score("log_penalized", 4))
     assert result["score"] != cgp.UNPARSEABLE_LOG_SCORE

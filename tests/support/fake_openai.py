@@ -12,6 +12,8 @@ What a request gets is decided by its *script*: ``reply(content)`` of the first 
 
 * ``mode:fail500xN`` HTTP 500 for the first N requests with that content, then a normal reply;
 * ``mode:always500`` HTTP 503 every time; ``mode:bad400`` HTTP 400;
+* ``mode:ratelimit429xN`` HTTP 429 (no ``Retry-After``) for the first N requests, ``mode:ratelimit429xN:S``
+  with ``Retry-After: S`` (seconds), ``mode:ratelimit429datexN:S`` with an HTTP date S seconds ahead;
 * ``mode:garbage`` a 200 whose body is not JSON;
 * ``mode:hang`` / ``mode:hold...`` wait until :meth:`FakeOpenAIServer.release_all` (or close).
 
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import email.utils
 import threading
+import time
 from typing import Callable
 
 from aiohttp import web
@@ -58,6 +62,16 @@ class FakeOpenAIServer:
         if mode.startswith("fail500x"):
             if n <= int(mode.split("x")[1].split(" ")[0]):
                 return web.Response(status=500, text="internal error (injected)")
+        elif mode.startswith("ratelimit429"):
+            count, _, seconds = mode.split("x", 1)[1].partition(":")
+            if n > int(count):
+                return None
+            headers = {}
+            if seconds and mode.startswith("ratelimit429date"):
+                headers["Retry-After"] = email.utils.formatdate(time.time() + float(seconds), usegmt=True)
+            elif seconds:
+                headers["Retry-After"] = seconds
+            return web.Response(status=429, text="rate limited (injected)", headers=headers)
         elif mode == "always500":
             return web.Response(status=503, text="overloaded (injected)")
         elif mode == "bad400":

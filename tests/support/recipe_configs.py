@@ -37,6 +37,8 @@ BASES = {
     "pipeline/dpo_cpu": "preference_trainer",
     "pipeline/rm": "preference_trainer",
     "pipeline/rm_cpu": "preference_trainer",
+    "pipeline/judge": "preference_trainer",
+    "pipeline/judge_cpu": "preference_trainer",
     "pipeline/rloo": "ppo_trainer",
     "pipeline/rloo_cpu": "ppo_trainer",
 }

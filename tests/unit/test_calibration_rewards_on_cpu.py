@@ -64,7 +64,26 @@ def test_parse_final_answer(text, answer, confidence):
     assert parsed.confidence == pytest.approx(confidence)
 
 
+@pytest.mark.parametrize("text, answer, confidence", [
+    # the original searched "answer is N" and "confidence C" separately (reference-methods §2.3)
+    ("Insulin comes from islet cells, so the answer is 2. My confidence is 80", 2, 0.80),
+    ("The answer is (3). Confidence: 65%", 3, 0.65),
+    ("the answer is 1 and I have confidence 90 in it", 1, 0.90),
+    ("Confidence level 40. In conclusion, the answer is 4", 4, 0.40),
+    ("answer is 2\nconfidence (55)", 2, 0.55),
+    # the last of each counts: the reply's conclusion, not the reasoning before it
+    ("I had confidence 10 at first. the answer is 3. On reflection the answer is 2. My confidence is 85", 2, 0.85),
+])
+def test_parse_accepts_answer_and_confidence_stated_apart(text, answer, confidence):
+    parsed = cgp.parse_final_answer(text, 4)
+    assert parsed is not None
+    assert (parsed.answer, parsed.confidence) == (answer, pytest.approx(confidence))
+
+
 @pytest.mark.parametrize("text", [
+    "the answer is 2. I am quite sure.",  # no confidence stated
+    "My confidence is 80, it is the pancreas",  # no answer stated
+    "the answer is 2. My confidence is high",
     "", "I think it is the pancreas.", "the answer is 2", "confidence 80",
     "the answer is 5 with confidence 80",  # not an option
     "the answer is 0 with confidence 80",
@@ -219,8 +238,8 @@ def _rlcr(answer="2", conf="0.8", think="<think>islets</think>", tail=""):
 def test_rlcr_worked_examples():
     right = rlcr.score_response(_rlcr("2", "0.8"), "2", EXTRA)
     assert right == pytest.approx({"score": 0.5 + 0.5 + 0.5 * (1 - 0.04), "acc": 1.0, "format_ok": 1.0,
-                                   "confidence": 0.8, "brier": 0.04,
-                                   "format_term": 1.0, "accuracy_term": 1.0, "brier_term": 0.96})
+                                   "confidence": 0.8, "brier": 0.04, "rule_failed": math.nan,
+                                   "format_term": 1.0, "accuracy_term": 1.0, "brier_term": 0.96}, nan_ok=True)
     wrong = rlcr.score_response(_rlcr("3", "0.8"), "2", EXTRA)
     assert wrong["score"] == pytest.approx(0.5 + 0 + 0.5 * (1 - 0.64))
     assert wrong["acc"] == 0.0 and wrong["brier"] == pytest.approx(0.64)

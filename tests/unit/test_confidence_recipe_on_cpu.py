@@ -18,21 +18,35 @@ def compose_confidence(argv, environ=None, profile="gpu", runtime=RUNTIME):
 
 
 def assert_reference_grpo(cfg):
-    """The seed's MedMCQA GRPO settings (reference-methods §2.6, mapped in §2.11)."""
+    """The seed's MedMCQA GRPO settings both designs share (reference-methods §2.6, mapped in §2.11)."""
     actor = cfg.actor_rollout_ref.actor
     assert cfg.algorithm.adv_estimator == "grpo"
     assert cfg.algorithm.norm_adv_by_std_in_grpo is False  # TRL scale_rewards=false
-    assert actor.use_kl_loss is True and actor.kl_loss_coef == 0.04 and actor.kl_loss_type == "low_var_kl"
     assert cfg.algorithm.use_kl_in_reward is False
     assert actor.optim.lr == 1e-6 and actor.ppo_epochs == 4 and actor.grad_clip == 1.0
     assert actor.entropy_coeff == 0
-    rollout = cfg.actor_rollout_ref.rollout
+
+
+def assert_prompt4trust_sampling(cfg):
+    """Prompt4Trust's seed: KL 0.04 (k3), temperature 0.1 / top_p 0.95 / top_k 50 (§2.6)."""
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    assert actor.use_kl_loss is True and actor.kl_loss_coef == 0.04 and actor.kl_loss_type == "low_var_kl"
     assert (rollout.temperature, rollout.top_p, rollout.top_k) == (0.1, 0.95, 50)
+    assert actor.optim.lr_warmup_steps_ratio == 0.0
+
+
+def assert_rlcr_sampling(cfg):
+    """The RLCR paper: beta 0 (no KL), temperature 0.7 without top-p/top-k cuts, 5 % warm-up (§2.9)."""
+    actor, rollout = cfg.actor_rollout_ref.actor, cfg.actor_rollout_ref.rollout
+    assert actor.use_kl_loss is False and actor.kl_loss_coef == 0.0
+    assert (rollout.temperature, rollout.top_p, rollout.top_k) == (0.7, 1.0, -1)
+    assert actor.optim.lr_warmup_steps_ratio == 0.05
 
 
 def test_gpu_cgp_config_has_the_reference_settings():
     cfg = compose_confidence(["/models/qwen2-0.5b-instruct", "cgp", "/models/downstream"])
     assert_reference_grpo(cfg)
+    assert_prompt4trust_sampling(cfg)
     assert cfg.actor_rollout_ref.rollout.n == 8 and cfg.actor_rollout_ref.rollout.name == "vllm"
     assert cfg.data.max_response_length == 256  # short hints
     assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 20480
@@ -75,7 +89,8 @@ def test_the_reward_options_are_accepted_by_the_cgp_reward(monkeypatch):
 def test_gpu_rlcr_config_has_no_downstream_and_longer_responses():
     cfg = compose_confidence(["/m", "rlcr"])
     assert_reference_grpo(cfg)
-    assert cfg.actor_rollout_ref.rollout.n == 8 and cfg.data.max_response_length == 1024
+    assert_rlcr_sampling(cfg)
+    assert cfg.actor_rollout_ref.rollout.n == 32 and cfg.data.max_response_length == 1024
     assert cfg.actor_rollout_ref.actor.ppo_max_token_len_per_gpu == 32768
     assert not cfg.reward.custom_reward_function.get("reward_kwargs")
     assert cfg.reward.custom_reward_function.name == "compute_score_async"
@@ -86,6 +101,8 @@ def test_gpu_rlcr_config_has_no_downstream_and_longer_responses():
 def test_cpu_config_saves_its_last_step_and_evaluates_briefly():
     cfg = compose_confidence([], profile="cpu", runtime=["recipe.run_dir=/r"])
     assert_reference_grpo(cfg)
+    assert_prompt4trust_sampling(cfg)
+    assert cfg.actor_rollout_ref.rollout.n == 2
     assert cfg.actor_rollout_ref.rollout.name == "hf" and cfg.trainer.device == "cpu"
     assert cfg.trainer.total_training_steps == 2 and cfg.trainer.save_freq == 2
     assert cfg.recipe.policy == "local:tiny" and cfg.recipe.downstream.model == "local:smollm2"
@@ -93,6 +110,24 @@ def test_cpu_config_saves_its_last_step_and_evaluates_briefly():
                                                        "downstream_temperature": 0}
     cfg = compose_confidence([], {"STEPS": "5", "EVAL_LIMIT": "8"}, profile="cpu", runtime=["recipe.run_dir=/r"])
     assert cfg.trainer.save_freq == 5 and cfg.recipe.eval.limit == 8
+
+
+def test_the_two_designs_compose_their_own_training_settings():
+    """rlcr trains as the RLCR paper, cgp as Prompt4Trust: on the GPU profile and, scaled down, on the CPU
+    default (issue 12, point 5); a user override still wins."""
+    for profile, (cgp_n, rlcr_n) in (("gpu", (8, 32)), ("cpu", (2, 4))):
+        runtime = ["recipe.run_dir=/r"] if profile == "cpu" else RUNTIME
+        cgp = compose_confidence(["", "cgp"] if profile == "cpu" else ["/m", "cgp", "/d"], profile=profile, runtime=runtime)
+        rlcr = compose_confidence(["", "rlcr"] if profile == "cpu" else ["/m", "rlcr"], profile=profile, runtime=runtime)
+        assert_prompt4trust_sampling(cgp)
+        assert_rlcr_sampling(rlcr)
+        assert (cgp.actor_rollout_ref.rollout.n, rlcr.actor_rollout_ref.rollout.n) == (cgp_n, rlcr_n)
+        # what both designs share stays the same
+        assert_reference_grpo(cgp)
+        assert_reference_grpo(rlcr)
+    chosen = compose_confidence(["/m", "rlcr", "", "", "--", "actor_rollout_ref.rollout.n=16",
+                                 "actor_rollout_ref.rollout.temperature=1.0"])
+    assert (chosen.actor_rollout_ref.rollout.n, chosen.actor_rollout_ref.rollout.temperature) == (16, 1.0)
 
 
 def test_unknown_designs_are_refused():

@@ -121,6 +121,28 @@ def test_rubric_tinyv_sample(tmp_path: Path, rubric_sources) -> None:
         rubric.build("tinyv", rubric.TINYV_SAMPLE, tmp_path / "x", test_fraction=0.25, seed=0, data_source="polaris")
 
 
+def test_rubric_tinyv_writes_rule_graded_math_validation_rows(tmp_path: Path, rubric_sources) -> None:
+    assert rubric.main(["tinyv", "--out", str(tmp_path)]) == 0
+    test, math_rows = read(tmp_path / "test.parquet"), read(tmp_path / "test_math.parquet")
+    assert len(math_rows) == 6 and {r["data_source"] for r in math_rows} == {"polaris_math"}
+    for tinyv_row, math_row in zip(test, math_rows):  # the same problems, graded by the rule instead
+        assert math_row["prompt"] == tinyv_row["prompt"]
+        assert math_row["reward_model"] == {"style": "rule", "ground_truth": tinyv_row["extra_info"]["answer"]}
+        assert "criteria" not in math_row["extra_info"]
+    # only a run that grades unrouted sources with the rule checker knows the source
+    assert {p.field for p in validate_files([tmp_path / "test_math.parquet"])} == {"data_source"}
+    assert validate_files([tmp_path / "test_math.parquet"], reward_options=rubric.RULE_GRADED) == []
+    row = next(r for r in math_rows if r["reward_model"]["ground_truth"] == "391")  # 17 x 23
+    out = registry.compute_score(row["data_source"], "17*23 = 391, so \\boxed{391}", "391", **rubric.RULE_GRADED)
+    assert out["score"] == 1.0 and out["acc"] == 1.0
+
+    assert rubric.main(["tinyv", "--out", str(tmp_path / "none"), "--math-val-source", "none"]) == 0
+    assert not (tmp_path / "none" / "test_math.parquet").exists()
+    with pytest.raises(InputError, match="routed to the 'tinyv' reward"):
+        rubric.build("tinyv", rubric.TINYV_SAMPLE, tmp_path / "x", test_fraction=0.25, seed=0,
+                     math_val_source="Polaris_TinyV_math")
+
+
 def test_rubric_grade_rows(tmp_path: Path, rubric_sources) -> None:
     assert rubric.main(["grade", "--out", str(tmp_path / "sample")]) == 0
     rows = read(tmp_path / "sample" / "train.parquet") + read(tmp_path / "sample" / "test.parquet")

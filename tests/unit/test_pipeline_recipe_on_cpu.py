@@ -48,6 +48,17 @@ def test_dpo_and_reward_model_stages_on_the_preference_trainer(profile):
 
 
 @pytest.mark.parametrize("profile", ["gpu", "cpu"])
+def test_judge_stage_is_the_reward_model_stage_on_the_judges_pairs(profile):
+    judge, rm = compose_stage("judge", profile), compose_stage("rm", profile)
+    assert judge.data.train_files == "/data/prefs/judge.parquet" and rm.data.train_files == "/data/prefs/train.parquet"
+    assert judge.preference.loss == "bt" and judge.optim.lr == rm.optim.lr
+    assert judge.data.train_batch_size == (32 if profile == "gpu" else 4)
+    assert judge.trainer.project_name == "verlkit-pipeline-judge" and rm.trainer.project_name == "verlkit-pipeline-rm"
+    assert judge.trainer.default_local_dir == "/runs/p/judge/checkpoints"
+    assert judge.trainer.total_epochs == (1 if profile == "gpu" else 2)
+
+
+@pytest.mark.parametrize("profile", ["gpu", "cpu"])
 def test_rloo_stage_on_verls_ppo_config(profile):
     cfg = compose_stage("rloo", profile, "recipe.reward_model.url='http://127.0.0.1:9/v1'", "recipe.reward_model.dir=/rm")
     assert cfg.algorithm.adv_estimator == "rloo" and cfg.actor_rollout_ref.rollout.n == 4
@@ -71,11 +82,12 @@ def test_overrides_are_routed_to_the_pipeline_every_stage_or_one_stage():
     pipeline, every, per_stage = route_overrides([
         "recipe.stages=['sft']", "trainer.logger=['console']", "rloo.trainer.total_training_steps=5",
         "+sft.optim.betas=[0.9,0.95]", "dpo.preference.beta=0.2", "+recipe.eval.options.seed=3",
+        "judge.trainer.total_epochs=3", "recipe.eval.judge.source=training_reward",
     ])
-    assert pipeline == ["recipe.stages=['sft']", "+recipe.eval.options.seed=3"]
+    assert pipeline == ["recipe.stages=['sft']", "+recipe.eval.options.seed=3", "recipe.eval.judge.source=training_reward"]
     assert every == ["trainer.logger=['console']"]
     assert per_stage == {"sft": ["+optim.betas=[0.9,0.95]"], "dpo": ["preference.beta=0.2"], "rm": [],
-                         "rloo": ["trainer.total_training_steps=5"]}
+                         "rloo": ["trainer.total_training_steps=5"], "judge": ["trainer.total_epochs=3"]}
 
 
 def test_pipeline_settings():
@@ -100,19 +112,31 @@ def touch(path: Path) -> None:
 
 
 def test_a_skipped_stages_output_must_already_be_in_the_run_directory(tmp_path: Path):
-    everything = ["prep", "sft", "dpo", "rm", "rloo", "eval"]
+    everything = ["prep", "sft", "dpo", "rm", "rloo", "judge", "eval"]
     assert missing_inputs(everything, tmp_path, "sft", ["sft", "dpo", "rloo"]) == []
     assert missing_inputs(["eval"], tmp_path, "sft", ["rloo"]) == [
         f"no prepared data (missing {tmp_path}/data/manifest.json): run that stage first, or reuse its RUN_DIR",
         f"no evaluation prompts (missing {tmp_path}/data/eval/prompts.parquet): run that stage first, or reuse its RUN_DIR",
-        f"no reward model (missing {tmp_path}/rm/hf/config.json): run that stage first, or reuse its RUN_DIR",
+        f"no win-rate judge (missing {tmp_path}/judge/hf/config.json): run that stage first, or reuse its RUN_DIR",
         f"no rloo model to evaluate (missing {tmp_path}/rloo/hf/config.json): run that stage first, or reuse its RUN_DIR",
     ]
-    for produced in ("data/manifest.json", "data/eval/prompts.parquet", "rm/hf/config.json", "sft/hf/config.json"):
+    # judged by the RLOO reward model (opt-in) it needs that one instead; a served judge needs neither
+    assert f"no reward model (missing {tmp_path}/rm/hf/config.json): run that stage first, or reuse its RUN_DIR" in (
+        missing_inputs(["eval"], tmp_path, "sft", ["rloo"], "training_reward"))
+    assert not any("judge" in m or "reward model" in m for m in missing_inputs(["eval"], tmp_path, "sft", ["rloo"], None))
+    assert missing_inputs(["eval"], tmp_path, "sft", ["rloo"], "rm")[0].startswith("EVAL_JUDGE")
+    assert missing_inputs(["judge"], tmp_path, "sft", [])[1] == (
+        f"no SFT model to start the win-rate judge from (missing {tmp_path}/sft/hf/config.json): run that stage first, "
+        "or reuse its RUN_DIR")
+    for produced in ("data/manifest.json", "data/eval/prompts.parquet", "judge/hf/config.json", "sft/hf/config.json"):
         touch(tmp_path / produced)
     assert missing_inputs(["eval"], tmp_path, "sft", ["rloo"]) == [
         f"no rloo model to evaluate (missing {tmp_path}/rloo/hf/config.json): run that stage first, or reuse its RUN_DIR",
     ]
+    assert missing_inputs(["rloo", "eval"], tmp_path, "sft", ["rloo"]) == [
+        f"no reward model (missing {tmp_path}/rm/hf/config.json): run that stage first, or reuse its RUN_DIR",
+    ]  # RLOO's reward model
+    touch(tmp_path / "rm/hf/config.json")
     assert missing_inputs(["rloo", "eval"], tmp_path, "sft", ["rloo"]) == []
     assert missing_inputs(["rloo"], tmp_path, "dpo", []) == [
         f"no dpo model to start RLOO from (missing {tmp_path}/dpo/hf/config.json): run that stage first, or reuse its RUN_DIR",
@@ -134,3 +158,17 @@ def test_report_reads_every_stage(tmp_path: Path):
     assert out["stages"]["sft"] == {"metric": "train/loss", "first": 3.0, "last": 2.0}
     assert out["reward_model_heldout_accuracy"] == 0.95 and out["eval"]["rloo"]["win_rate"] == 0.5
     assert "0.500/0.250/0.250" in table and "[-0.200, 0.400]" in table
+
+
+def test_report_names_the_judge_and_prints_no_rate_from_too_few_pairs(tmp_path: Path):
+    (tmp_path / "judge").mkdir()
+    (tmp_path / "judge" / "eval.json").write_text(json.dumps({"accuracy": 0.875, "n_scored": 24}))
+    (tmp_path / "eval" / "rloo").mkdir(parents=True)
+    summary = {"win_rate": 0.5, "tie_rate": 0.25, "loss_rate": 0.25, "mean_reward_difference": 0.1, "ci": [-0.2, 0.4],
+               "n_compared": 4, "too_few": True,
+               "judge": {"name": "judge", "relation": "independent", "relation_words": "independent of the training reward"}}
+    (tmp_path / "eval" / "rloo" / "winrate.json").write_text(json.dumps(summary))
+    table, out = report(tmp_path)
+    assert out["judge_heldout_accuracy"] == 0.875 and "held-out accuracy (24 pairs)" in table and "0.875" in table
+    assert "judge: independent of the training reward" in table
+    assert "too few (n=4)/too few (n=4)/too few (n=4)" in table and "0.500" not in table

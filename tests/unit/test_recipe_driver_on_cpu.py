@@ -210,3 +210,30 @@ def test_export_copies_the_model_saved_with_the_checkpoint(tmp_path):
     assert latest_actor_checkpoint(root) == root / "global_step_2" / "actor"  # verl's marker decides
     with pytest.raises(FileNotFoundError, match="no global_step"):
         latest_actor_checkpoint(tmp_path / "empty")
+
+
+def test_a_runs_evaluations_join_its_training_runs_in_the_tracker(tmp_path, monkeypatch):
+    """Run.open points wandb at RUN_DIR, offline, grouped by the experiment (only where the user set
+    nothing) and removes its values when the run ends; an evaluation gets the training run's project and
+    that group, or the console when the trainer does not log to wandb."""
+    from recipes.driver import Run
+
+    for key in ("WANDB_MODE", "WANDB_DIR", "WANDB_RUN_GROUP", "WANDB_ERROR_REPORTING"):
+        monkeypatch.delenv(key, raising=False)
+    with contextlib.ExitStack() as stack:
+        run = Run.open("test", "cpu", str(tmp_path / "exp-1"), stack)
+        assert os.environ["WANDB_MODE"] == "offline" and os.environ["WANDB_RUN_GROUP"] == "exp-1"
+        assert os.environ["WANDB_DIR"] == str(tmp_path / "exp-1") and os.environ["WANDB_ERROR_REPORTING"] == "false"
+        assert run.evaluation_tracker(["console", "wandb"], "verlkit-pipeline-rloo", "exp-1-eval-winrate-rloo") == [
+            "--tracker", "wandb", "--tracker-project", "verlkit-pipeline-rloo", "--tracker-group", "exp-1",
+            "--tracker-run-name", "exp-1-eval-winrate-rloo", "--tracker-dir", str(tmp_path / "exp-1")]
+        assert run.evaluation_tracker(["console"], "verlkit-pipeline-rloo", "x") == ["--tracker", "console"]
+    assert not {"WANDB_MODE", "WANDB_DIR", "WANDB_RUN_GROUP", "WANDB_ERROR_REPORTING"} & set(os.environ)
+    monkeypatch.setenv("WANDB_RUN_GROUP", "mine")
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with contextlib.ExitStack() as stack:
+        run = Run.open("test", "cpu", str(tmp_path / "exp-2"), stack)
+        assert os.environ["WANDB_RUN_GROUP"] == "mine" and os.environ["WANDB_MODE"] == "online"
+        assert "WANDB_ERROR_REPORTING" not in os.environ
+        assert run.evaluation_tracker(["wandb"], "p", "n")[5] == "mine"
+    assert os.environ["WANDB_RUN_GROUP"] == "mine" and "WANDB_DIR" not in os.environ

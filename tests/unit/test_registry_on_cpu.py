@@ -26,10 +26,17 @@ def temp_specs():
         registry.REWARDS.remove(spec)
 
 
-def test_plugin_replaced_upstream_default_compute_score():
-    assert upstream_scores.default_compute_score is registry.compute_score
-    result = upstream_scores.default_compute_score("openai/gsm8k", "so the answer #### 42", "42")
-    assert result["score"] == 1.0 and result["acc"] == 1.0
+def test_plugin_installs_the_drop_in_dispatcher():
+    assert upstream_scores.default_compute_score is registry.default_compute_score
+    # upstream's own answer for its source (a float), our schema for ours
+    assert upstream_scores.default_compute_score("openai/gsm8k", "so the answer #### 42", "42") == 1.0
+    result = upstream_scores.default_compute_score("grade", "Total Score: 9/10", "0.9")
+    assert result["score"] == 1.0 and tuple(result) == registry.result_keys()
+
+
+def test_registry_dispatcher_keeps_our_schema_for_upstream_sources():
+    result = registry.compute_score("openai/gsm8k", "so the answer #### 42", "42")
+    assert result["score"] == 1.0 and result["acc"] == 1.0 and tuple(result) == registry.result_keys()
 
 
 def test_gsm8k_wrong_and_missing_answer_score_zero():

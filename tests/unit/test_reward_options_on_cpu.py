@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from verl.utils.reward_score import calibration, grade, gsm8k_exact, registry, rlcr, scalar_rm, tinyv
+from verl.utils.reward_score import calibration, grade, gsm8k_exact, math_rule, registry, rlcr, routing, scalar_rm, tinyv
 from verl.utils.reward_score.options import RewardOptions, RewardOptionsError, parse_options
 
 REWARD_FOLDER = Path(__file__).resolve().parents[2] / "verl" / "utils" / "reward_score"
@@ -19,7 +19,8 @@ MODELS = [
     (grade.GradeOptions, {}, ("acc_tolerance", "loose")),
     (tinyv.TinyVOptions, {"model": "m"}, ("max_concurrency", "many")),
     (calibration.CGPOptions, {"url": "http://127.0.0.1:1/v1", "model": "m"}, ("seed", "lucky")),
-    (rlcr.RLCROptions, {}, None),
+    (rlcr.RLCROptions, {}, ("rule_timeout_s", "a while")),
+    (math_rule.MathRuleOptions, {}, ("on_rule_failure", "shrug")),
     (scalar_rm.ScalarRMOptions, {"url": "http://127.0.0.1:1/v1", "tokenizer": "/rm"}, ("timeout_s", "soon")),
 ]
 
@@ -42,6 +43,7 @@ def test_wrong_type_is_rejected_naming_reward_and_option(model, minimal, wrong):
 def test_every_registered_reward_of_ours_declares_one_options_model():
     declared = {m.reward_name: m for m, _, _ in MODELS}
     assert set(declared) == {spec.name for spec in registry.REWARDS}
+    assert routing.RoutingOptions.reward_name not in declared  # a reserved namespace, not a reward
     for model in declared.values():
         assert issubclass(model, RewardOptions)
 

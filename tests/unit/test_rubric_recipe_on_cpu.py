@@ -68,7 +68,7 @@ def test_gpu_config_is_the_original_8gpu_configuration():
     assert kwargs == {"tinyv": {
         "url": "http://127.0.0.1:8000/v1", "model": "rubric-model", "setup": "tinyv_only", "weight": 1.0,
         "template": "rubric", "max_concurrency": 64, "timeout_s": 120.0, "max_tokens": 0, "on_failure": "rule",
-    }}
+    }, "routing": {"match": "strict", "fallback": "rule"}}
     assert cfg.reward.custom_reward_function.name == "compute_score_async"
     assert cfg.recipe.verifier.max_model_len == 15000
     # ... and the tinyv reward accepts them as they come from hydra
@@ -206,7 +206,8 @@ def test_setup_hybrid_selects_both_models_options(monkeypatch):
     assert hybrid and "verification=hybrid" in s.overrides()  # the trainer gets the same choice
     s.add(*HYBRID_RUNTIME)
     kwargs = OmegaConf.to_container(s.cfg.reward.custom_reward_function.reward_kwargs, resolve=True)
-    assert kwargs == {"tinyv": {
+    assert kwargs["routing"] == {"match": "strict", "fallback": "rule"}
+    assert {"tinyv": kwargs["tinyv"]} == {"tinyv": {
         "setup": "hybrid",
         "verifier": {"url": "http://127.0.0.1:8000/v1", "model": "rubric-model", "template": "tinyv", "weight": 1.0,
                      "max_concurrency": 64, "timeout_s": 120.0, "max_tokens": 0, "on_failure": "rule"},
@@ -281,3 +282,165 @@ def test_cpu_hybrid_serves_smollm2_twice(monkeypatch):
     assert s.cfg.recipe.rubric_model.model == "local:smollm2" and s.cfg.recipe.rubric_model.max_model_len == 2048
     assert s.cfg.recipe.rubric_model.max_tokens == 256  # the CPU verifier's budget, for both sides
     rubric.check_verifier_options(s.cfg)
+
+
+# ---- rule-graded math validation sets (issue 12, point 4) -------------------------------------------
+
+
+def test_rule_graded_math_validation_by_default(tmp_path):
+    """Sources no reward routes go to the rule-based math grader (as the original); the dataset's
+    test_math.parquet joins the validation files when it exists; the CPU default validates on it once,
+    after the last step, without the rubric rows (no verifier calls)."""
+    cfg = compose_rubric(ORIGINAL_8GPU)
+    assert cfg.reward.custom_reward_function.reward_kwargs.routing.fallback == "rule"
+    assert (cfg.recipe.rubric_val, cfg.recipe.math_val_files) == (True, "auto")
+    dataset = tmp_path / "polaris"
+    dataset.mkdir()
+    assert rubric.validation_files(cfg, dataset) == ([dataset / "test.parquet"], [])
+    (dataset / "test_math.parquet").write_bytes(b"")
+    assert rubric.validation_files(cfg, dataset) == ([dataset / "test.parquet"], [dataset / "test_math.parquet"])
+    named = compose_rubric(ORIGINAL_8GPU + ["--", "recipe.math_val_files=[/sets/MATH.parquet,/sets/aime.parquet]"])
+    assert rubric.validation_files(named, dataset)[1] == [Path("/sets/MATH.parquet"), Path("/sets/aime.parquet")]
+    cpu = compose_rubric([], profile="cpu")
+    assert cpu.recipe.rubric_val is False and cpu.trainer.test_freq == 2 == cpu.trainer.total_training_steps
+    assert rubric.validation_files(cpu, dataset) == ([], [dataset / "test_math.parquet"])
+    with pytest.raises(RecipeError, match="no validation set") as e:
+        rubric.validation_files(compose_rubric(["--", "recipe.math_val_files=[]"], profile="cpu"), dataset)
+    assert e.value.code == 2
+
+
+def test_the_bundled_sample_math_rows_validate_under_the_runs_routing_only(tmp_path, capsys):
+    from data_prep.rubric import main as prep
+
+    from recipes.driver import validate_data
+
+    assert prep(["tinyv", "--out", str(tmp_path)]) == 0
+    files = [tmp_path / "train.parquet", tmp_path / "test.parquet", tmp_path / "test_math.parquet"]
+    assert rubric.data_sources(files[2:]) == ["polaris_math"]
+    cfg = compose_rubric(ORIGINAL_8GPU)
+    validate_data(*files, reward_options=rubric.reward_options(cfg))  # fallback=rule: every row is scored
+    upstream = compose_rubric(ORIGINAL_8GPU + ["--", "reward.custom_reward_function.reward_kwargs.routing.fallback=upstream"])
+    capsys.readouterr()
+    with pytest.raises(RecipeError, match="does not validate"):
+        validate_data(*files, reward_options=rubric.reward_options(upstream))
+    out = capsys.readouterr()
+    assert "test_math.parquet" in out.out + out.err and "polaris_math" in out.out + out.err
+    # ... and rubric rows without criteria stop the run under the recipe's template (issue 12, point 9)
+    import pandas as pd
+
+    train = pd.read_parquet(files[0])
+    train["extra_info"] = [{**info, "criteria": ""} for info in train["extra_info"]]
+    train.to_parquet(files[0])
+    with pytest.raises(RecipeError, match="does not validate"):
+        validate_data(*files, reward_options=rubric.reward_options(cfg))
+    out = capsys.readouterr()
+    assert "extra_info.criteria" in out.out + out.err and "train.parquet" in out.out + out.err
+
+
+def test_pass_at_1_of_the_math_sources_from_the_log(tmp_path, capsys):
+    log = tmp_path / "train.log"
+    log.write_text("step:1 - critic/score/mean:0.5\n"
+                   "step:2 - critic/score/mean:0.5 - val-core/polaris_math/acc/mean@1:np.float64(0.25)"
+                   " - val-core/polaris_tinyv/reward/mean@1:0.75 - val-aux/polaris_math/score/mean@1:0.25\n")
+    rubric.report_pass_at_1(log, ["polaris_math", "aime24"], tmp_path / "p.json")
+    out = capsys.readouterr()
+    assert "pass@1 on polaris_math: 0.25 (validation at step 2)" in out.out
+    assert "no validation of aime24" in out.err
+    import json
+
+    assert json.loads((tmp_path / "p.json").read_text()) == {"polaris_math": {"pass@1": 0.25, "step": 2}}
+
+
+# ---- model arguments as Hub ids (issue 12, point 2) --------------------------------------------------
+
+HUB_ARGV = ["Qwen/Qwen2.5-7B", "12", "data/polaris", "True", "my-org/my-verifier"]
+
+
+@pytest.fixture
+def offline_hub(tmp_path, monkeypatch):
+    """An empty Hugging Face cache, offline; a GPU-profile run directory; any server or trainer start fails
+    the test (the run must stop before them)."""
+    from recipes.driver import Run
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.delenv("HF_HUB_CACHE", raising=False)
+    monkeypatch.delenv("HUGGINGFACE_HUB_CACHE", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("VK_PROFILE", "gpu")
+    monkeypatch.setenv("RUN_DIR", str(tmp_path / "run"))
+
+    def started(*args, **kwargs):
+        raise AssertionError("a server or trainer was started")
+
+    monkeypatch.setattr(Run, "serve", started)
+    monkeypatch.setattr(Run, "train", started)
+    return tmp_path / "hf" / "hub"
+
+
+def test_hub_ids_compose_and_the_run_stops_only_at_resolution_naming_the_model(offline_hub):
+    import contextlib
+
+    from verlkit.serving import build_command
+
+    # the config and the verifier's server spec compose from Hub ids without network
+    cfg = compose_rubric(HUB_ARGV, runtime=["recipe.run_dir=/runs/r1"])
+    assert cfg.actor_rollout_ref.model.path == "Qwen/Qwen2.5-7B" == cfg.critic.model.path
+    spec = rubric.verifier_spec(cfg, Path("/runs/r1"))
+    assert spec.model == "my-org/my-verifier"
+    cmd, _ = build_command(spec, 8000, on_gpu=True)
+    assert cmd[cmd.index("--model") + 1] == "my-org/my-verifier" and cmd[cmd.index("--tensor-parallel-size") + 1] == "8"
+    # the run: the policy is resolved first, and named
+    with contextlib.ExitStack() as stack, pytest.raises(RecipeError) as e:
+        rubric.body(stack, HUB_ARGV)
+    assert e.value.code == 2
+    assert "recipe.policy: model 'Qwen/Qwen2.5-7B' (policy) could not be resolved" in str(e.value)
+    assert "HF_HUB_OFFLINE is set" in str(e.value)
+    # with the policy in the cache, the verifier is the one named
+    from support.hub_cache import fake_hub_cache
+
+    fake_hub_cache(offline_hub, "Qwen/Qwen2.5-7B")
+    with contextlib.ExitStack() as stack, pytest.raises(RecipeError) as e:
+        rubric.body(stack, HUB_ARGV)
+    assert "recipe.verifier.model: model 'my-org/my-verifier' (verifier) could not be resolved" in str(e.value)
+
+
+def test_resolved_hub_ids_become_the_snapshots_the_trainer_and_server_load(offline_hub):
+    import contextlib
+
+    from support.hub_cache import fake_hub_cache
+
+    from recipes.settings import RecipeSettings
+
+    policy = fake_hub_cache(offline_hub, "Qwen/Qwen2.5-7B")
+    verifier = fake_hub_cache(offline_hub, "my-org/my-verifier")
+    s = RecipeSettings("rubric", rubric.CONFIG_DIR, rubric.KNOBS, rubric.POSITIONAL, HUB_ARGV, rubric.USAGE)
+    with contextlib.ExitStack() as stack:
+        run = s.open_run(stack)
+    s.resolve_models(rubric.model_arguments(s.cfg))
+    assert s.cfg.actor_rollout_ref.model.path == str(policy) == s.cfg.critic.model.path
+    assert rubric.verifier_spec(s.cfg, run.run_dir).model == str(verifier)
+    # an external verifier's model is a name at its server: not resolved
+    external = compose_rubric(HUB_ARGV, {"VERLKIT_VERIFIER_URL": "http://10.0.0.2:9000/v1"}, runtime=[])
+    assert rubric.model_arguments(external) == {"recipe.policy": "policy"}
+
+
+def test_math_rows_under_the_recipes_options_give_verls_pass_at_1_metric():
+    """The recipe's reward options score a rule-graded math row with the rule grader, and verl 0.9.1's own
+    validation metric code turns the results (our fixed schema, NaN where a key does not apply) into a
+    per-source ``acc`` mean@1, which its trainer logs as ``val-core/<source>/acc/mean@1`` (``acc`` is the
+    core variable whenever a source has it): the key the summary's pass@1 reads. (The trainer module
+    itself is not imported here: it needs a registered accelerator platform.)"""
+    from verl.trainer.ppo.metric_utils import process_validation_metrics
+    from verl.utils.reward_score import registry
+
+    options = rubric.reward_options(compose_rubric(ORIGINAL_8GPU))
+    rows = [("polaris_math", "so \\boxed{12}", "12"), ("polaris_math", "so \\boxed{13}", "12"),
+            ("polaris_math", "no answer", "7"), ("aime24", "\\boxed{\\frac{1}{2}}", "0.5")]
+    results = [registry.compute_score(source, text, truth, {"question": "q"}, **options) for source, text, truth in rows]
+    assert [r["score"] for r in results] == [1.0, 0.0, 0.0, 1.0] and all(r["rule_failed"] == 0.0 for r in results)
+    infos = {"reward": [r["score"] for r in results]}
+    for key in results[0]:
+        infos[key] = [r[key] for r in results]
+    metrics = process_validation_metrics([s for s, _, _ in rows], [str(i) for i in range(4)], infos)
+    assert metrics["polaris_math"]["acc"]["mean@1"] == pytest.approx(1 / 3)
+    assert metrics["aime24"]["acc"]["mean@1"] == 1.0

@@ -208,3 +208,50 @@ def test_sft_and_preference_kinds(tmp_path: Path) -> None:
     rl = write(tmp_path / "rl.parquet", [good_row(0)])
     problems = validate_files([rl], kind="preference")
     assert [(p.row, p.field) for p in problems] == [(None, "chosen"), (None, "rejected")]
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's reward options: what a row needs depends on them
+# ---------------------------------------------------------------------------------------------
+RUBRIC = '{"tinyv": {"template": "rubric", "model": "verifier"}}'
+
+
+def tinyv_rows() -> list[dict]:
+    rows = [good_row(i, "polaris_tinyv") for i in range(3)]
+    for i, row in enumerate(rows):
+        row["extra_info"] = {"question": f"What is {i} + 1?", "criteria": f"Award 10 points for {i + 1}."}
+    rows[1]["extra_info"]["criteria"] = " "
+    return rows
+
+
+def test_rubric_template_rows_need_criteria_and_the_cli_says_which(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path / "rubric.parquet", tinyv_rows())
+    assert validate_files([path]) == []  # the binary TinyV template does not read the rubric
+    assert main([str(path)]) == 0
+    capsys.readouterr()
+    assert main([str(path), "--reward-options", RUBRIC]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{path}: row 1: extra_info.criteria: missing or empty")
+
+
+def test_rubric_template_from_the_environment_as_the_trainer_reads_it(tmp_path: Path, monkeypatch) -> None:
+    path = write(tmp_path / "rubric.parquet", tinyv_rows())
+    monkeypatch.setenv(registry.OPTIONS_ENV, RUBRIC)
+    problems = validate_files([path])
+    assert [(p.row, p.field) for p in problems] == [(1, "extra_info.criteria")]
+
+
+def test_routing_options_decide_which_sources_are_known(tmp_path: Path) -> None:
+    rows = [good_row(0, "my/math-set"), good_row(1, "Polaris_TinyV")]
+    rows[1]["extra_info"] = {"question": "q"}
+    path = write(tmp_path / "sources.parquet", rows)
+    assert {p.row for p in validate_files([path]) if p.field == "data_source"} == {0, 1}
+    original_rule = {"routing": {"match": "original", "fallback": "rule"}}
+    assert validate_files([path], reward_options=original_rule) == []
+
+
+def test_bad_reward_options_stop_the_cli(tmp_path: Path, good_file: Path, capsys) -> None:
+    assert main([str(good_file), "--reward-options", '{"tinyvv": {}}']) == 2
+    assert "no reward named 'tinyvv'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(good_file), "--reward-options", "[1]"])

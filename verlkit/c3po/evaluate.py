@@ -28,7 +28,9 @@ near- and out-of-scope prompts), ``tie_rate``, ``worse_rate``, raw means (metric
 scores, both orders), counts of failures (and, for qualitative feedback, ``judge_requests``: the
 judge's requests, re-asks and failures); the headline ``adherence``, ``overgeneralization_near``,
 ``overgeneralization_out``. Written as ``OUT/<method>.json`` with one record per prompt, plus a
-bar plot ``OUT/<method>.png``.
+bar plot ``OUT/<method>.png`` (its title names the feedback, the models, N per set and what failed;
+its legend sits below the axes). The headline rates, the set summaries and the plot also go to the
+experiment tracker (``--tracker wandb``: ``verlkit.evaluation.tracking``).
 
 CLI: ``python -m verlkit.c3po.evaluate --help``.
 """
@@ -49,6 +51,7 @@ from verlkit.c3po.metrics import compare, measure
 from verlkit.c3po.parsers import parse_judge
 from verlkit.c3po.prompts import baseline_messages, judge_messages
 from verlkit.c3po.sample import SETS, load_sample
+from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError
 
 METHODS = ("trained", "in_context", "cot", "revised")
@@ -147,6 +150,10 @@ class Evaluator:
         a = self.args
         result: dict[str, Any] = {"feedback": self.fb.slug, "feedback_id": self.fb.id, "type": self.fb.type,
                                   "method": a.method, "baseline": a.baseline, "sets": {}}  # fmt: skip
+        # who answered and who judged, for the plot's title and the tracker
+        result["models"] = {"evaluated": a.model_name if a.method == "trained" else f"stored {a.method} responses",
+                            "baseline": a.baseline_name if a.baseline == "regenerate" else "stored baseline responses",
+                            "judge": a.judge_model if self.judge is not None else None}  # fmt: skip
         for name in SETS:
             rows = test_prompts(self.sample, name, a.limit, a.shuffle_seed)
             prompts = [r["prompt"] for r in rows]
@@ -172,16 +179,44 @@ class Evaluator:
         return result
 
 
-def plot(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
+def plot_title(result: dict[str, Any]) -> list[str]:
+    """The figure's title lines: feedback, method, models, N per set and what failed."""
+    models = result.get("models") or {}
+    evaluated = models.get("evaluated") or result["method"]
+    baseline = models.get("baseline") or "baseline"
+    lines = [f"{result['feedback']}: {evaluated} ({result['method']}) vs {baseline}"]
+    summaries = [result["sets"][n]["summary"] for n in SETS]
+    judged = ", ".join(f"{n.replace('_', '-')} {s['n_judged']}/{s['n_prompts']}" for n, s in zip(SETS, summaries))
+    failed = [f"{sum(s['failures'] for s in summaries)} prompts unjudged"]
+    requests = result.get("judge_requests")
+    if requests:
+        failed.append(f"judge: {requests['request_failures']} request failures, {requests['parse_failures']} "
+                      f"unparsed of {requests['requests']} requests")  # fmt: skip
+    judge = f"; judge {models['judge']}" if models.get("judge") else ""
+    lines.append(f"judged/prompts: {judged}{judge}")
+    lines.append("failed: " + ", ".join(failed))
+    return lines
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """Write :func:`adherence_figure` as a PNG."""
+    adherence_figure(result).savefig(path, dpi=110)
+
+
+def adherence_figure(result: dict[str, Any]):
+    """Stacked bars per set (applied / tie / worse over the judged prompts) with each set's judged count
+    above its bar; the legend below the axes (never over a bar or a label) and a title naming the
+    feedback, the models, N per set and what failed (:func:`plot_title`)."""
+    # The Agg canvas is used directly, so drawing never changes pyplot's global backend or state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     names = list(SETS)
     labels = ["in-scope\n(adherence)", "near-scope\n(overgen.)", "out-of-scope\n(overgen.)"]
     summaries = [result["sets"][n]["summary"] for n in names]
-    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
     bottom = [0.0] * 3
     for key, color, label in (("applied_rate", "#2a7fba", "applied"), ("tie_rate", "#bbbbbb", "tie"),
                               ("worse_rate", "#d9822b", "worse")):  # fmt: skip
@@ -189,14 +224,24 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.bar(labels, values, bottom=bottom, color=color, label=label)
         bottom = [b + v for b, v in zip(bottom, values)]
     for i, s in enumerate(summaries):
-        ax.text(i, 1.02, f"n={s['n_judged']}", ha="center", fontsize=8)
+        ax.text(i, max(bottom[i], 0.0) + 0.02, f"n={s['n_judged']}" if s["n_judged"] else "none judged",
+                ha="center", fontsize=8)  # fmt: skip
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("share of judged prompts")
-    ax.set_title(f"{result['feedback']} — {result['method']} vs baseline", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    lines = plot_title(result)
+    fig.suptitle(lines[0], fontsize=9.5, fontweight="bold")
+    ax.set_title("\n".join(lines[1:]), fontsize=7.5)
+    fig.legend(*ax.get_legend_handles_labels(), loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    return fig
+
+
+def tracked_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    """What the tracker gets: the headline rates and each set's summary."""
+    return {"adherence": result["adherence"], "overgeneralization_near": result["overgeneralization_near"],
+            "overgeneralization_out": result["overgeneralization_out"],
+            **{name: result["sets"][name]["summary"] for name in SETS},
+            **({"judge_requests": result["judge_requests"]} if "judge_requests" in result else {})}  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-reasks", type=int, default=2)
     p.add_argument("--max-concurrency", type=int, default=32)
     p.add_argument("--timeout-s", type=float, default=300.0)
+    add_tracker_arguments(p)
     return p
 
 
@@ -265,6 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{result['feedback']} [{args.method}]: adherence {fmt(result['adherence'])}, overgeneralization "
           f"near {fmt(result['overgeneralization_near'])} / out {fmt(result['overgeneralization_out'])} "
           f"-> {args.out / (args.method + '.json')}")  # fmt: skip
+    log_evaluation(tracker_settings(args, f"c3po-{result['feedback']}-{args.method}", args.out), tracked_metrics(result),
+                   {f"adherence_{args.method}": args.out / f"{args.method}.png"},
+                   {"feedback": result["feedback"], "method": args.method, "baseline": args.baseline,
+                    **{f"{k}_model": v for k, v in result["models"].items()}})  # fmt: skip
     judged = sum(result["sets"][n]["summary"]["n_judged"] for n in SETS)
     return 0 if judged else 1
 

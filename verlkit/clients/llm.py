@@ -7,13 +7,19 @@ Talks to any OpenAI-compatible server (vLLM by default): ``/v1/chat/completions`
   (``verlkit.clients.loop``), so sync callers (``run_sync``) and async callers on any loop
   share it. Nothing happens at import time.
 - **Bounded concurrency** per client (a semaphore of ``max_concurrency``) and an optional request
-  rate limit (``rate_limit_rps``).
+  rate limit (``rate_limit_rps``). Both hold per client, i.e. per config per PROCESS: every process
+  that scores (in a verl run each of the ``reward.num_workers`` reward-loop workers, default 8, plus
+  the driver's validation if it scores itself) has its own client, so a run sends up to
+  ``processes x rate_limit_rps`` requests/s. To stay under a provider's limit R, set
+  ``rate_limit_rps = R / reward.num_workers`` (the recipes' CPU profile runs 1 worker).
 - **A timeout per HTTP attempt** (``timeout_s``), measured from when the attempt starts, not from
   when the caller queued (waiting for a concurrency slot is not counted).
 - **Bounded retries** (``max_retries``) with exponential backoff and jitter, for transport errors
-  (connection refused/reset, timeouts, truncated bodies) and HTTP 5xx only. HTTP 4xx (bad request,
-  unknown model, rate limited) and well-formed-but-unusable replies are not retried: resending the
-  same request would get the same answer.
+  (connection refused/reset, timeouts, truncated bodies), HTTP 5xx and HTTP 429 (rate limited). A 429
+  with ``Retry-After`` (seconds or an HTTP date) waits what the server asks instead of the backoff,
+  unless that wait would end past the request's deadline, ``(max_retries + 1) x timeout_s`` from its
+  first attempt: then it fails at once, saying so. Other 4xx (bad request, unknown model) and
+  well-formed-but-unusable replies are not retried: resending the same request would get the same answer.
 - **Deduplication and caching** of deterministic requests (temperature 0, or an explicit seed):
   identical requests in flight share one HTTP request; finished successful replies are kept in an
   LRU cache (``cache_size`` entries) keyed by the full request (model, messages/prompt, every
@@ -30,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import datetime
+import email.utils
 import json
 import logging
 import os
@@ -99,7 +107,28 @@ class Completion:
 
 
 class _RetryableError(Exception):
-    pass
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # the server's Retry-After, when it sent one
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP date (RFC 9110 §10.2.3),
+    relative to ``now`` (epoch seconds, default the current time); None when absent or unreadable."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT by definition
+            when = when.replace(tzinfo=datetime.timezone.utc)
+        return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return seconds if seconds >= 0 and seconds == seconds and seconds != float("inf") else None
 
 
 class _FinalError(Exception):
@@ -298,8 +327,18 @@ class LLMClient:
         sem = self._primitives()
         attempts, last_error = 0, "no attempt made"
         total_latency = 0.0
+        deadline = time.monotonic() + (cfg.max_retries + 1) * cfg.timeout_s
+        retry_after: float | None = None
         for attempt in range(cfg.max_retries + 1):
-            if attempt:
+            if attempt and retry_after is not None:  # the server said when: wait that, within the deadline
+                left = deadline - time.monotonic()
+                if retry_after > left:
+                    return self._failed(f"{last_error}; not retried: Retry-After {retry_after:.0f}s is past this "
+                                        f"request's deadline ({max(left, 0.0):.0f}s left of (max_retries + 1) x "
+                                        "timeout_s)", total_latency, attempts)
+                self._count(retries=1)
+                await _sleep(retry_after)
+            elif attempt:
                 self._count(retries=1)
                 delay = min(_MAX_BACKOFF_S, cfg.backoff_s * (2 ** (attempt - 1)))
                 await _sleep(delay * (0.5 + random.random()))  # full jitter around the nominal delay
@@ -317,7 +356,7 @@ class LLMClient:
                     return Completion(text=text, ok=True, error=None, cache_hit=False,
                                       latency_s=total_latency, attempts=attempts, raw=body)
                 except _RetryableError as exc:
-                    last_error = str(exc)
+                    last_error, retry_after = str(exc), exc.retry_after_s
                 except _FinalError as exc:
                     total_latency += time.monotonic() - start
                     return self._failed(str(exc), total_latency, attempts)
@@ -341,6 +380,7 @@ class LLMClient:
             async with session.post(url, json=payload, headers=headers, timeout=timeout) as resp:
                 raw = await resp.read()
                 status = resp.status
+                retry_after_header = resp.headers.get("Retry-After")
         except asyncio.TimeoutError as exc:
             raise _RetryableError(f"timeout after {self.config.timeout_s}s ({url})") from exc
         except aiohttp.ClientError as exc:  # refused, reset, truncated payload, ...
@@ -350,6 +390,8 @@ class LLMClient:
         snippet = raw[:_ERROR_BODY_CHARS].decode("utf-8", "replace")
         if status >= 500:
             raise _RetryableError(f"HTTP {status} from {url}: {snippet}")
+        if status == 429:  # rate limited: retried, after the server's Retry-After when it gives one
+            raise _RetryableError(f"HTTP 429 from {url}: {snippet}", parse_retry_after(retry_after_header))
         if status >= 400:
             raise _FinalError(f"HTTP {status} from {url} (not retried): {snippet}")
         try:

@@ -44,6 +44,12 @@ class RuleResult:
     timed_out: bool
     error: str | None = None  # a worker-side exception (the check then counts as not correct)
 
+    @property
+    def failed(self) -> bool:
+        """The check did not finish (killed at its timeout, math-verify raised, the worker died): ``correct``
+        is then unknown, not a verdict. Rewards count it (``rule_failed``) and apply their failure policy."""
+        return self.timed_out or self.error is not None
+
 
 # ---------------------------------------------------------------------------------------------
 # Worker side. Run as ``python -c _WORKER_SOURCE FD`` rather than a multiprocessing target: a spawned

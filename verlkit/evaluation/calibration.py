@@ -23,7 +23,14 @@ row and condition) and reliability diagrams ``DIR/reliability.png`` (+ ``reliabi
 for cgp), drawn from the ``all`` view (unparseable rows count as wrong at confidence 0).
 
 A row whose request failed after the client's retries is **excluded** from that condition's
-metrics and counted in ``request_failures``: a server outage is not a calibration result.
+metrics and counted in ``request_failures``: a server outage is not a calibration result. A
+condition with fewer than ``--min-parsed-rows`` (default 10) parsed replies is flagged ``too_few``
+with a ``too_few_reason`` in metrics.json; the console line prints ``too few (n=...)`` in place of
+its accuracy, ECE and Brier, and its diagram's title says so in red. The diagrams' titles name the
+models, the data, N and what failed (requests, unparsed replies).
+
+The summary metrics and diagrams also go to the experiment tracker (``--tracker wandb``, in the
+training run's project and group: ``verlkit.evaluation.tracking``).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.settings import ClientSettings
 from verlkit import calibration_stats as cm
 from verlkit.evaluation.reliability_plot import plot_reliability
+from verlkit.evaluation.sample_size import MIN_PARSED_ROWS, check_sample, shown, title_note
+from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError, read_records
 from verl.utils.reward_score import calibration, rlcr
 
@@ -127,8 +136,10 @@ async def evaluate_rlcr(rows, args) -> list[dict[str, Any]]:
     return list(await asyncio.gather(*(one(r) for r in rows)))
 
 
-def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Metrics of one condition's records (failed requests excluded and counted)."""
+def summarize(records: list[dict[str, Any]], min_parsed_rows: int = MIN_PARSED_ROWS) -> dict[str, Any]:
+    """Metrics of one condition's records (failed requests excluded and counted). With fewer than
+    ``min_parsed_rows`` parsed replies the report says ``too_few`` (and why): its ECE, Brier, AUROC
+    and accuracy are computed but are not a result."""
     answered = [r for r in records if r["request_ok"]]
     report = cm.calibration_report(
         [r["confidence"] if r["parsed"] else math.nan for r in answered],
@@ -140,28 +151,84 @@ def summarize(records: list[dict[str, Any]]) -> dict[str, Any]:
         rewards[name] = sum(r["rewards"][name] for r in answered) / len(answered)
     report["request_failures"] = len(records) - len(answered)
     report["mean_reward"] = rewards
+    n_parsed = sum(bool(r["parsed"]) for r in answered)
+    sample = check_sample(n_parsed, min_parsed_rows, "parsed rows")
+    report.update(n_parsed=n_parsed, min_parsed_rows=min_parsed_rows, too_few=sample["too_few"],
+                  too_few_reason=sample["too_few_reason"])
     return report
 
 
-def write_outputs(out: Path, design: str, data: Path, records: list[dict[str, Any]]) -> dict[str, Any]:
+CONDITIONS = {"cgp": ("with_hint", "baseline"), "rlcr": ("policy",)}
+PLOT_FILES = {"with_hint": "reliability.png", "baseline": "reliability_baseline.png", "policy": "reliability.png"}
+
+
+def condition_title(condition: str, design: str, models: dict[str, str | None]) -> str:
+    """Who answered, for a plot title: the served names of the policy and the downstream model."""
+    policy, downstream = models.get("policy") or "policy", models.get("downstream") or "downstream model"
+    return {"with_hint": f"{design}: {downstream} answering with {policy}'s hints",
+            "baseline": f"{design}: {downstream}, no hint (baseline)",
+            "policy": f"{design}: {policy} (RLCR format)"}[condition]  # fmt: skip
+
+
+def failure_line(report: dict[str, Any]) -> str:
+    """What failed, in words: requests that got no reply, replies that did not parse."""
+    answered = report.get("n", 0)
+    unparsed = answered - report.get("n_parsed", 0)
+    share = f" ({unparsed / answered:.0%})" if answered else ""
+    return f"failed: {report['request_failures']} requests, {unparsed} of {answered} replies unparsed{share}"
+
+
+def write_outputs(out: Path, design: str, data: Path, records: list[dict[str, Any]],
+                  models: dict[str, str | None] | None = None, min_parsed_rows: int = MIN_PARSED_ROWS) -> dict[str, Any]:
+    """metrics.json, predictions.jsonl and one reliability diagram per condition (see the module doc)."""
     out.mkdir(parents=True, exist_ok=True)
-    conditions = ("with_hint", "baseline") if design == "cgp" else ("policy",)
-    metrics = {"design": design, "data": str(data), "conditions": {}}
-    for condition in conditions:
-        metrics["conditions"][condition] = summarize([r for r in records if r["condition"] == condition])
+    models = models or {}
+    metrics = {"design": design, "data": str(data), "models": models, "conditions": {}}
+    for condition in CONDITIONS[design]:
+        rows = [r for r in records if r["condition"] == condition]
+        metrics["conditions"][condition] = summarize(rows, min_parsed_rows)
     with (out / "predictions.jsonl").open("w") as f:
         for r in records:
             f.write(json.dumps(cm.to_json_safe(r), ensure_ascii=False) + "\n")
     (out / "metrics.json").write_text(json.dumps(cm.to_json_safe(metrics), indent=2) + "\n")
-    titles = {"with_hint": "downstream model with policy hint", "baseline": "downstream model, no hint",
-              "policy": "policy (RLCR format)"}
-    files = {"with_hint": "reliability.png", "baseline": "reliability_baseline.png", "policy": "reliability.png"}
-    for condition in conditions:
+    for condition in CONDITIONS[design]:
         report = metrics["conditions"][condition]
         if report.get("n"):
-            title = f"{titles[condition]} (all rows; parse failures {report['parse_failure_rate']:.0%})"
-            plot_reliability(report["all"], str(out / files[condition]), title=title)
+            rows = report["n"] + report["request_failures"]
+            details = [f"data: {Path(data).name}, N={rows} rows; plotted: the {report['n']} answered",
+                       failure_line(report) + (" (plotted: wrong at confidence 0)" if report["n_parsed"] < report["n"]
+                                               else "")]  # fmt: skip
+            plot_reliability(report["all"], str(out / PLOT_FILES[condition]),
+                                title=condition_title(condition, design, models), details=details,
+                                warning=title_note(report["n_parsed"], min_parsed_rows, "parsed rows")
+                                if report["too_few"] else None)  # fmt: skip
     return metrics
+
+
+def console_line(name: str, report: dict[str, Any]) -> str:
+    """One condition's line of the console table; too few parsed rows print as such, not as numbers."""
+    if not report.get("n"):
+        return f"{name}: no answered rows (request_failures={report['request_failures']})"
+    a, few = report["all"], report["n_parsed"] if report["too_few"] else None
+    return (f"{name}: n={report['n']} parsed={report['n_parsed']} acc={shown(a['accuracy'], few)} "
+            f"ece={shown(a['ece'], few)} brier={shown(a['brier'], few)} "
+            f"parse_fail={report['parse_failure_rate']:.2f} request_failures={report['request_failures']}")
+
+
+def tracked_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the tracker gets: per condition the ``all`` view's numbers (not its bins), the parseable
+    view's ECE, the counts and the too-few flag."""
+    out: dict[str, Any] = {}
+    for name, r in metrics["conditions"].items():
+        if not r.get("n"):
+            out[name] = {"n": 0, "request_failures": r["request_failures"], "too_few": True,
+                         "too_few_reason": r["too_few_reason"]}
+            continue
+        numbers = {k: v for k, v in r["all"].items() if k != "bins"}
+        out[name] = {**numbers, "ece_parseable": r["parseable"]["ece"], "n_parsed": r["n_parsed"],
+                     "parse_failure_rate": r["parse_failure_rate"], "request_failures": r["request_failures"],
+                     "too_few": r["too_few"], "too_few_reason": r["too_few_reason"], "mean_reward": r["mean_reward"]}
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -185,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrency", type=int, default=64)
     p.add_argument("--timeout-s", type=float, default=60.0)
     p.add_argument("--max-retries", type=int, default=3)
+    p.add_argument("--min-parsed-rows", type=int, default=MIN_PARSED_ROWS,
+                   help="fewer parsed replies than this: the report says 'too few' instead of a calibration")
+    add_tracker_arguments(p)
     return p
 
 
@@ -210,15 +280,14 @@ def main(argv: list[str] | None = None) -> int:
         records = asyncio.run(_run(args, rows))
     finally:
         close_session()
-    metrics = write_outputs(args.out, args.design, args.data, records)
+    models = {"policy": args.policy_model, "downstream": args.downstream_model}
+    metrics = write_outputs(args.out, args.design, args.data, records, models, args.min_parsed_rows)
     for name, report in metrics["conditions"].items():
-        if report.get("n"):
-            a = report["all"]
-            print(f"{name}: n={report['n']} acc={a['accuracy']:.3f} ece={a['ece']:.3f} brier={a['brier']:.3f} "
-                  f"parse_fail={report['parse_failure_rate']:.2f} request_failures={report['request_failures']}")
-        else:
-            print(f"{name}: no answered rows (request_failures={report['request_failures']})")
+        print(console_line(name, report))
     print(f"wrote {args.out / 'metrics.json'}")
+    plots = {f"reliability_{c}": args.out / PLOT_FILES[c] for c in CONDITIONS[args.design]}
+    log_evaluation(tracker_settings(args, f"calibration-{args.design}", args.out), tracked_metrics(metrics), plots,
+                   {"design": args.design, "data": str(args.data), **{f"{k}_model": v for k, v in models.items()}})
     return 0
 
 

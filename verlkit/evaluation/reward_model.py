@@ -13,7 +13,9 @@ CLI (pairwise accuracy of ``prefs/test.parquet`` from ``data_prep.pipeline``; an
         --rm-name reward_model --rm-tokenizer RM_DIR --out rm_eval.json
 
 writes ``{"n_pairs", "n_scored", "scoring_failures", "accuracy", "ties", "mean_margin",
-"mean_chosen", "mean_rejected", "pairs": [...]}``; exits 1 when no pair could be scored.
+"mean_chosen", "mean_rejected", "pairs": [...]}``; exits 1 when no pair could be scored. The
+summary (without the pairs) also goes to the experiment tracker (``--tracker wandb``:
+``verlkit.evaluation.tracking``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.loop import run_sync
 from verlkit.clients.settings import ClientSettings
+from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError, chat_messages, read_records
 
 
@@ -118,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--max-concurrency", type=int, default=32)
     parser.add_argument("--timeout-s", type=float, default=60.0)
+    add_tracker_arguments(parser)
     args = parser.parse_args(argv)
 
     client = rm_client(args.rm_url, args.rm_name, args.max_concurrency, args.timeout_s)
@@ -134,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     acc = report["accuracy"]
     print(f"reward model pairwise accuracy on {report['n_scored']}/{report['n_pairs']} held-out pairs: "
           f"{'n/a' if acc is None else f'{acc:.3f}'} (failures: {report['scoring_failures']}) -> {args.out}")
+    tracked = {k: v for k, v in report.items() if k not in ("pairs", "reward_model")}
+    log_evaluation(tracker_settings(args, f"reward-model-{args.rm_name}", args.out.parent), tracked, {},
+                   {"pairs": str(args.pairs), **report["reward_model"]})  # fmt: skip
     return 0 if report["n_scored"] else 1
 
 

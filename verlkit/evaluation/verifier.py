@@ -12,7 +12,8 @@ optional ``criteria`` (required by the rubric template). HardVerify-Math style r
 Metrics: fn_accuracy (share of label=True answers judged True: false negatives rescued),
 tn_accuracy (share of label=False judged False), precision/recall/F1 of "True", accuracy,
 parse_failure_rate, request failures, latency p50/p95 (per request) and throughput. A reply with no
-verdict counts as "not True" for the accuracy metrics and is reported in parse_failure_rate.
+verdict counts as "not True" for the accuracy metrics and is reported in parse_failure_rate. The
+metrics also go to the experiment tracker (``--tracker wandb``: ``verlkit.evaluation.tracking``).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from verlkit.clients.llm import LLMClient
 from verlkit.clients.settings import ClientSettings
+from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError, read_records
 
 
@@ -171,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=60.0)
     parser.add_argument("--api-key-env", default=None)
     parser.add_argument("--out", default=None, help="write the metrics as JSON here")
+    add_tracker_arguments(parser)
     args = parser.parse_args(argv)
     try:
         pairs = load_pairs(args.pairs, needs_criteria=args.template == "rubric")
@@ -189,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    log_evaluation(tracker_settings(args, f"verifier-{args.model}", Path(args.out).parent if args.out else Path.cwd()),
+                   metrics, {}, {"pairs": str(args.pairs), "template": args.template, "model": args.model})
     return 0 if metrics["request_failures"] < len(pairs) else 1
 
 

@@ -19,6 +19,14 @@ CLI::
 
 writes ``DIR/predictions.jsonl`` (one line per prompt: both responses, token counts, rewards),
 ``DIR/winrate.json`` (the summary and the settings) and ``DIR/winrate.png``.
+
+The report names its judge (``judge``: kind, name, URL/directory, ``--judge-description``) and its
+relation to the reward the evaluated model was trained against (``--judge-relation``:
+``independent``, ``training_reward`` -- then the report says in words that a reward-hacked model
+wins more here -- or ``unknown``). Fewer than ``--min-judged-pairs`` (default 10) compared prompts
+flag the summary ``too_few`` with a ``too_few_reason``; the console line prints ``too few (n=...)``
+in place of the rates and the plot's title says so. The summary and the plot also go to the
+experiment tracker (``--tracker wandb``: ``verlkit.evaluation.tracking``).
 """
 
 from __future__ import annotations
@@ -34,6 +42,8 @@ from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.loop import run_sync
 from verlkit.clients.settings import ClientSettings
 from verlkit.evaluation.reward_model import judge_conversations, rm_client, score_conversations
+from verlkit.evaluation.sample_size import MIN_JUDGED_PAIRS, shown
+from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError, chat_messages, read_records
 
 
@@ -99,7 +109,8 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
             "model_reward": mine_reward.get(i), "reference_reward": ref_reward.get(i),
             "model_error": mine[i]["error"], "reference_error": theirs[i]["error"],
         })  # fmt: skip
-    summary = winrate.summarize(records, tie_band=args.tie_band, confidence=args.confidence, seed=args.bootstrap_seed)
+    summary = winrate.summarize(records, tie_band=args.tie_band, confidence=args.confidence, seed=args.bootstrap_seed,
+                                min_judged_pairs=args.min_judged_pairs)
     summary["generation_failures"] = {
         "model": sum(m["text"] is None for m in mine), "reference": sum(t["text"] is None for t in theirs)
     }
@@ -110,7 +121,28 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
         "max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
         "prompts": str(args.prompts),
     }  # fmt: skip
+    summary["judge"] = describe_judge(args)
     return records, summary
+
+
+JUDGE_RELATIONS = ("independent", "training_reward", "unknown")
+
+
+def describe_judge(args: argparse.Namespace) -> dict[str, Any]:
+    """Who scored the pairs, for the report: a served reward model (its name and directory) or a
+    served judge (its URL and model), how the caller describes it (``--judge-description``), and its
+    relation to the reward the evaluated model was trained against (``--judge-relation``)."""
+    if args.judge_url:
+        judge = {"kind": "served_judge", "name": args.judge_model, "url": args.judge_url}
+    else:
+        judge = {"kind": "reward_model", "name": args.rm_name, "url": args.rm_url, "dir": str(args.rm_tokenizer)}
+    words = {"independent": "independent of the training reward",
+             "training_reward": "the reward the evaluated model was trained against: a reward-hacked model "
+                                "scores a higher win rate here (opt-in only)",
+             "unknown": "its relation to the training reward was not stated"}  # fmt: skip
+    judge.update(relation=args.judge_relation, is_training_reward=args.judge_relation == "training_reward",
+                 relation_words=words[args.judge_relation], description=args.judge_description)
+    return judge
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-model", default=None)
     p.add_argument("--judge-api-key-env", default=None, help="NAME of the env var holding the judge's key")
     p.add_argument("--judge-rate-limit-rps", type=float, default=None)
+    p.add_argument("--judge-relation", choices=JUDGE_RELATIONS, default="unknown",
+                   help="how the scorer relates to the reward the evaluated model was trained against "
+                        "(training_reward: the report says the win rate is judged by the training reward)")
+    p.add_argument("--judge-description", default=None, help="the scorer in words, for the report")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--label", default="model", help="name of the evaluated model in the report")
     p.add_argument("--limit", type=int, default=None)
@@ -141,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrency", type=int, default=32)
     p.add_argument("--timeout-s", type=float, default=120.0)
     p.add_argument("--max-retries", type=int, default=3)
+    p.add_argument("--min-judged-pairs", type=int, default=MIN_JUDGED_PAIRS,
+                   help="fewer compared prompts than this: the report says 'too few' instead of a win rate")
+    add_tracker_arguments(p)
     return p
 
 
@@ -165,13 +204,36 @@ def main(argv: list[str] | None = None) -> int:
         for rec in records:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
     (args.out / "winrate.json").write_text(json.dumps(summary, indent=2) + "\n")
-    compared = [r for r in records if r["model_reward"] is not None and r["reference_reward"] is not None]
-    winrate.plot(summary, [r["model_reward"] - r["reference_reward"] for r in compared], args.out / "winrate.png")
-    wtl = summary.get("win_tie_loss", summary)
-    print(f"{args.label} vs {args.reference_name}: n={summary.get('n_compared')} win {wtl.get('win_rate')} "
-          f"tie {wtl.get('tie_rate')} loss {wtl.get('loss_rate')}; mean reward difference "
-          f"{summary.get('mean_reward_difference')} CI {summary.get('ci')} -> {args.out / 'winrate.json'}")
+    plot_path = winrate.plot(summary, winrate.reward_differences(records), args.out / "winrate.png")
+    print(console_line(summary) + f" -> {args.out / 'winrate.json'}")
+    log_evaluation(tracker_settings(args, f"winrate-{args.label}", args.out), tracked_metrics(summary),
+                   {"winrate": plot_path}, summary["settings"])  # fmt: skip
     return 0 if summary.get("n_compared") else 1
+
+
+def console_line(summary: dict[str, Any]) -> str:
+    """The evaluation in one line: win/tie/loss and the mean difference, or ``too few (n=...)`` in
+    their place; the judge and whether it is the training reward."""
+    s, judge = summary, summary.get("judge") or {}
+    few = s.get("n_compared") if s.get("too_few") else None
+    fmt = lambda v: shown(v, few)  # noqa: E731
+    ci = s.get("ci") or [None, None]
+    return (f"{s['settings']['label']} vs {s['settings']['reference']}: n={s.get('n_compared')} of "
+            f"{s.get('n_prompts')} compared; win {fmt(s.get('win_rate'))} tie {fmt(s.get('tie_rate'))} "
+            f"loss {fmt(s.get('loss_rate'))}; mean reward difference {fmt(s.get('mean_reward_difference'))} "
+            f"CI [{fmt(ci[0])}, {fmt(ci[1])}]; judge {judge.get('name')}: {judge.get('relation_words')}")
+
+
+def tracked_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    """What the tracker gets: the summary's numbers, the CI's ends, the failures and the judge."""
+    keys = ("n_prompts", "n_compared", "scoring_failures", "win_rate", "tie_rate", "loss_rate", "mean_model_reward",
+            "mean_reference_reward", "mean_reward_difference", "length_ratio_tokens", "length_ratio_words",
+            "too_few", "too_few_reason", "generation_failures")
+    ci = summary.get("ci") or [None, None]
+    judge = summary.get("judge") or {}
+    return {**{k: summary.get(k) for k in keys}, "ci_low": ci[0], "ci_high": ci[1],
+            "judge": {"name": judge.get("name"), "kind": judge.get("kind"), "relation": judge.get("relation"),
+                      "is_training_reward": judge.get("is_training_reward")}}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ Fixes against the original evaluation (reference-methods §5.4, §5.7):
 * ties are explicit: a difference within ``±tie_band`` (boundary included) is a tie, not a loss;
 * the mean reward difference comes with a seeded percentile-bootstrap confidence interval;
 * answer length is compared in tokens and in whitespace words, so a win can be read against
-  "the model simply writes more".
+  "the model simply writes more";
+* fewer than ``MIN_JUDGED_PAIRS`` (10) compared prompts flag the summary ``too_few``: a rate over
+  four pairs moves 25 points per pair and is not reported as a result.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from verlkit.evaluation.sample_size import MIN_JUDGED_PAIRS, check_sample, title_note
 
 # Rewards are floats from a model; a difference that lands on the tie band up to rounding (1.1 − 1.0
 # is 0.10000000000000009) counts as on the band. The tolerance scales with the rewards' magnitude.
@@ -170,14 +174,15 @@ def _ratio(numerator: float, denominator: float) -> float:
 
 
 def summarize(records: list[dict[str, Any]], tie_band: float = 0.1, confidence: float = 0.95,
-              n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+              n_resamples: int = 2000, seed: int = 0, min_judged_pairs: int = MIN_JUDGED_PAIRS) -> dict[str, Any]:
     """Summary of a paired evaluation; see the module docstring.
 
     ``records``: one dict per prompt with ``prompt_id``, ``model_reward``/``reference_reward``
     (float, or None when scoring failed), ``model_tokens``/``reference_tokens`` (int or None) and
     ``model_text``/``reference_text``. Only records with both rewards are compared. Length ratios
     use the compared records that have both token counts (resp. both texts). Means, rates and
-    ratios that have nothing to average are NaN."""
+    ratios that have nothing to average are NaN. Fewer than ``min_judged_pairs`` compared records:
+    ``too_few`` is True and ``too_few_reason`` says why (the numbers are still there, flagged)."""
     compared, model_failed, reference_failed = _compared(records)
     model = [r["model_reward"] for r in compared]
     reference = [r["reference_reward"] for r in compared]
@@ -217,39 +222,78 @@ def summarize(records: list[dict[str, Any]], tie_band: float = 0.1, confidence: 
         "mean_reference_words": mean_reference_words,
         "n_with_tokens": len(with_tokens),
         "tie_band": tie_band,
+        "min_judged_pairs": min_judged_pairs,
+        **check_sample(len(compared), min_judged_pairs, "judged pairs"),
     }
 
 
 # ---------------------------------------------------------------------------------------------
 # Figure
 # ---------------------------------------------------------------------------------------------
+def _judge_words(summary: dict[str, Any]) -> str:
+    judge = summary.get("judge") or {}
+    if not judge:
+        return ""
+    relation = {"independent": "independent of the training reward", "training_reward": "THE TRAINING REWARD",
+                "unknown": "relation to the training reward not stated"}.get(judge.get("relation"), "")
+    return f"judge: {judge.get('name')} ({relation})" if relation else f"judge: {judge.get('name')}"
+
+
+def plot_title(summary: dict[str, Any]) -> list[str]:
+    """The figure's title lines: who is compared with whom on which prompts, the judge, N and what
+    failed, and a too-few warning when there is one."""
+    settings = summary.get("settings") or {}
+    label, model, reference = settings.get("label"), settings.get("model"), settings.get("reference")
+    who = f"{label} ({model})" if label and model and label != model else (model or label or "model")
+    data = Path(settings["prompts"]).name if settings.get("prompts") else "the prompts"
+    lines = [f"{who} vs {reference or 'reference'} on {data}"]
+    generation = summary.get("generation_failures") or {}
+    generated = (f"generation failed for {generation.get('model', 0)} model and {generation.get('reference', 0)} "
+                 "reference replies; ") if generation else ""  # fmt: skip
+    lines.append(f"N = {summary.get('n_compared', 0)} of {summary.get('n_prompts', 0)} prompts compared ({generated}"
+                 f"{summary.get('scoring_failures', 0)} not scored on both sides)")  # fmt: skip
+    judge = _judge_words(summary)
+    return lines + ([judge] if judge else [])
+
+
 def plot(summary: dict[str, Any], differences: list[float], path: str | Path) -> Path:
-    """A small PNG: the histogram of model − reference reward differences with the tie band shaded
-    and the mean with its CI marked (left), and the win/tie/loss rates (right). Non-finite
-    differences are left out. Returns ``path``."""
+    """Write :func:`winrate_figure` as a PNG; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    winrate_figure(summary, differences).savefig(path, format="png")
+    return path
+
+
+def winrate_figure(summary: dict[str, Any], differences: list[float]):
+    """A figure: the histogram of model − reference reward differences with the tie band shaded and the
+    mean with its CI marked (left), and the win/tie/loss rates (right). The title names the models,
+    the prompts, the judge, N and what failed (:func:`plot_title`); with too few judged pairs it says
+    so in red and the rates are drawn hatched. Legends sit below the axes, never over the data.
+    Non-finite differences are left out."""
     # The Agg canvas is used directly, so importing this never changes pyplot's global backend.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    path = Path(path)
     # summarize() counts a non-finite reward as a failed scoring; the figure leaves such differences
     # out the same way instead of refusing to draw.
     data = np.asarray([d for d in differences if isinstance(d, Real) and not isinstance(d, bool) and math.isfinite(d)],
                       dtype=np.float64)
     band = float(summary["tie_band"])
-    figure = Figure(figsize=(8, 3.2), dpi=100)
+    too_few = bool(summary.get("too_few"))
+    figure = Figure(figsize=(9, 4.4), dpi=100)
     FigureCanvasAgg(figure)
     left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
 
     left.axvspan(-band, band, color="0.8", alpha=0.6, zorder=0, label=f"tie band ±{band:g}")
     if data.size:
-        left.hist(data, bins=min(30, max(5, data.size // 3)), color="tab:blue", alpha=0.6, zorder=1)
+        left.hist(data, bins=min(30, max(5, data.size // 3)), color="tab:blue", alpha=0.6, zorder=1,
+                  label="prompts per difference")
     mean = summary.get("mean_reward_difference", math.nan)
     low, high = summary.get("ci", [math.nan, math.nan])
     if mean is not None and math.isfinite(mean):
         # The mean and its CI as a point with an error bar above the bars, so neither hides the other.
         y = left.get_ylim()[1] * 1.05
-        has_ci = math.isfinite(low) and math.isfinite(high)
+        has_ci = low is not None and high is not None and math.isfinite(low) and math.isfinite(high)
         xerr = [[mean - low], [high - mean]] if has_ci else None
         confidence = summary.get("confidence", 0.95)
         left.errorbar([mean], [y], xerr=xerr, fmt="o", color="tab:red", capsize=4, zorder=3,
@@ -257,21 +301,25 @@ def plot(summary: dict[str, Any], differences: list[float], path: str | Path) ->
         left.set_ylim(top=y * 1.15)
     left.set_xlabel("model − reference reward")
     left.set_ylabel("prompts")
-    left.legend(fontsize=7)
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=7, frameon=False)
 
     labels = ("win", "tie", "loss")
     rates = [summary.get(f"{label}_rate", math.nan) for label in labels]
     rates = [0.0 if r is None or not math.isfinite(r) else r for r in rates]
-    bars = right.bar(labels, rates, color=("tab:green", "0.6", "tab:red"))
-    for bar, rate in zip(bars, rates):
-        right.text(bar.get_x() + bar.get_width() / 2, rate, f"{rate:.0%}", ha="center", va="bottom", fontsize=8)
-    right.set_ylim(0, 1.1)
+    bars = right.bar(labels, rates, color=("tab:green", "0.6", "tab:red"), hatch="//" if too_few else None,
+                     alpha=0.5 if too_few else 1.0)
+    counts = [summary.get(key, 0) for key in ("wins", "ties", "losses")]
+    for bar, rate, count in zip(bars, rates, counts):
+        right.text(bar.get_x() + bar.get_width() / 2, rate, f"{rate:.0%} ({count})", ha="center", va="bottom",
+                   fontsize=8)
+    right.set_ylim(0, 1.15)
     right.set_ylabel("share of compared prompts")
 
-    failures = summary.get("scoring_failures", 0)
-    figure.suptitle(f"model vs reference: n = {summary.get('n_compared', data.size)} compared"
-                    + (f" ({failures} scoring failures excluded)" if failures else ""), fontsize=10)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, format="png")
-    return path
+    lines = plot_title(summary)
+    figure.suptitle(lines[0], fontsize=10, fontweight="bold")
+    figure.text(0.5, 0.915, "\n".join(lines[1:]), ha="center", va="top", fontsize=8)
+    if too_few:  # in red under the title: the rates below are drawn hatched, as not a result
+        note = title_note(summary.get("n_compared", 0), summary.get("min_judged_pairs"), "judged pairs")
+        figure.text(0.5, 0.84, note, ha="center", va="top", fontsize=9, color="#B00020", fontweight="bold")
+    figure.tight_layout(rect=(0, 0, 1, 0.8 if too_few else 0.84))
+    return figure

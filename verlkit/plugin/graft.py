@@ -9,8 +9,9 @@ and in every Ray worker. Importing this module does four things, all idempotent:
    finder sits at the end of ``sys.meta_path``). No ``__path__`` is mutated and nothing under
    ``verl.trainer``/``verl.workers`` is imported here, so the plugin costs ~1 ms.
 2. Replaces ``verl.utils.reward_score.default_compute_score`` (what verl's reward managers call when
-   no custom function is configured) with our registry's dispatcher, keeping upstream's function
-   as the fallback for sources we do not register.
+   no custom function is configured) with the registry's drop-in ``default_compute_score``: upstream's
+   exact result for every source upstream scores, our rewards for the sources only we know. Our
+   fixed result schema applies where the registry is the configured custom reward function.
 3. Arms hooks that add the reward results' extra keys (verifier failures, cache hits, parse rates,
    ...) and the calibration monitor to every training step's metrics (``verlkit.plugin.step_metrics``),
    and that hand our score components to verl's ``gdpo`` estimator on the v1 trainer too
@@ -75,7 +76,7 @@ def _install_dispatcher() -> None:
     from verl.utils.reward_score import registry
 
     registry.set_upstream_fallback(upstream.default_compute_score)
-    upstream.default_compute_score = registry.compute_score
+    upstream.default_compute_score = registry.default_compute_score
     setattr(upstream, _SENTINEL, True)
 
 

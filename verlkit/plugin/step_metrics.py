@@ -3,7 +3,9 @@
 verl 0.9.1 stores every key of a reward result dict with the batch but logs them only for
 validation. Verifier failure rates, cache hits or parse rates are what a user needs to watch
 *during* training, so this hook adds ``reward/<key>/mean`` (NaN-aware: rows where a key does not
-apply are skipped) and, for 0/1 flags, ``reward/<key>/count`` to every training step's metrics.
+apply are skipped) and, for the failure flags in ``COUNTED``, ``reward/<key>/count`` to every training
+step's metrics (an outage of 3 rows in 512 is a count to see, not a mean of 0.994); success flags
+(``parse_ok``) also get the count of their failures (``reward/parse_fail/count``).
 Rows that state a confidence also feed the calibration monitor (``calibration/*``, see
 ``verlkit.plugin.calibration_monitor``). It wraps the v1 trainer's metric computation and the legacy
 trainer's ``compute_data_metrics``; both keep their behaviour and only gain keys.
@@ -21,9 +23,13 @@ from verlkit.plugin.calibration_monitor import monitor
 
 logger = logging.getLogger("verlkit.reward_metrics")
 
-# Counted (as well as averaged): flags whose absolute number matters when they are rare.
-COUNTED = ("reward_error", "verifier_failed", "downstream_failed", "rm_failed", "cache_hit", "parse_fail",
+# Counted (as well as averaged): flags whose absolute number matters when they are rare. Each is a key some
+# registered reward returns (tests/unit/test_step_metrics_on_cpu.py checks it against the registry).
+# sent_to_verifier / sent_to_rubric: setup=hybrid's load on each model, as numbers of samples.
+COUNTED = ("reward_error", "verifier_failed", "downstream_failed", "rm_failed", "rule_failed", "cache_hit",
            "sent_to_verifier", "sent_to_rubric")
+# Failures counted from the success flag rewards return: ``reward/parse_fail/count`` = rows with parse_ok 0.
+COUNTED_FAILURES_OF = {"parse_ok": "parse_fail", "format_ok": "format_fail"}
 
 
 def summarize(columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:
@@ -42,6 +48,8 @@ def summarize(columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:
         out[f"reward/{key}/mean"] = float(arr[valid].mean())
         if key in COUNTED:
             out[f"reward/{key}/count"] = float(arr[valid].sum())
+        if key in COUNTED_FAILURES_OF:
+            out[f"reward/{COUNTED_FAILURES_OF[key]}/count"] = float((arr[valid] == 0).sum())
     return out
 
 

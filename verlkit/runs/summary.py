@@ -51,6 +51,25 @@ def summary_table(steps: dict[int, dict[str, float]], prefixes=SUMMARY_PREFIXES)
     return "\n".join(rows)
 
 
+def pass_at_1(steps: dict[int, dict[str, float]], sources) -> dict[str, dict[str, float]]:
+    """``{source: {"pass@1": value, "step": step}}`` from the last validation of each of ``sources``: verl's
+    ``val-core/<source>/acc/mean@<n>`` (the mean accuracy over the validation samples, greedy by default,
+    an estimate of pass@1 for n > 1). A source never validated is left out."""
+    out: dict[str, dict[str, float]] = {}
+    for source in sources:
+        key = re.compile(rf"^val-core/{re.escape(source)}/acc/mean@\d+$")
+        for step in sorted(steps):
+            values = [v for k, v in steps[step].items() if key.match(k)]
+            if values:
+                out[source] = {"pass@1": values[0], "step": step}
+    return out
+
+
+def pass_at_1_lines(results: dict[str, dict[str, float]]) -> str:
+    return "\n".join(f"pass@1 on {source}: {r['pass@1']:.4g} (validation at step {int(r['step'])})"
+                     for source, r in sorted(results.items()))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("log", type=Path)

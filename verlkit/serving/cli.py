@@ -95,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="start a server, print its base_url, supervise it until SIGTERM/SIGINT")
     p.add_argument("--name", required=True, help="role: verifier, judge, teacher, ... (file names, env var)")
-    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--model", required=True, help="model directory or Hugging Face Hub id (resolved through the HF cache)")
     p.add_argument("--run-dir", required=True)
     p.add_argument("--served-model-name", default=None, help="name clients use (default: --name)")
     p.add_argument("--host", default="127.0.0.1")

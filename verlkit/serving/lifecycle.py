@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from verlkit.clients.urls import normalize_base_url
+from verlkit.models.resolve import ModelResolutionError, resolve_model
 from verlkit.serving.probes import NotReadyInTime, wait_until_ready
 from verlkit.serving.processes import (
     STOP_GRACE_S,
@@ -228,8 +229,10 @@ def launch(spec: ServerSpec) -> ServedModel:
     if url:
         return _use_external(spec, url)
 
-    if not Path(spec.model).exists():
-        _refuse(spec, ServerStartError(f"model for {spec.role!r} not found: {spec.model} (log: {spec.log_path})"))
+    try:  # a Hub id resolves through the HF cache (downloading when the Hub is reachable), before any process
+        model_path = resolve_model(spec.model, role=spec.role)
+    except ModelResolutionError as e:
+        _refuse(spec, ServerStartError(f"{e} (log: {spec.log_path})"))
     port = spec.port or pick_free_port(spec.host)
     if spec.port and not port_is_free(spec.host, port):
         _refuse(spec, PortInUseError(
@@ -238,7 +241,7 @@ def launch(spec: ServerSpec) -> ServedModel:
         ))  # fmt: skip
 
     on_gpu = gpu_available() if spec.use_gpu is None else spec.use_gpu
-    server = _start(spec, port, on_gpu)
+    server = _start(spec, port, on_gpu, model_path)
     try:
         _wait_ready(server, spec, port)
     except BaseException as e:
@@ -257,9 +260,9 @@ def _refuse(spec: ServerSpec, error: ServerStartError) -> NoReturn:
     raise error
 
 
-def _start(spec: ServerSpec, port: int, on_gpu: bool) -> ServedModel:
+def _start(spec: ServerSpec, port: int, on_gpu: bool, model_path: Path) -> ServedModel:
     """Start vLLM in a new process group (session), register it for stopping, write the state file."""
-    cmd, env = build_command(spec, port, on_gpu)
+    cmd, env = build_command(spec, port, on_gpu, model_path)
     host = spec.host if ":" not in spec.host else f"[{spec.host}]"
     base_url = f"http://{host}:{port}/v1"
     log_path, state_path = spec.log_path, spec.state_path
@@ -283,8 +286,8 @@ def _start(spec: ServerSpec, port: int, on_gpu: bool) -> ServedModel:
     with _LIVE_LOCK:
         _LIVE.add(server)
     write_state(state_path, {
-        "name": spec.role, "model": str(spec.model), "served_model_name": spec.api_model_name,
-        "base_url": base_url, "host": spec.host, "port": port, "pid": popen.pid, "pgid": popen.pid,
+        "name": spec.role, "model": str(spec.model), "model_path": str(model_path),
+        "served_model_name": spec.api_model_name, "base_url": base_url, "host": spec.host, "port": port, "pid": popen.pid, "pgid": popen.pid,
         "log_path": str(log_path), "external": False, "state": "starting", "on_gpu": on_gpu,
         "devices": spec.devices, "tensor_parallel_size": spec.tensor_parallel_size, "cmd": cmd,
         "launcher_pid": os.getpid(), "launcher_start_time": start_time(os.getpid()), "started_at": time.time(),

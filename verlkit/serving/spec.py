@@ -21,8 +21,9 @@ class PortInUseError(ServerStartError):
 
 @dataclass
 class ServerSpec:
-    """What to serve and where. ``port`` None/0 picks a free port; ``devices`` is a
-    CUDA_VISIBLE_DEVICES subset like ``"0,1"`` (GPU only)."""
+    """What to serve and where. ``model``: a local directory or a Hugging Face Hub id (``launch``
+    resolves it through the HF cache before starting anything, see ``verlkit.models.resolve``).
+    ``port`` None/0 picks a free port; ``devices`` is a CUDA_VISIBLE_DEVICES subset like ``"0,1"`` (GPU only)."""
 
     model: str | Path
     served_model_name: str | None = None

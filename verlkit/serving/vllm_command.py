@@ -36,11 +36,13 @@ def gpu_available() -> bool:
         return False
 
 
-def build_command(spec: ServerSpec, port: int, on_gpu: bool) -> tuple[list[str], dict[str, str]]:
-    """The vLLM command line and environment for ``spec`` (CPU build or GPU)."""
+def build_command(spec: ServerSpec, port: int, on_gpu: bool,
+                  model_path: str | Path | None = None) -> tuple[list[str], dict[str, str]]:
+    """The vLLM command line and environment for ``spec`` (CPU build or GPU). ``model_path``: the local
+    directory ``spec.model`` resolved to (``verlkit.models.resolve``); ``spec.model`` as given when None."""
     cmd = [
         spec.python, "-m", VLLM_SERVER_MODULE,
-        "--model", str(spec.model),
+        "--model", str(model_path if model_path is not None else spec.model),
         "--served-model-name", spec.api_model_name,
         "--host", spec.host,
         "--port", str(port),

@@ -3,7 +3,8 @@
 Design (reference-methods §2.1-2.4): the policy reads a multiple-choice question and writes a
 "calibration guidance prompt" (a hint). A frozen downstream model receives question + options + hint
 and must end with the sentence ``the answer is N with confidence C`` (N an option number, C in
-0-100). The policy is rewarded by a scoring rule of the downstream (answer, confidence) against the
+0-100); as in the original, the answer and the confidence are read separately (``the answer is 2. My
+confidence is 80`` parses too), and a reply without a confidence does not parse. The policy is rewarded by a scoring rule of the downstream (answer, confidence) against the
 gold option.
 
 Routing: ``data_source == "medmcqa_cgp"`` or any source ending in ``_cgp`` (spec name ``cgp``).
@@ -21,8 +22,8 @@ Reward variants (option ``variant``), with p = confidence / 100 clamped to [0, 1
   (``UNPARSEABLE_BRIER_SCORE``, equal to the worst parseable reply: wrong at confidence 100).
 
 Downstream failure (the client gave up after its bounded retries, ``Completion.ok`` is False) is
-never scored as "unparseable" silently. The row is flagged ``downstream_ok=0`` and option
-``on_failure`` decides the score:
+never scored as "unparseable" silently. The row is flagged ``downstream_ok=0`` and
+``downstream_failed=1`` (counted per step, not only averaged) and option ``on_failure`` decides the score:
 
 * ``"neutral"`` (default): the expected score of a reply that carries no information but is
   calibrated, i.e. a uniformly random option stated with confidence 1/K:
@@ -135,12 +136,13 @@ def build_downstream_prompt(question: str, options: Sequence[str], hint: str | N
 # Parsing
 # ---------------------------------------------------------------------------------------------
 _NUMBER = r"[+-]?\d+(?:[.,]\d+)?"
-# "the answer is (2) with confidence 85%", case-insensitive, optional "option", ":", "of", "%".
-FINAL_SENTENCE_RE = re.compile(
-    r"answer\s+is\s*:?\s*(?:option\s*)?\(?\s*(" + _NUMBER + r")\s*\)?\s*[,;]?\s*"
-    r"(?:and\s+)?with\s+(?:a\s+)?confidence\s*(?:level\s*)?(?:of|is|:|=)?\s*\(?\s*(" + _NUMBER + r")\s*%?\s*\)?",
-    re.IGNORECASE,
-)
+# The answer and the confidence are read independently, as the original did (reference-methods §2.3:
+# one search for "answer is N", one for "confidence C"), so "the answer is 2. My confidence is 80" and
+# "Confidence: 80. The answer is (2)" parse like the requested "the answer is 2 with confidence 80".
+# Case-insensitive; "option", "(...)", ":", "is"/"of"/"level" and "%" are allowed around the numbers.
+ANSWER_RE = re.compile(r"answer\s+is\s*:?\s*(?:option\s*)?\(?\s*(" + _NUMBER + r")", re.IGNORECASE)
+CONFIDENCE_RE = re.compile(
+    r"confidence\s*(?:level\s*|score\s*)?(?:of|is|:|=)?\s*\(?\s*(" + _NUMBER + r")", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -152,18 +154,20 @@ class ParsedReply:
 
 
 def parse_final_answer(text: str, num_options: int = 4) -> ParsedReply | None:
-    """The LAST ``the answer is N with confidence C`` sentence of ``text``, or None.
+    """The LAST stated answer (``answer is N``) and the LAST stated confidence (``confidence C``,
+    ``confidence is C``, ``confidence: C%``) of ``text``, or None when either is missing.
 
-    The answer must be an integer option 1..K (``2.0`` counts as 2; ``2.5``, ``0``, ``5`` with K=4 do
-    not parse). A negative confidence does not parse; C is clamped to [0, 100] and divided by 100.
-    A bare fraction such as ``0.8`` is read on the 0-100 scale the prompt asks for (0.8 %).
+    The original took the FIRST of each, so a "confidence 9" in the reasoning could win; the last is the
+    reply's conclusion. The answer must be an integer option 1..K (``2.0`` counts as 2; ``2.5``, ``0``,
+    ``5`` with K=4 do not parse). A negative confidence does not parse; C is clamped to [0, 100] and
+    divided by 100. A bare fraction such as ``0.8`` is read on the 0-100 scale the prompt asks for (0.8 %).
     """
     if not isinstance(text, str) or not text:
         return None
-    matches = list(FINAL_SENTENCE_RE.finditer(text))
-    if not matches:
+    answers, confidences = ANSWER_RE.findall(text), CONFIDENCE_RE.findall(text)
+    if not answers or not confidences:
         return None
-    answer_raw, conf_raw = matches[-1].group(1), matches[-1].group(2)
+    answer_raw, conf_raw = answers[-1], confidences[-1]
     try:
         answer_value = float(answer_raw.replace(",", "."))
         conf_value = float(conf_raw.replace(",", "."))
@@ -311,7 +315,8 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
             "parse_ok": math.nan,
             "confidence": math.nan,
             "downstream_ok": 0.0,
+            "downstream_failed": 1.0,
             **client_fields,
         }
     parsed = parse_final_answer(completion.text, len(choices))
-    return {**result_for(parsed, gold, opts.variant), "downstream_ok": 1.0, **client_fields}
+    return {**result_for(parsed, gold, opts.variant), "downstream_ok": 1.0, "downstream_failed": 0.0, **client_fields}

@@ -50,9 +50,9 @@ from verl.utils.reward_score.options import describe_errors, parse_options
 
 SIDES = ("verifier", "rubric")
 # Decided by the hybrid itself, not per side.
-_NOT_PER_SIDE = ("setup", "rule_timeout_s", "verifier", "rubric")
+_NOT_PER_SIDE = ("setup", "rule_timeout_s", "on_rule_failure", "verifier", "rubric")
 # tinyv's options about one model call (template, decoding, weight, on_failure, ...): per side only.
-_PER_SIDE = frozenset(tinyv.TinyVOptions.model_fields) - frozenset(ClientSettings.model_fields) - {"setup", "rule_timeout_s"}
+_PER_SIDE = frozenset(tinyv.TinyVOptions.model_fields) - frozenset(ClientSettings.model_fields) - set(_NOT_PER_SIDE)
 
 
 class _Side(tinyv.TinyVOptions):

@@ -12,7 +12,16 @@ A reward function has verl's custom-reward signature and may be sync or ``async`
 
 Routing: an exact ``data_source`` match wins, then the longest matching prefix/suffix rule. Sources
 nobody here registers go to upstream verl's own dispatcher; a source upstream does not know either
-raises ``UnknownDataSourceError`` listing what is registered.
+raises ``UnknownDataSourceError`` listing what is registered. Both are options of the reserved
+namespace ``routing`` (``reward_kwargs.routing.match=original``: the original RRM/TinyV name matching;
+``reward_kwargs.routing.fallback=upstream|error|rule``), see ``verl.utils.reward_score.routing``.
+
+Two dispatchers: :func:`compute_score` / :func:`compute_score_async` (name them in
+``reward.custom_reward_function``) route our sources first and return the fixed schema below for every
+row, upstream's sources included. :func:`default_compute_score` is what the plugin installs as
+upstream's ``verl.utils.reward_score.default_compute_score``: a drop-in that returns exactly upstream's
+result (same type, same value) for every source upstream scores, and our registry's result for the rest,
+so upstream's reward managers and users' own ``float(default_compute_score(...))`` keep working.
 
 Result schema: verl stacks each reward key across the batch and breaks when rows of one batch return
 different keys (``KeyError: 'score'``). So every call returns exactly ``result_keys()``: ``score``,
@@ -28,6 +37,8 @@ The options reach the function as keyword arguments; our modules validate them i
 
 Row checks: a spec's ``row_validator`` is the one check of its family's rows that
 ``data_prep.validate`` runs before training (what ``extra_info`` must hold, the ground truth's form).
+A validator that takes ``**options`` also gets the run's options of its reward (what a row needs may
+depend on them: ``tinyv`` rows need ``criteria`` under the rubric template).
 
 Failures: a reward function that raises never crashes training and never silently becomes a 0: the
 row gets ``score=0.0`` and ``reward_error=1.0``, which the step metrics count; the first traceback
@@ -47,8 +58,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-# Defined next to the options contract; users keep importing it from here.
-from verl.utils.reward_score.options import RewardOptionsError  # noqa: F401
+# Defined next to the options contract and the routing options; users keep importing them from here.
+from verl.utils.reward_score.options import RewardOptionsError, parse_options  # noqa: F401
+from verl.utils.reward_score.routing import NAMESPACE as ROUTING
+from verl.utils.reward_score.routing import RULE_FALLBACK_REWARD, RoutingOptions, UnknownDataSourceError, route
 
 logger = logging.getLogger("verlkit.rewards")
 
@@ -68,7 +81,8 @@ class RewardSpec:
     ``data_source``. metrics: extra numeric keys the function may return (become step metrics).
     row_validator: the family's row check, named like ``target`` (or None: only the base schema is
     checked): ``validate_row(row: dict) -> list[str]``, one ``"<field>: <what is wrong>"`` per problem,
-    ``row`` as plain Python values.
+    ``row`` as plain Python values; ``validate_row(row, **options)`` also gets the run's raw options of
+    the reward (as the reward function does).
     """
 
     name: str
@@ -112,26 +126,25 @@ REWARDS: list[RewardSpec] = [
                row_validator="grade:validate_row"),
     RewardSpec("tinyv", "tinyv:compute_score", exact=("zhangchenxu/HardVerify-Math",), suffixes=("_tinyv",),
                metrics=("parse_ok", "verifier_called", "verifier_ok", "cache_hit", "latency_s", "rule_correct",
-                        "verifier_failed",
+                        "verifier_failed", "rule_failed",
                         # setup=hybrid (module hybrid): who was asked, and what they said
                         "sent_to_verifier", "sent_to_rubric", "verifier_score", "rubric_score",
                         # score components (for verl's gdpo estimator)
                         "rule_term", "rescue_term", "verifier_term", "soundness_term"),
                row_validator="tinyv:validate_row"),
     RewardSpec("cgp", "calibration:compute_score", exact=("medmcqa_cgp",), suffixes=("_cgp",),
-               metrics=("parse_ok", "confidence", "downstream_ok", "cache_hit", "latency_s",
+               metrics=("parse_ok", "confidence", "downstream_ok", "downstream_failed", "cache_hit", "latency_s",
                         "accuracy_term", "calibration_term"),
                row_validator="calibration:validate_row"),
     RewardSpec("rlcr", "rlcr:compute_score", exact=("medmcqa_rlcr",), suffixes=("_rlcr",),
-               metrics=("format_ok", "confidence", "brier", "format_term", "accuracy_term", "brier_term"),
+               metrics=("format_ok", "confidence", "brier", "rule_failed", "format_term", "accuracy_term",
+                        "brier_term"),
                row_validator="rlcr:validate_row"),
     RewardSpec("scalar_rm", "scalar_rm:compute_score", exact=("ultrafeedback",), suffixes=("_rm",),
                metrics=("rm_ok", "rm_failed", "rm_score", "latency_s"), row_validator="scalar_rm:validate_row"),
+    # No routing rules: it scores the sources nobody routes when routing.fallback=rule.
+    RewardSpec(RULE_FALLBACK_REWARD, "math_rule:compute_score", metrics=("rule_failed",)),
 ]
-
-
-class UnknownDataSourceError(KeyError):
-    pass
 
 
 _upstream_fallback: Callable[..., Any] | None = None
@@ -141,7 +154,7 @@ _logged_failures: set[tuple[str, str]] = set()
 def set_upstream_fallback(fn: Callable[..., Any]) -> None:
     """Called by the plugin with upstream's original ``default_compute_score``."""
     global _upstream_fallback
-    if fn is not compute_score:
+    if fn not in (compute_score, default_compute_score):
         _upstream_fallback = fn
 
 
@@ -149,8 +162,8 @@ def register_reward(spec: RewardSpec) -> RewardSpec:
     """Register a spec at runtime (e.g. from a module listed in ``VERL_USE_EXTERNAL_MODULES``, which
     verl imports in every process; a spec registered only in the driver changes the result schema
     there and nowhere else)."""
-    if any(s.name == spec.name for s in REWARDS):
-        raise ValueError(f"a reward named {spec.name!r} is already registered")
+    if spec.name == ROUTING or any(s.name == spec.name for s in REWARDS):
+        raise ValueError(f"a reward named {spec.name!r} is already registered (or reserved)")
     REWARDS.append(spec)
     return spec
 
@@ -163,7 +176,7 @@ def describe_routes() -> str:
     parts = []
     for s in REWARDS:
         rules = [*s.exact, *(f"{p}*" for p in s.prefixes), *(f"*{x}" for x in s.suffixes)]
-        parts.append(f"{s.name}: {', '.join(rules)}")
+        parts.append(f"{s.name}: {', '.join(rules) or f'(the {ROUTING}.fallback=rule grader)'}")
     return "; ".join(parts)
 
 
@@ -196,35 +209,45 @@ def result_keys() -> tuple[str, ...]:
     return _Derived.current().keys
 
 
-def resolve(data_source: str) -> RewardSpec | None:
-    """The spec that scores ``data_source``, or None (then upstream verl decides)."""
+def resolve(data_source: str, match: str | None = None) -> RewardSpec | None:
+    """The spec whose rules route ``data_source``, or None (then ``routing.fallback`` decides). ``match``:
+    ``strict``/``original`` (None: the ``routing`` options of ``VERLKIT_REWARD_OPTIONS``, else strict)."""
+    match = match or routing_options({}).match
     routes = _Derived.current().routes
     try:
-        return routes[data_source]
+        return routes[(match, data_source)]
     except KeyError:
-        routes[data_source] = spec = _resolve_uncached(data_source)
+        routes[(match, data_source)] = spec = route(data_source, REWARDS, match)
         return spec
 
 
-def _resolve_uncached(data_source: str) -> RewardSpec | None:
-    for spec in REWARDS:
-        if data_source in spec.exact:
-            return spec
-    best, best_len = None, -1
-    for spec in REWARDS:
-        for rule in spec.prefixes:
-            if data_source.startswith(rule) and len(rule) > best_len:
-                best, best_len = spec, len(rule)
-        for rule in spec.suffixes:
-            if data_source.endswith(rule) and len(rule) > best_len:
-                best, best_len = spec, len(rule)
-    return best
+def spec_named(name: str) -> RewardSpec:
+    return next(s for s in REWARDS if s.name == name)
 
 
-def is_known(data_source: str) -> bool:
-    """True if someone (us or upstream verl) scores this source. Used by the data validator."""
-    if resolve(data_source) is not None:
+def routing_options(call_options: dict[str, dict[str, Any]]) -> RoutingOptions:
+    """The ``routing`` namespace of a call's options over the ``VERLKIT_REWARD_OPTIONS`` defaults."""
+    if not call_options.get(ROUTING):  # the hot path (every reward call): env defaults only, parsed once
+        return _env_routing(os.environ.get(OPTIONS_ENV, "").strip())
+    merged = dict(_env_options().get(ROUTING, {}))
+    merged.update(call_options[ROUTING])
+    return parse_options(RoutingOptions, merged)
+
+
+@functools.lru_cache(maxsize=8)
+def _env_routing(raw_env: str) -> RoutingOptions:
+    return parse_options(RoutingOptions, dict(_parse_env_options(raw_env).get(ROUTING, {})))
+
+
+def is_known(data_source: str, options: dict[str, dict[str, Any]] | None = None) -> bool:
+    """True if someone (us, the ``routing`` fallback or upstream verl) scores this source. Used by the data
+    validator; ``options`` (``{"routing": {...}}``) over those of ``VERLKIT_REWARD_OPTIONS``."""
+    routing = routing_options(options or {})
+    if resolve(data_source, routing.match) is not None:
         return True
+    fallback_mode = routing.fallback
+    if fallback_mode != "upstream":
+        return fallback_mode == "rule"
     fallback = _upstream_fallback or _import_upstream_default()
     try:
         fallback(data_source, "", "", {})
@@ -239,7 +262,7 @@ def _import_upstream_default() -> Callable[..., Any]:
     import verl.utils.reward_score as upstream
 
     fn = upstream.default_compute_score
-    return _upstream_fallback if fn is compute_score else fn
+    return _upstream_fallback if fn in (compute_score, default_compute_score) else fn
 
 
 # ---------------------------------------------------------------------------------------------
@@ -275,7 +298,7 @@ def split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dic
     """Separate per-reward option namespaces from verl's own keyword arguments."""
     if not kwargs:
         return {}, {}
-    names = set(registered_names())
+    names = set(registered_names()) | {ROUTING}
     options: dict[str, dict[str, Any]] = {}
     passthrough: dict[str, Any] = {}
     for key, value in kwargs.items():
@@ -346,9 +369,21 @@ def _failure(spec_name: str, data_source: str, exc: BaseException) -> dict[str, 
 # Dispatch
 # ---------------------------------------------------------------------------------------------
 def _prepare(data_source, kwargs):
+    """(spec or None for upstream, per-reward options, verl's own kwargs), by the ``routing`` options."""
     options, passthrough = split_kwargs(kwargs)
-    spec = resolve(data_source)
+    routing = routing_options(options)
+    spec = resolve(data_source, routing.match)
+    if spec is None and routing.fallback == "rule":
+        spec = spec_named(RULE_FALLBACK_REWARD)
+    elif spec is None and routing.fallback == "error":
+        raise UnknownDataSourceError(_unknown(data_source, f"{ROUTING}.fallback=error: upstream verl is not asked"))
     return spec, options, passthrough
+
+
+def _unknown(data_source: str, why: str) -> str:
+    return (f"no reward function for data_source={data_source!r} ({why}). Registered here: {describe_routes()}. "
+            f"Add a module under verl/utils/reward_score/ and a line in REWARDS, or set {ROUTING}.fallback=rule "
+            "to grade unrouted sources as math with the rule checker.")
 
 
 def _call_upstream(data_source, solution_str, ground_truth, extra_info, passthrough):
@@ -357,11 +392,9 @@ def _call_upstream(data_source, solution_str, ground_truth, extra_info, passthro
     try:
         return fallback(data_source, solution_str, ground_truth, extra_info, **upstream_kwargs)
     except NotImplementedError as e:
-        raise UnknownDataSourceError(
-            f"no reward function for data_source={data_source!r}. Registered here: {describe_routes()}; "
-            "upstream verl knows openai/gsm8k, MATH variants, math_dapo/aime*, numina_*, code sources, "
-            "geometry3k, searchR1_*. Add a module under verl/utils/reward_score/ and a line in REWARDS."
-        ) from e
+        raise UnknownDataSourceError(_unknown(data_source, "upstream verl does not know it either: it scores "
+                                              "openai/gsm8k, MATH variants, math_dapo/aime*, numina_*, code "
+                                              "sources, geometry3k, searchR1_*")) from e
 
 
 async def compute_score_async(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict[str, float]:
@@ -383,7 +416,7 @@ async def compute_score_async(data_source, solution_str, ground_truth, extra_inf
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict[str, float]:
-    """Sync dispatcher; replaces ``verl.utils.reward_score.default_compute_score``.
+    """Sync dispatcher (``reward.custom_reward_function.name=compute_score``).
 
     Async reward functions run on this process's background event loop (see
     ``verlkit.clients.loop``), so sync callers (verl's legacy and ``remote`` managers) work too.
@@ -404,3 +437,25 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
         raise
     except Exception as exc:
         return _failure(spec.name, data_source, exc)
+
+
+def default_compute_score(data_source, solution_str, ground_truth, extra_info=None, sandbox_fusion_url=None,
+                          concurrent_semaphore=None, memory_limit_mb=None, **kwargs):
+    """What the plugin installs as upstream's ``verl.utils.reward_score.default_compute_score``: a drop-in.
+
+    Every source upstream verl scores gets exactly upstream's result (its float, or its dict for
+    ``math_dapo``-style sources), so upstream's reward managers (the legacy ``prime`` one does
+    ``float(result[0])`` on non-floats) and users' ``float(default_compute_score(...))`` keep working;
+    upstream wins for a source both know (``openai/gsm8k``). Every other source goes to
+    :func:`compute_score` (our rewards in the fixed schema, then ``routing.fallback``); one upstream
+    does not know either raises :class:`UnknownDataSourceError`, a ``NotImplementedError`` as upstream's.
+    """
+    upstream = _upstream_fallback or _import_upstream_default()
+    try:
+        return upstream(data_source, solution_str, ground_truth, extra_info, sandbox_fusion_url=sandbox_fusion_url,
+                        concurrent_semaphore=concurrent_semaphore, memory_limit_mb=memory_limit_mb)
+    except UnknownDataSourceError:
+        raise
+    except NotImplementedError:
+        pass  # upstream's "not implemented for this data_source": ours to score
+    return compute_score(data_source, solution_str, ground_truth, extra_info, **kwargs)

@@ -14,16 +14,22 @@ malformed response scores 0, a well-formed one at least 0.5.
 
 Accuracy: multiple choice (``extra_info["options"]`` present, ground truth = 1-based option number
 as a string) accepts ``2``, ``(2)``, ``2.``, ``Option 2``, the letter ``B``/``(B)``, the option's
-text, or ``2) <option text>``; math (``extra_info["answer_type"] == "math"``) uses math-verify;
-anything else: normalized exact match (lowercase, no punctuation/articles/extra spaces).
+text, or ``2) <option text>``; math (``extra_info["answer_type"] == "math"``) uses math-verify in a
+worker process killed after ``rule_timeout_s`` (``verlkit.clients.rule_check``), or equal normalized
+text; anything else: normalized exact match (lowercase, no punctuation/articles/extra spaces).
+
+A math check that timed out or crashed is not a verdict: ``rule_failed = 1`` (0 for a math row that
+was checked, NaN otherwise) and ``on_rule_failure`` decides: ``wrong`` (default) scores the answer as
+wrong, ``error`` flags the row as a reward failure (``reward_error = 1``, score 0).
 
 Routing: ``data_source == "medmcqa_rlcr"`` or any source ending in ``_rlcr`` (spec name ``rlcr``).
 Result keys: score, acc, format_ok, confidence (q, NaN if it did not parse), brier ((acc - q)^2, the
-Brier score of the row, lower is better; the reward term is 1 - brier; NaN if format fails).
+Brier score of the row, lower is better; the reward term is 1 - brier; NaN if format fails), rule_failed.
+Options: ``reward_kwargs.rlcr.{rule_timeout_s, on_rule_failure}`` (the weights are the method's, not knobs).
 
-Score components (finite on every row, for per-component advantages such as verl's ``gdpo``):
-``format_term`` (format), ``accuracy_term`` (acc), ``brier_term`` (1 - brier, 0 when the format fails);
-score = 0.5·format_term + 0.5·accuracy_term + 0.5·brier_term.
+Score components (finite on every row that is scored, for per-component advantages such as verl's
+``gdpo``): ``format_term`` (format), ``accuracy_term`` (acc), ``brier_term`` (1 - brier, 0 when the
+format fails); score = 0.5·format_term + 0.5·accuracy_term + 0.5·brier_term.
 """
 
 from __future__ import annotations
@@ -31,18 +37,25 @@ from __future__ import annotations
 import math
 import re
 import string
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
+from pydantic import Field
+
+from verl.utils.reward_score.math_rule import rule_failure_result
 from verl.utils.reward_score.options import RewardOptions, parse_options
+from verlkit.clients import rule_check
 
 FORMAT_WEIGHT = ACCURACY_WEIGHT = BRIER_WEIGHT = 0.5
 COMPONENTS = ("format_term", "accuracy_term", "brier_term")  # weighted by the three weights above
+OnRuleFailure = Literal["wrong", "error"]
 
 
 class RLCROptions(RewardOptions):
-    """``reward_kwargs.rlcr.*``: none. The weights are the method's, not a knob."""
+    """``reward_kwargs.rlcr.*``: how math answers are checked. The weights are the method's, not a knob."""
 
     reward_name: ClassVar[str] = "rlcr"
+    rule_timeout_s: float = Field(rule_check.DEFAULT_TIMEOUT_S, gt=0)
+    on_rule_failure: OnRuleFailure = "wrong"
 
 SYSTEM_PROMPT = (
     "Work through the question in four tagged sections, in this order and with nothing after the "
@@ -136,29 +149,26 @@ def choice_index(answer: str, options: Sequence[str]) -> int | None:
     return None
 
 
-def math_equal(answer: str, ground_truth: str) -> bool:
-    """math-verify equivalence. Timeouts off: they rely on SIGALRM, unusable in reward threads."""
-    from math_verify import parse, verify
+def math_equal(answer: str, ground_truth: str, timeout_s: float = rule_check.DEFAULT_TIMEOUT_S) -> bool | None:
+    """math-verify equivalence (or equal normalized text); None when the check timed out or crashed.
 
-    def _parse(text: str):
-        text = text.strip()
-        if "\\boxed" not in text and "$" not in text:
-            text = f"${text}$"
-        return parse(text, parsing_timeout=None)
-
-    try:
-        gold, pred = _parse(str(ground_truth)), _parse(answer)
-        if not gold or not pred:
-            return normalize_text(answer) == normalize_text(str(ground_truth))
-        return bool(verify(gold, pred, timeout_seconds=None))
-    except Exception:
-        return False
+    Runs in ``rule_check``'s killable worker: math-verify's own timeouts rely on SIGALRM, unusable in
+    reward threads, and without one a degenerate answer could hang the reward forever."""
+    text = answer.strip()
+    if "\\boxed" not in text and "$" not in text:
+        text = f"${text}$"
+    rule = rule_check.check(text, str(ground_truth), timeout_s=timeout_s)
+    if rule.failed:
+        return None
+    return rule.correct or normalize_text(answer) == normalize_text(str(ground_truth))
 
 
-def is_correct(answer: str, ground_truth: Any, extra_info: dict[str, Any] | None) -> bool:
+def is_correct(answer: str, ground_truth: Any, extra_info: dict[str, Any] | None,
+               timeout_s: float = rule_check.DEFAULT_TIMEOUT_S) -> bool | None:
+    """Is the answer right? None only for a math check that did not finish."""
     extra_info = extra_info or {}
     if extra_info.get("answer_type") == "math":
-        return math_equal(answer, str(ground_truth))
+        return math_equal(answer, str(ground_truth), timeout_s)
     options = extra_info.get("options")
     if options is not None and not isinstance(options, str) and len(options) > 0:
         try:
@@ -169,24 +179,31 @@ def is_correct(answer: str, ground_truth: Any, extra_info: dict[str, Any] | None
     return normalize_text(answer) == normalize_text(str(ground_truth))
 
 
-def score_response(text: str, ground_truth: Any, extra_info: dict[str, Any] | None = None) -> dict[str, float]:
-    """The full reward result for one response (pure)."""
+def score_response(text: str, ground_truth: Any, extra_info: dict[str, Any] | None = None,
+                   rule_timeout_s: float = rule_check.DEFAULT_TIMEOUT_S,
+                   on_rule_failure: OnRuleFailure = "wrong") -> dict[str, float]:
+    """The full reward result for one response (pure but for the math check's worker process)."""
     parsed = parse_response(text)
     if parsed is None:
         return {"score": 0.0, "acc": 0.0, "format_ok": 0.0, "confidence": math.nan, "brier": math.nan,
-                "format_term": 0.0, "accuracy_term": 0.0, "brier_term": 0.0}
+                "rule_failed": math.nan, "format_term": 0.0, "accuracy_term": 0.0, "brier_term": 0.0}
     answer, confidence = parsed
-    acc = 1.0 if is_correct(answer, ground_truth, extra_info) else 0.0
+    correct = is_correct(answer, ground_truth, extra_info, rule_timeout_s)
+    is_math = (extra_info or {}).get("answer_type") == "math"
+    rule_failed = float(correct is None) if is_math else math.nan
+    if correct is None and on_rule_failure == "error":
+        return {**rule_failure_result(), "format_ok": 1.0, "confidence": confidence, "brier": math.nan}
+    acc = 1.0 if correct else 0.0
     brier = (acc - confidence) ** 2
     score = FORMAT_WEIGHT * 1.0 + ACCURACY_WEIGHT * acc + BRIER_WEIGHT * (1.0 - brier)
     return {"score": score, "acc": acc, "format_ok": 1.0, "confidence": confidence, "brier": brier,
-            "format_term": 1.0, "accuracy_term": acc, "brier_term": 1.0 - brier}
+            "rule_failed": rule_failed, "format_term": 1.0, "accuracy_term": acc, "brier_term": 1.0 - brier}
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
-    """verl custom-reward entry point (no options)."""
-    parse_options(RLCROptions, options)
-    return score_response(solution_str, ground_truth, extra_info)
+    """verl custom-reward entry point."""
+    opts = parse_options(RLCROptions, options)
+    return score_response(solution_str, ground_truth, extra_info, opts.rule_timeout_s, opts.on_rule_failure)
 
 
 def validate_row(row: dict) -> list[str]:

@@ -22,6 +22,13 @@ by ``on_failure``: ``rule`` (default) = the rule-based result P, ``zero`` = 0. A
 but holds no verdict/score is a verifier answer of 0 with ``parse_ok = 0``. Parse failures are not
 re-asked (at temperature 0 the same prompt gives the same reply).
 
+A rule check that timed out or crashed (math-verify on a degenerate answer) is not a verdict either:
+``rule_failed = 1``, ``rule_correct`` NaN, and ``on_rule_failure`` decides: ``verifier`` (default) = the
+verifier's score alone stands for the row (r = v, whatever the setup); ``wrong`` = P counts as 0 (the
+old behaviour, now counted); ``error`` = the row is a reward failure (``reward_error = 1``, score 0).
+When the rule is all that is left (the verifier failed too, ``on_failure=rule``), ``wrong`` scores 0
+and the other two flag the row as a reward failure.
+
 Score components (finite on every row, for per-component advantages such as verl's ``gdpo``):
 ``tinyv_only``: ``verifier_term`` = v; ``addon``: ``rule_term`` = P, ``rescue_term`` = v on rule-wrong rows
 (else 0), r = rule_term + w·rescue_term; ``mixed``: ``rule_term``, ``verifier_term``, r = (1-w)·rule_term +
@@ -43,6 +50,7 @@ from verlkit.clients import rule_check
 from verlkit.clients.llm import get_client
 from verlkit.clients.settings import ClientSettings
 from verl.utils.reward_score.grade import parse_total_score
+from verl.utils.reward_score.math_rule import rule_failure_result
 from verl.utils.reward_score.options import RewardOptions, parse_options
 from verl.utils.reward_score.verifier_prompts import rubric_prompt, tinyv_prompt
 
@@ -68,6 +76,7 @@ class TinyVOptions(RewardOptions, ClientSettings):
     setup: Setup = "addon"
     weight: float = Field(1.0, ge=0.0, le=1.0)
     on_failure: Literal["rule", "zero"] = "rule"
+    on_rule_failure: Literal["verifier", "wrong", "error"] = "verifier"
     max_tokens: int = Field(0, ge=0)  # 0 = by template: tinyv 8 (512 for think models), rubric 2048
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     is_think_model: bool = False
@@ -167,12 +176,23 @@ def _question(extra_info: dict) -> str:
     return question
 
 
-def validate_row(row: dict) -> list[str]:
-    """The row check of the ``tinyv`` family (``data_prep.validate`` calls it through the registry)."""
+def needs_criteria(options: dict) -> bool:
+    """Does a run with these raw ``reward_kwargs.tinyv`` options put the row's rubric in the prompt?"""
+    return str(options.get("template") or "tinyv") == "rubric"
+
+
+def validate_row(row: dict, **options) -> list[str]:
+    """The row check of the ``tinyv`` family (``data_prep.validate`` calls it through the registry with the
+    run's ``tinyv`` options): the question, and the rubric ``criteria`` when the template uses them."""
+    extra_info = row.get("extra_info") or {}
     try:
-        _question(row.get("extra_info"))
+        _question(extra_info)
     except ValueError as e:
         return [str(e)]
+    criteria = extra_info.get("criteria")
+    if needs_criteria(options) and (not isinstance(criteria, str) or not criteria.strip()):
+        return ["extra_info.criteria: missing or empty (template=rubric grades each response against the "
+                "problem's rubric; without it every row would score 0 with reward_error=1)"]
     return []
 
 
@@ -204,6 +224,13 @@ def parse_verifier_score(opts: TinyVOptions, reply: str | None) -> float | None:
     return None if verdict is None else float(verdict)
 
 
+async def _rule_check(opts: TinyVOptions, solution_str: str, ground_truth, result: dict) -> rule_check.RuleResult:
+    """The rule check, recorded in ``result`` (``rule_correct`` NaN when the check itself failed)."""
+    rule = await rule_check.check_async(solution_str, str(ground_truth), timeout_s=opts.rule_timeout_s)
+    result.update(rule_correct=math.nan if rule.failed else float(rule.correct), rule_failed=float(rule.failed))
+    return rule
+
+
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict:
     if options.get("setup") == "hybrid":  # two models, two sides of the rule check: its own module
         from verl.utils.reward_score import hybrid
@@ -214,12 +241,13 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     _question(extra_info)  # a data error is reported before any work
     nan = math.nan
     result = {"score": 0.0, "acc": 0.0, "parse_ok": nan, "verifier_called": 0.0, "verifier_ok": nan,
-              "cache_hit": nan, "latency_s": nan, "rule_correct": nan, "verifier_failed": 0.0}
+              "cache_hit": nan, "latency_s": nan, "rule_correct": nan, "verifier_failed": 0.0, "rule_failed": nan}
 
     rule = None
     if opts.setup != "tinyv_only" or opts.template == "tinyv":  # formula or prompt needs the rule check
-        rule = await rule_check.check_async(solution_str, str(ground_truth), timeout_s=opts.rule_timeout_s)
-        result["rule_correct"] = float(rule.correct)
+        rule = await _rule_check(opts, solution_str, ground_truth, result)
+        if rule.failed and opts.on_rule_failure == "error":
+            return {**result, **rule_failure_result()}
     if opts.setup == "addon" and rule is not None and rule.correct:
         result.update(score=1.0, acc=1.0, **setup_terms(opts.setup, True, 0.0))
         return result
@@ -236,8 +264,9 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
             result.update(score=0.0, acc=0.0, **setup_terms(opts.setup, False, 0.0))
             return result
         if rule is None:
-            rule = await rule_check.check_async(solution_str, str(ground_truth), timeout_s=opts.rule_timeout_s)
-            result["rule_correct"] = float(rule.correct)
+            rule = await _rule_check(opts, solution_str, ground_truth, result)
+        if rule.failed and opts.on_rule_failure != "wrong":  # neither judge could tell
+            return {**result, **rule_failure_result()}
         result.update(score=float(rule.correct), acc=float(rule.correct),
                       **setup_terms(opts.setup, rule.correct, float(rule.correct)))
         return result
@@ -245,8 +274,10 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     v = parse_verifier_score(opts, completion.text)
     result["parse_ok"] = float(v is not None)
     v = 0.0 if v is None else v
-    score = combine(opts.setup, opts.weight, v, rule.correct if rule else None)
-    verdict = v >= 0.5 or (opts.setup == "addon" and bool(rule and rule.correct))
+    verifier_alone = rule is not None and rule.failed and opts.on_rule_failure == "verifier"
+    setup = "tinyv_only" if verifier_alone else opts.setup
+    score = combine(setup, opts.weight, v, rule.correct if rule else None)
+    verdict = v >= 0.5 or (setup == "addon" and bool(rule and rule.correct))
     result.update(score=float(min(1.0, max(0.0, score))), acc=float(verdict),
-                  **setup_terms(opts.setup, rule.correct if rule else None, v))
+                  **setup_terms(setup, rule.correct if rule else None, v))
     return result

@@ -1,5 +1,5 @@
-"""SFT → DPO → RLOO data prep: the UltraFeedback prompt/reply split, cleaning, seeded subsets,
-held-out prompts kept out of training, and outputs that validate."""
+"""SFT → DPO → RLOO data prep (data_prep.pipeline): cleaning, seeded subsets, held-out prompts kept out
+of training, the judge's pairs kept apart from the reward model's, and outputs that validate."""
 
 from __future__ import annotations
 
@@ -10,28 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from support.files import read, write_jsonl
+from support.pipeline_records import chat, pair, turn
+
 from data_prep import pipeline
 from data_prep.common import InputError, read_records
-from data_prep.pipeline import EvalLeakError, Inputs, Sizes, parse_chat, parse_preference, prepare
+from data_prep.pipeline import EvalLeakError, Inputs, JudgeOverlapError, Sizes, prepare
+from data_prep.pipeline_inputs import Chat, parse_preference
 from data_prep.validate import validate_files, validate_rows
-from support.files import read, write_jsonl
 
 PARQUET_OUTPUTS = [relative for relative, _ in pipeline.OUTPUTS.values()]
-
-
-def turn(role: str, content: str) -> dict:
-    return {"role": role, "content": content}
-
-
-def pair(prompt: str, chosen: str = "A helpful and kind answer.", rejected: str = "No idea.", **fields) -> dict:
-    record = {"prompt": prompt, "chosen": [turn("user", prompt), turn("assistant", chosen)],
-              "rejected": [turn("user", prompt), turn("assistant", rejected)]}
-    record.update(fields)
-    return record
-
-
-def chat(user: str, reply: str = "Sure, here is how.") -> dict:
-    return {"messages": [turn("user", user), turn("assistant", reply)]}
 
 
 def small_inputs(tmp_path: Path, *, train=None, test=None, chats=None) -> Inputs:
@@ -41,72 +29,6 @@ def small_inputs(tmp_path: Path, *, train=None, test=None, chats=None) -> Inputs
     return Inputs(write_jsonl(tmp_path / "in" / "chats.jsonl", chats),
                   write_jsonl(tmp_path / "in" / "uf_train.jsonl", train),
                   write_jsonl(tmp_path / "in" / "uf_test.jsonl", test))
-
-
-# ---------------------------------------------------------------------------------------------
-# Parsing
-# ---------------------------------------------------------------------------------------------
-def test_ultrafeedback_lists_split_into_prompt_turns_and_final_reply() -> None:
-    conversation = [turn("system", "Be brief."), turn("user", "Hi"), turn("assistant", "Hello!"),
-                    turn("user", "Name a colour.")]
-    record = {"prompt": "Name a colour.", "prompt_id": "p1",
-              "chosen": conversation + [turn("assistant", "Blue is a calm colour.")],
-              "rejected": conversation + [turn("assistant", "No.")], "score_chosen": 9, "score_rejected": None}
-    parsed = parse_preference(record, source="uf.jsonl", index=0)
-    assert parsed.prompt == conversation  # earlier assistant turns stay in the prompt
-    assert (parsed.chosen, parsed.rejected) == ("Blue is a calm colour.", "No.")
-    assert parsed.prompt_id == "p1" and parsed.score_chosen == 9.0 and math.isnan(parsed.score_rejected)
-
-    without_id = parse_preference(pair("What is tea?"), source="uf.jsonl", index=1)
-    assert without_id.prompt_id == hashlib.sha256("What is tea?".encode()).hexdigest()
-    assert math.isnan(without_id.score_chosen)
-
-
-@pytest.mark.parametrize("change, expected", [
-    (lambda r: r["rejected"].__setitem__(0, turn("user", "Something else")),
-     "uf.jsonl: record 3: rejected: its prompt turns differ from chosen's (first difference at turn 0)"),
-    (lambda r: r["rejected"].insert(0, turn("system", "Be rude.")),
-     "uf.jsonl: record 3: rejected: its prompt turns differ from chosen's"),
-    (lambda r: r["chosen"].append(turn("user", "and?")),
-     "uf.jsonl: record 3: chosen: the last turn must be the assistant's reply, got role 'user'"),
-    (lambda r: r["chosen"].pop(0), "uf.jsonl: record 3: chosen: only a reply, no prompt turns before it"),
-    (lambda r: r.__setitem__("prompt", "A different question"),
-     "uf.jsonl: record 3: prompt: does not match any user turn of chosen/rejected"),
-    (lambda r: r["chosen"][1].__setitem__("role", "bot"), "uf.jsonl: record 3: chosen[1].role: must be one of"),
-    (lambda r: r["rejected"][1].__setitem__("content", "  "), "uf.jsonl: record 3: rejected[1].content: empty"),
-    (lambda r: r.__setitem__("chosen", "a plain string"), "uf.jsonl: record 3: chosen: expected a list of chat messages"),
-    (lambda r: r.__setitem__("score_chosen", "high"), "uf.jsonl: record 3: score_chosen: expected a number, got str"),
-    (lambda r: r.__setitem__("prompt_id", 17), "uf.jsonl: record 3: prompt_id: expected str, got int"),
-    (lambda r: r.pop("prompt"), "uf.jsonl: record 3: prompt: missing or empty"),
-])
-def test_bad_preference_records_name_file_record_and_field(change, expected) -> None:
-    record = pair("What is tea?")
-    change(record)
-    with pytest.raises(InputError) as raised:
-        parse_preference(record, source="uf.jsonl", index=3)
-    assert str(raised.value).startswith(expected), str(raised.value)
-
-
-@pytest.mark.parametrize("messages, expected", [
-    ([turn("user", "hi")], "chats.jsonl: record 5: messages: has no assistant turn"),
-    ([turn("user", "hi"), turn("assistant", "hello"), turn("user", "bye")],
-     "chats.jsonl: record 5: messages: must end with an assistant turn, ends with 'user'"),
-    ([turn("assistant", "hello")], "chats.jsonl: record 5: messages: the conversation must start with a user turn"),
-    ([turn("user", "hi"), turn("system", "x"), turn("assistant", "hello")],
-     "chats.jsonl: record 5: messages[1].role: a system turn is only allowed first"),
-    ([], "chats.jsonl: record 5: messages: empty list of messages"),
-])
-def test_bad_chats_name_file_record_and_field(messages, expected) -> None:
-    with pytest.raises(InputError) as raised:
-        parse_chat({"messages": messages}, source="chats.jsonl", index=5)
-    assert str(raised.value).startswith(expected), str(raised.value)
-
-
-def test_valid_chat_with_system_turn_and_two_exchanges() -> None:
-    messages = [turn("system", "Be kind."), turn("user", "a"), turn("assistant", "b"), turn("user", "c"),
-                turn("assistant", "d")]
-    extra_keys = [dict(m, name="x") for m in messages]  # extra keys are dropped, not passed on
-    assert parse_chat({"messages": extra_keys}, source="c.jsonl", index=0).messages == messages
 
 
 def test_bad_input_stops_before_anything_is_written_unless_skipped(tmp_path: Path) -> None:
@@ -136,7 +58,8 @@ def test_duplicate_prompts_and_identical_replies_are_dropped_and_counted(tmp_pat
         pair("third question", chosen="A later, different pair."),      # duplicate by text (derived id)
         pair("fourth question", prompt_id="id-4"),
     ]
-    manifest = prepare(tmp_path / "out", small_inputs(tmp_path, train=train))
+    # no judge split here, so every kept pair is in prefs/train (the judge split has tests of its own)
+    manifest = prepare(tmp_path / "out", small_inputs(tmp_path, train=train), judge_fraction=0)
     counts = manifest["inputs"]["ultrafeedback_train"]
     assert (counts["records"], counts["duplicate_prompts_dropped"], counts["identical_replies_dropped"]) == (7, 3, 1)
 
@@ -159,8 +82,11 @@ def test_bundled_samples_exercise_the_cleaning(tmp_path: Path) -> None:
     train = manifest["inputs"]["ultrafeedback_train"]
     assert (train["duplicate_prompts_dropped"], train["identical_replies_dropped"]) == (2, 1)
     rows = {name: info["rows"] for name, info in manifest["outputs"].items()}
-    assert rows == {"sft/train": 43, "sft/val": 5, "prefs/train": 61, "prefs/test": 24, "rl/train": 62,
-                    "eval/prompts": 24}
+    # 61 cleaned pairs: a quarter (round(15.25) = 15) kept for the judge, 46 for DPO and the reward model
+    assert rows == {"sft/train": 43, "sft/val": 5, "prefs/train": 46, "prefs/judge": 15, "prefs/test": 24,
+                    "rl/train": 62, "eval/prompts": 24}
+    assert manifest["judge_split"] == {"fraction": 0.25, "rows": 15, "overlap_dropped": 0,
+                                       "prompts_shared_with_prefs_train": 0}
     assert manifest["inputs"]["smoltalk"]["sha256"] == hashlib.sha256(pipeline.DEFAULT_SMOLTALK.read_bytes()).hexdigest()
     # Separable on purpose: every chosen reply is longer than every rejected one.
     prefs = read(tmp_path / "out" / "prefs/train.parquet")
@@ -178,9 +104,11 @@ def test_outputs_validate_and_have_the_documented_shape(tmp_path: Path) -> None:
     train.append({"prompt": "multi turn question", "chosen": conversation + [turn("assistant", "A kind reply.")],
                   "rejected": conversation + [turn("assistant", "No.")]})
     out = tmp_path / "out"
-    prepare(out, small_inputs(tmp_path, train=train))
-    for relative, kind in pipeline.OUTPUTS.values():
-        assert validate_files([out / relative], kind=kind) == [], relative
+    prepare(out, small_inputs(tmp_path, train=train), judge_fraction=0)  # every pair in prefs/train, in order
+    for name, (relative, kind) in pipeline.OUTPUTS.items():
+        if name != "prefs/judge":
+            assert validate_files([out / relative], kind=kind) == [], relative
+    assert not (out / "prefs/judge.parquet").exists()
 
     sft = read(out / "sft/train.parquet")
     assert list(sft[0]) == ["messages"] and sft[0]["messages"][-1]["role"] == "assistant"
@@ -209,7 +137,7 @@ def test_outputs_validate_and_have_the_documented_shape(tmp_path: Path) -> None:
 
 
 def test_sft_validation_split(tmp_path: Path) -> None:
-    chats = [pipeline.Chat("c", i, [turn("user", f"q{i}"), turn("assistant", "a")]) for i in range(100)]
+    chats = [Chat("c", i, [turn("user", f"q{i}"), turn("assistant", "a")]) for i in range(100)]
     train, val = pipeline.split_sft(chats, None, seed=42)
     assert (len(train), len(val)) == (90, 10)
     assert not {c.index for c in train} & {c.index for c in val}
@@ -237,8 +165,9 @@ def test_same_seed_same_bytes_other_seed_other_subsets(tmp_path: Path) -> None:
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     assert manifest["seed"] == 7 and manifest["sizes_requested"]["dpo"] == 12
     rows = {name: info["rows"] for name, info in manifest["outputs"].items()}
-    assert rows == {"sft/train": 10, "sft/val": 1, "prefs/train": 12, "prefs/test": 5, "rl/train": 15,
-                    "eval/prompts": 8}
+    # the judge's pairs: a quarter of the 40 (10), kept apart before prefs/train's 12 are drawn from the rest
+    assert rows == {"sft/train": 10, "sft/val": 1, "prefs/train": 12, "prefs/judge": 10, "prefs/test": 5,
+                    "rl/train": 15, "eval/prompts": 8}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,6 +210,65 @@ def test_find_leaks_is_exact_about_what_leaks() -> None:
     assert pipeline.find_leaks({"eval/prompts": [held]}, {"rl/train": [similar]}) == []
     leaks = pipeline.find_leaks({"eval/prompts": [held]}, {"rl/train": [similar, same]})
     assert len(leaks) == 1 and "train.jsonl: record 1" in leaks[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# The win-rate judge's pairs are kept apart from the reward model's
+# ---------------------------------------------------------------------------------------------
+def prompts_of(path: Path) -> set[str]:
+    return {m["content"] for row in read(path) for m in row["prompt"] if m["role"] == "user"}
+
+
+def test_judge_pairs_share_no_prompt_with_the_reward_models(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    manifest = prepare(out, small_inputs(tmp_path))  # 12 training pairs: 3 for the judge, 9 for prefs/train
+    judge, reward = prompts_of(out / "prefs/judge.parquet"), prompts_of(out / "prefs/train.parquet")
+    assert (len(judge), len(reward)) == (3, 9)
+    assert not judge & reward
+    assert judge | reward == {f"train question {i}" for i in range(12)}
+    assert validate_files([out / "prefs/judge.parquet"], kind="preference") == []
+    assert manifest["outputs"]["prefs/judge"] == {"path": "prefs/judge.parquet", "rows": 3}
+    assert manifest["judge_split"]["prompts_shared_with_prefs_train"] == 0
+    # RL prompts are all the training prompts: the judge scores the policy's replies, it does not train it
+    assert len(read(out / "rl/train.parquet")) == 12
+
+
+def test_a_judge_pair_sharing_a_user_turn_with_a_training_pair_is_dropped() -> None:
+    single = parse_preference(pair("q1"), source="uf.jsonl", index=0)
+    follow_up = [turn("user", "q1"), turn("assistant", "an answer"), turn("user", "q2")]
+    multi = parse_preference({"prompt": "q2", "chosen": follow_up + [turn("assistant", "Kind.")],
+                              "rejected": follow_up + [turn("assistant", "No.")]}, source="uf.jsonl", index=1)
+    training, judge, dropped = pipeline.split_judge_pairs([single, multi], 0.5, seed=0)
+    # whichever of the two the seed sends to the judge, it shares "q1" with the other: dropped
+    assert (len(training), judge, dropped) == (1, [], 1)
+    assert pipeline.split_judge_pairs([single, multi], 0.0, seed=0) == ([single, multi], [], 0)
+
+
+def test_judge_pairs_overlapping_the_training_pairs_stop_the_run(tmp_path: Path, monkeypatch) -> None:
+    """The check on the finished outputs is a proof, not a formality: hand it overlapping splits."""
+    def overlapping(pairs, fraction, seed):
+        return list(pairs), [pairs[2]], 0
+
+    monkeypatch.setattr(pipeline, "split_judge_pairs", overlapping)
+    with pytest.raises(JudgeOverlapError) as raised:
+        prepare(tmp_path / "out", small_inputs(tmp_path))
+    message = str(raised.value)
+    assert "kept for the judge in prefs/judge" in message and "is also in prefs/train" in message
+    assert message.count("uf_train.jsonl: record 2") == 2  # the judge's record and the training record
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_judge_split_and_a_bad_fraction(tmp_path: Path) -> None:
+    inputs = small_inputs(tmp_path)
+    manifest = prepare(tmp_path / "none", inputs, judge_fraction=0)
+    assert "prefs/judge" not in manifest["outputs"] and manifest["outputs"]["prefs/train"]["rows"] == 12
+    assert not (tmp_path / "none" / "prefs/judge.parquet").exists()
+    args = ["--smoltalk", str(inputs.smoltalk), "--ultrafeedback-train", str(inputs.ultrafeedback_train),
+            "--ultrafeedback-test", str(inputs.ultrafeedback_test)]
+    assert pipeline.main(["--out", str(tmp_path / "bad"), *args, "--judge-fraction", "1"]) == 1
+    assert pipeline.main(["--out", str(tmp_path / "half"), *args, "--judge-fraction", "0.5", "--judge-size", "2"]) == 0
+    assert len(read(tmp_path / "half" / "prefs/judge.parquet")) == 2
+    assert len(read(tmp_path / "half" / "prefs/train.parquet")) == 6
 
 
 # ---------------------------------------------------------------------------------------------
