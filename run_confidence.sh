@@ -16,8 +16,13 @@
 # N_GPUS_PER_NODE, NNODES, TRAIN_DEVICES / DOWNSTREAM_DEVICES (disjoint CUDA device lists; default: the
 # last GPU serves the downstream model), DOWNSTREAM_TP, DOWNSTREAM_GPU_MEM, DOWNSTREAM_MAX_MODEL_LEN,
 # DOWNSTREAM_URL (+ DOWNSTREAM_API_KEY_ENV = the NAME of the env var holding the key,
-# DOWNSTREAM_RATE_LIMIT_RPS; the model name is the downstream_model argument) for a hosted API,
-# POLICY_DEVICES, EVAL_LIMIT, ALGORITHM=grpo|gdpo (gdpo: per-component advantages over the design's
-# score components), CALIBRATION_MONITOR=true|false, VERLKIT_CONFIDENCE_STD_MIN,
-# VERLKIT_CONFIDENCE_COLLAPSE_STEPS (the collapse alarm). RAY_ADDRESS joins an existing Ray cluster.
+# DOWNSTREAM_RATE_LIMIT_RPS; the model name is the downstream_model argument) for a hosted API; the
+# downstream_model gpt-4o-mini-2024-07-18 or gemini-2.0-flash-001 is a hosted preset (OPENAI_API_KEY /
+# GEMINI_API_KEY; recipes/confidence/hosted.py), DOWNSTREAM_TEMPLATE_FILE (the downstream prompt),
+# DOWNSTREAM_CONSTRAINED=true|false (vLLM structured outputs for the downstream reply in training and
+# evaluation; on in the CPU profile), POLICY_DEVICES, EVAL_LIMIT, DOWNSTREAM_BACKEND=launcher|managed|external (managed: verl serves the cgp
+# downstream model behind its router during training, docs/gpu.md), ALGORITHM=grpo|gdpo (gdpo:
+# per-component advantages over the design's score components), CALIBRATION_MONITOR=true|false,
+# VERLKIT_CONFIDENCE_STD_MIN, VERLKIT_CONFIDENCE_COLLAPSE_STEPS (the collapse alarm). RAY_ADDRESS joins
+# an existing Ray cluster.
 cd "$(dirname "${BASH_SOURCE[0]}")" && exec "${VK_PYTHON:-python}" -m recipes.confidence "$@"

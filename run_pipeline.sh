@@ -20,7 +20,8 @@
 #   EVAL_MODELS=sft,dpo,rloo           trained models compared with the reference (CPU default: rloo)
 #   NPROC (processes/GPUs per node), NNODES, TORCHRUN (the launcher command for sft/dpo/rm), STEPS, LOGGER
 #   RM_DEVICES (GPU of the served reward model; default the last GPU), TRAIN_DEVICES (the others),
-#   RM_GPU_MEM, EVAL_MAX_TOKENS, EVAL_TEMPERATURE, TIE_BAND. RAY_ADDRESS joins an existing Ray cluster.
+#   RM_GPU_MEM, RM_BACKEND=launcher|managed (managed: verl serves the reward model during RLOO, docs/pipeline.md),
+#   EVAL_MAX_TOKENS, EVAL_TEMPERATURE, TIE_BAND. RAY_ADDRESS joins an existing Ray cluster.
 #   EVAL_JUDGE_URL + EVAL_JUDGE_MODEL (+ EVAL_JUDGE_API_KEY_ENV: the NAME of the env var with the key,
 #   EVAL_JUDGE_RPS): score the evaluation with a hosted reward judge answering "reward:<float>"
 #   (e.g. nvidia/llama-3.1-nemotron-70b-reward) instead of the trained reward model.

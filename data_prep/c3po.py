@@ -19,7 +19,10 @@ others) so that every kind weighs in as configured by σ_soft / σ_hard. Extra c
 The file is written with ``data_prep.common.write_parquet`` and validated as ``--kind preference``
 before it is put in place.
 
-CLI: ``python -m data_prep.c3po SAMPLE_DIR/<feedback slug> --out train.parquet [--no-balance]``
+Several feedbacks' directories give ONE file with the rows of each (``build_combined_training_file``:
+the original's ``--second_feedback_prefix``, one adapter for two feedbacks).
+
+CLI: ``python -m data_prep.c3po SAMPLE_DIR/<feedback slug> [SAMPLE_DIR/<slug 2>] --out train.parquet [--no-balance]``
 (exit 2 with the reason when there is no training data or the sample is unreadable).
 Python: ``build_training_file(sample_dir, out) -> Path``.
 """
@@ -110,15 +113,35 @@ def build_training_file(sample_dir: str | Path, out: str | Path, balance: bool =
     return write_parquet(rows, out, kind="preference")
 
 
+def build_combined_training_file(sample_dirs: list[str | Path], out: str | Path, balance: bool = True) -> Path:
+    """ONE training parquet from several sampled feedbacks (the original's second feedback: one adapter
+    trained on the combined data of two feedbacks): each feedback's rows as in ``build_training_file``
+    (balanced within the feedback), concatenated; ``feedback_id`` tells them apart. Validated as one
+    file. Raises ``NoTrainingData`` when one of the feedbacks has no usable in-scope pair (a combined
+    adapter without one of its feedbacks would not be one)."""
+    rows: list[dict[str, Any]] = []
+    for sample_dir in map(Path, sample_dirs):
+        part, identical = preference_rows(load_sample(sample_dir), sample_dir, balance=balance)
+        if not count_kinds(part)["pair"]:
+            raise NoTrainingData(f"no in-scope training pairs ({identical} identical to the baseline dropped)",
+                                 file=sample_dir / "in_scope.json")  # fmt: skip
+        rows += part
+    return write_parquet(rows, out, kind="preference")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.c3po", description=__doc__.splitlines()[0])
-    parser.add_argument("sample_dir", type=Path, help="one feedback's directory of the sampling stage")
+    parser.add_argument("sample_dir", type=Path, nargs="+",
+                        help="one feedback's directory of the sampling stage (several: one combined file)")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--no-balance", action="store_true", help="keep every row instead of equal-length sets")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     try:
-        out = build_training_file(args.sample_dir, args.out, balance=not args.no_balance)
+        if len(args.sample_dir) == 1:
+            out = build_training_file(args.sample_dir[0], args.out, balance=not args.no_balance)
+        else:
+            out = build_combined_training_file(args.sample_dir, args.out, balance=not args.no_balance)
     except (InputError, DataValidationError) as e:
         print(f"c3po training data: {e}", file=sys.stderr)
         return 2

@@ -68,6 +68,11 @@ def boolean(raw: str) -> bool:
     raise SettingError(f"expected True or False, got {raw!r}")
 
 
+def boolean_text(raw: str) -> str:
+    """A knob's True/False (1/0, yes/no) as a YAML boolean."""
+    return "true" if boolean(raw) else "false"
+
+
 def items(raw: str) -> str:
     """``"console,wandb"`` -> ``['console','wandb']`` (empty entries dropped)."""
     return "[" + ",".join(quoted(x.strip()) for x in raw.split(",") if x.strip()) + "]"

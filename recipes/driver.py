@@ -237,7 +237,8 @@ class Run:
         with open(log_path, "wb") as log_file:
             # (not under signals_deferred: a child inherits the blocked signals and would ignore SIGTERM)
             proc = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO, env=env)  # fmt: skip
+                                    stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO, env=env,
+                                    preexec_fn=_parent_death_hook())  # noqa: PLW1509 (see _parent_death_hook)  # fmt: skip
             group = ProcessGroup(proc)
             self.stack.callback(group.stop)
             self._record["process_groups"][name] = {"pgid": proc.pid, "command": list(command),
@@ -287,6 +288,19 @@ class Run:
 
         argv = [str(train_log), "--json", str(json_out)] + (["--prefixes", ",".join(prefixes)] if prefixes else [])
         return summary_main(argv)
+
+
+def _parent_death_hook():
+    """SIGKILL of the driver runs none of its handlers, and a process group of its own keeps a trainer
+    out of the terminal's signals: the kernel's parent-death signal (SIGTERM) is what ends the trainer
+    then; Ray's daemons share the trainer's fate (Ray starts them with a parent-death signal of their
+    own) and torchrun passes SIGTERM on to its workers. prctl binds it to the launching *thread*, so
+    only a launch from the main thread gets it (from another thread it would fire when that thread ends)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    from verlkit.serving.processes import parent_death_hook
+
+    return parent_death_hook()
 
 
 def _copy_output(pipe, log_file, view) -> None:

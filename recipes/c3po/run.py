@@ -23,16 +23,17 @@ import shutil
 import sys
 from pathlib import Path
 
-from recipes import format_table
+from recipes.c3po.plan import MERGED, comparison_rows, plan, server_lora_rank, sweep_points, sweep_values, write_comparison
 from recipes.checkpoints import latest_checkpoint, merge_checkpoint
-from recipes.compose import Setting, SettingError, integer, items, number, quoted, tool_arguments
+from recipes.compose import Setting, SettingError, boolean, integer, items, number, quoted, tool_arguments
 from recipes.driver import RecipeError, devices_except, gpu_indices, log, parse_devices
 from recipes.driver import main as run_recipe
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 METHODS = ("lcdpo", "dpo", "sft", "sft_neg")
-USAGE = "usage: bash run_c3po.sh [student_model] [feedback_prefix] [lcdpo|dpo|sft|sft_neg] [-- trainer overrides]"
+USAGE = ("usage: bash run_c3po.sh [student_model] [feedback_prefix] [lcdpo|dpo|sft|sft_neg] [second_feedback_prefix] "
+         "[-- trainer overrides]")
 TRAINER = "verlkit.preference.train"
 
 
@@ -46,7 +47,24 @@ POSITIONAL = (
     ("student_model", Setting("recipe.student")),
     ("feedback_prefix", Setting("recipe.feedback_prefix")),
     ("method", Setting("method", _method)),
+    ("second_feedback_prefix", Setting("recipe.second_feedback_prefix")),
 )
+
+
+def constrain_flag(raw) -> str:
+    """auto | on | off from a knob or a config value (also true/false, 1/0, yes/no, YAML booleans)."""
+    from verlkit.c3po.endpoints import CONSTRAIN_CHOICES
+
+    lowered = str(raw).strip().lower()
+    if lowered in CONSTRAIN_CHOICES:
+        return lowered
+    return "on" if boolean(lowered) else "off"
+
+
+def constrain_choice(raw: str) -> str:
+    """JUDGE_CONSTRAINED as a config value."""
+    return quoted(constrain_flag(raw))
+
 
 # The documented environment knobs (header of run_c3po.sh, docs/c3po.md).
 KNOBS = {
@@ -63,7 +81,13 @@ KNOBS = {
     "JUDGE_URL": Setting("recipe.judge.url"),
     "JUDGE_MODEL": Setting("recipe.judge.model"),
     "JUDGE_API_KEY_ENV": Setting("recipe.judge.api_key_env"),
+    "JUDGE_CONSTRAINED": Setting("recipe.judge.constrained", constrain_choice),
     "FEEDBACK_FILE": Setting("recipe.feedback_file"),
+    "FEEDBACK_CATEGORY": Setting("recipe.feedback_category"),
+    "SECOND_FEEDBACK_PREFIX": Setting("recipe.second_feedback_prefix"),
+    "SWEEP_PARAMS": Setting("recipe.sweep.params", items),
+    "SWEEP_VALUES": Setting("recipe.sweep.points", sweep_values),
+    "MERGE_ADAPTERS": Setting("recipe.merge_adapters", lambda raw: "true" if boolean(raw) else "false"),
     "GENERAL_PROMPTS": Setting("recipe.sample.general_prompts"),
     "MAX_FEEDBACKS": Setting("recipe.max_feedbacks", integer),
     "NUM_PROMPTS": Setting("recipe.sample.num_in_scope", integer),
@@ -74,6 +98,37 @@ KNOBS = {
     "NPROC": Setting("recipe.nproc", integer),
     "NNODES": Setting("recipe.nnodes", integer),
 }
+
+
+def probe_judge(url: str, model: str, api_key_env: str | None, constrained: str) -> None:
+    """With the judge constrained, one request with its constraint checks that the server enforces it
+    (``templated.probe_server``): a refused constraint stops the run here, not as a run of unusable
+    verdicts."""
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verl.utils.reward_score.templated import probe_server
+    from verlkit.c3po.constraints import judge_constraint
+    from verlkit.c3po.endpoints import use_constraints
+    from verlkit.c3po.feedback import Feedback
+    from verlkit.c3po.prompts import judge_messages
+    from verlkit.clients.llm import close_session, get_client
+    from verlkit.clients.settings import ClientSettings
+    from verlkit.clients.structured import StructuredOutput
+
+    if not use_constraints(constrained, url):
+        return
+    c = judge_constraint()
+    feedback = Feedback(content="Be concise", domain="emails", effect="be more concise", name="probe")
+    messages = judge_messages(feedback, "Email my boss that I am late.", "I am late, sorry.",
+                              "Dear boss, I am writing to let you know that I will be late today.")
+    client = get_client(ClientSettings(url=url, model=model, api_key_env=api_key_env, timeout_s=120.0,
+                                       max_retries=2).client_config())  # fmt: skip
+    try:
+        probe_server(client, messages, constraint=StructuredOutput(regex=c.regex, max_tokens=c.max_tokens),
+                     top_logprobs=None, reward="c3po judge")  # fmt: skip
+    except RewardOptionsError as e:
+        raise RecipeError(f"recipe.judge: {e}", code=2) from None
+    finally:
+        close_session()
 
 
 def place_devices(all_gpus: list[str], student: list[str], teacher: list[str], train: list[str], hosted_teacher: bool):
@@ -103,41 +158,28 @@ def batch_rows(rows: int, configured: int, nproc: int) -> int:
     return batch + (-batch) % nproc
 
 
-def build_training_parquet(sample_dir: Path, out: Path) -> dict[str, int]:
-    """One feedback's training parquet from its sampled sets (written and validated by data_prep.c3po);
-    returns rows per kind. ``NoTrainingData`` when the feedback has no usable in-scope pair."""
-    import pyarrow.parquet as pq
-
-    from data_prep.c3po import ROW_KINDS, build_training_file
-
-    kinds = pq.read_table(build_training_file(sample_dir, out), columns=["kind"]).column("kind").to_pylist()
-    return {kind: kinds.count(kind) for kind in ROW_KINDS}
-
-
-def report(eval_dir: Path) -> str:
-    """One line per (feedback, method) of the evaluation JSONs under ``eval_dir/<feedback>/``."""
-    rows = [("feedback", "method", "type", "adherence", "overgen. near", "overgen. out", "ties in/near/out")]
-    fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-    for path in sorted(Path(eval_dir).glob("*/*.json")):
-        r = json.loads(path.read_text())
-        ties = "/".join(fmt(r["sets"][s]["summary"]["tie_rate"]) for s in ("in_scope", "near_scope", "out_of_scope"))
-        rows.append((r["feedback"], r["method"], r["type"], fmt(r["adherence"]), fmt(r["overgeneralization_near"]),
-                     fmt(r["overgeneralization_out"]), ties))  # fmt: skip
-    return format_table(rows)
-
-
 def selected_feedbacks(cfg) -> list[str]:
-    """The slugs of the feedbacks the run trains, in order (RecipeError code 2 if none or unreadable)."""
+    """The slugs of the feedbacks the run trains, in order (RecipeError code 2 if none or unreadable). With
+    a second feedback prefix: the first feedback each prefix selects (within the category), two distinct."""
     from verlkit.c3po.feedback import load_feedbacks, select_feedbacks
     from verlkit.c3po.general_prompts import BUNDLED_FEEDBACKS
     from verlkit.records import InputError
 
+    r = cfg.recipe
     try:
-        chosen = select_feedbacks(load_feedbacks([Path(cfg.recipe.feedback_file or BUNDLED_FEEDBACKS)]),
-                                  cfg.recipe.feedback_prefix or None)  # fmt: skip
+        feedbacks = load_feedbacks([Path(r.feedback_file or BUNDLED_FEEDBACKS)])
+        if r.second_feedback_prefix:
+            if not r.feedback_prefix:
+                raise RecipeError("a second feedback prefix needs a first one (2nd argument)", code=2)
+            slugs = [select_feedbacks(feedbacks, prefix, r.feedback_category)[0].slug
+                     for prefix in (r.feedback_prefix, r.second_feedback_prefix)]  # fmt: skip
+            if slugs[0] == slugs[1]:
+                raise RecipeError(f"both feedback prefixes select {slugs[0]}: a second feedback must differ", code=2)
+            return slugs
+        chosen = select_feedbacks(feedbacks, r.feedback_prefix or None, r.feedback_category)
     except InputError as e:
         raise RecipeError(f"run_c3po: {e}", code=2) from None
-    slugs = [f.slug for f in chosen][: cfg.recipe.max_feedbacks or None]
+    slugs = [f.slug for f in chosen][: r.max_feedbacks or None]
     if not slugs:
         raise RecipeError("no feedback selected", code=2)
     return slugs
@@ -158,19 +200,33 @@ def body(stack: contextlib.ExitStack, argv) -> int:
             parse_devices(s.cfg.recipe.train_devices), bool(teacher.url))  # fmt: skip
     nproc = s.cfg.recipe.nproc or len(train_devices)
     slugs = selected_feedbacks(s.cfg)
+    try:
+        points = sweep_points(s.cfg.recipe.sweep.params, s.cfg.recipe.sweep.points)
+    except SettingError as e:
+        raise RecipeError(f"run_c3po: {e}", code=2) from None
+    for point in (p for p in points if p.name):  # a misspelt parameter stops the run before anything starts
+        try:
+            s.compose(*point.overrides)
+        except Exception as e:  # noqa: BLE001 - hydra's override and config errors have no common base
+            raise RecipeError(f"run_c3po: sweep point {point.name}: {e}", code=2) from None
+    combined = bool(s.cfg.recipe.second_feedback_prefix)
+    merged = combined and bool(s.cfg.recipe.merge_adapters)
     run = s.open_run(stack)
     # the models to load (a hosted teacher, and the judge, are names at their APIs)
     s.resolve_models({"recipe.student": "student", **({} if teacher.url else {"recipe.teacher.model": "teacher"})})
-    cfg, profile, name = s.cfg, s.profile, s.name
+    cfg, profile = s.cfg, s.profile
     teacher, method = cfg.recipe.teacher, cfg.recipe.method
-    log(f"feedbacks: {' '.join(slugs)}; method: {method}")
+    jobs = plan(run.run_dir, slugs, combined, points, merged)
+    log(f"feedbacks: {' '.join(slugs)}{' (+ one adapter on their combined data)' if combined else ''}; method: "
+        f"{method}; sweep points: {', '.join(p.name for p in points if p.name) or 'none'}")  # fmt: skip
 
     # --- servers: the student writes the completions and serves the trained adapters; the teacher writes
     # categories and prompts and (by default) judges
     ss = cfg.recipe.student_server
     gpu = lambda devices, memory: dict(devices=",".join(devices), gpu_memory_utilization=memory) if profile == "gpu" else {}  # noqa: E731
     student = run.serve(ServerSpec(model=cfg.recipe.student, name="student", served_model_name="student",
-                                   enable_lora=True, max_lora_rank=ss.max_lora_rank, max_model_len=ss.max_model_len,
+                                   enable_lora=True, max_lora_rank=server_lora_rank(ss.max_lora_rank, lora_ranks(cfg, points), merged),
+                                   max_model_len=ss.max_model_len,
                                    run_dir=run.run_dir, ready_timeout_s=ss.ready_timeout_s,
                                    **gpu(student_devices, ss.gpu_memory_utilization)))  # fmt: skip
     if teacher.url:
@@ -184,7 +240,13 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     teacher_server = run.serve(spec)
     judge_url, judge_model, judge_key = judge_endpoint(cfg.recipe.judge, teacher_server.base_url,
                                                        teacher_server.model_name, teacher.api_key_env)  # fmt: skip
-    judge = ["--judge-url", judge_url, "--judge-model", judge_model] + (["--judge-api-key-env", judge_key] if judge_key else [])
+    try:
+        judge_constrained = constrain_flag(cfg.recipe.judge.constrained)
+    except SettingError as e:
+        raise RecipeError(f"recipe.judge.constrained: {e}", code=2) from None
+    judge = ["--judge-url", judge_url, "--judge-model", judge_model, "--judge-constrained", judge_constrained]
+    judge += ["--judge-api-key-env", judge_key] if judge_key else []
+    probe_judge(judge_url, judge_model, judge_key, judge_constrained)
 
     # --- sampling
     sample_dir = run.run_dir / "sample"
@@ -192,74 +254,136 @@ def body(stack: contextlib.ExitStack, argv) -> int:
             "--completion-url", student.base_url, "--completion-model", student.model_name,
             *tool_arguments(cfg.recipe.sample)]  # fmt: skip
     args += ["--feedback", cfg.recipe.feedback_file] if cfg.recipe.feedback_file else []
-    args += ["--feedback-prefix", cfg.recipe.feedback_prefix] if cfg.recipe.feedback_prefix else []
+    args += [a for slug in slugs for a in ("--feedback-name", slug)]  # exactly the run's selection
     args += ["--teacher-api-key-env", teacher.api_key_env] if teacher.api_key_env else []
-    args += ["--max-feedbacks", cfg.recipe.max_feedbacks] if cfg.recipe.max_feedbacks else []
     log(f"sampling: python -m verlkit.c3po.sample {' '.join(map(str, args))}")
     from verlkit.c3po.sample import main as sample
 
     if sample([str(a) for a in args]):
         log(f"sampling reported failures (see {sample_dir}/*/report.json)")
 
-    # --- per feedback: train a LoRA adapter, load it into the student server, evaluate
-    from data_prep.c3po import NoTrainingData
+    # --- per job (feedback or feedback pair, at each sweep point): train a LoRA adapter on the shared
+    # sampled data, load it into the student server, evaluate it on each of its feedbacks
     from verlkit.c3po.evaluate import main as evaluate
-    from verlkit.records import InputError
 
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(train_devices)} if profile == "gpu" else None
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", "-m"]
     evaluated = 0
-    for slug in slugs:
-        work = run.run_dir / "train" / slug
-        work.mkdir(parents=True, exist_ok=True)
-        try:
-            counts = build_training_parquet(sample_dir / slug, work / "train.parquet")
-        except NoTrainingData as e:
-            log(f"{slug}: no training data ({e}); skipped")
+    for job in jobs:
+        work = job.train_dir
+        where = f"{job.unit}" + (f" @ {job.point.name}" if job.point.name else "")
+        if job.label == MERGED:
+            if not merge_adapters(job, where):
+                continue
+        elif not train_adapter(run, s, job, where, launcher, env, nproc):
             continue
-        except InputError as e:
-            raise RecipeError(f"{slug}: the sampled data cannot be trained on: {e}", code=1) from None
-        log(f"{work / 'train.parquet'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-        # the run's name and the process count come before the user's overrides; the feedback's files after
-        s.defaults = [f"trainer.experiment_name={quoted(f'{run.experiment}-{slug}')}", f"trainer.n_gpus_per_node={nproc}",
-                      f"trainer.nnodes={cfg.recipe.nnodes}"]  # fmt: skip
-        overrides = s.overrides(f"data.train_files={quoted(work / 'train.parquet')}",
-                                f"data.train_batch_size={batch_rows(sum(counts.values()), cfg.data.train_batch_size, nproc)}",
-                                f"trainer.default_local_dir={quoted(work / 'checkpoints')}")  # fmt: skip
-        rc = run.train(slug, TRAINER, CONFIG_DIR, name, overrides, work, launcher=launcher, env=env)
-        if rc:
-            raise RecipeError(f"{slug}: training failed (exit status {rc}; log: {work / 'train.log'})", code=rc)
-        with contextlib.redirect_stdout(sys.stderr):
-            run.summary(work / "train.log", work / "metrics.json", ("train/loss", "pref/"))
-        # verl's merger writes the base weights and the adapter; only the adapter is new
-        merge_checkpoint(run, latest_checkpoint(work / "checkpoints"), work / "export", work / "export.log")
-        shutil.rmtree(work / "adapter", ignore_errors=True)
-        (work / "export" / "lora_adapter").rename(work / "adapter")
-        shutil.rmtree(work / "export")
-        adapter = f"c3po-{slug}"
         try:
-            load_lora_adapter(student.base_url, adapter, work / "adapter")
+            load_lora_adapter(student.base_url, job.adapter, work / "adapter")
         except ServerStartError as e:
             raise RecipeError(f"run_c3po: {e}") from None
-        log(f"{slug}: adapter {work / 'adapter'} loaded into the student server as '{adapter}'")
-        common = ["--sample-dir", sample_dir / slug, "--out", run.run_dir / "eval" / slug, *judge,
-                  *tool_arguments(cfg.recipe.eval)]  # fmt: skip
-        trained = ["--method", "trained", "--model-url", student.base_url, "--model-name", adapter,
-                   "--baseline-url", student.base_url, "--baseline-name", student.model_name]  # fmt: skip
-
-        def tracker(method: str) -> list[str]:  # the adapter's training run's project and run group
-            return run.evaluation_tracker(cfg.trainer.logger, cfg.trainer.project_name,
-                                          f"{run.experiment}-{slug}-eval-{method}")  # fmt: skip
-
-        if evaluate([str(a) for a in common + trained + tracker("trained")]) == 0:
-            evaluated += 1
+        log(f"{where}: adapter {work / 'adapter'} loaded into the student server as '{job.adapter}'")
+        for slug, feedback_sample in zip(job.feedbacks, job.sample_dirs):
+            trained = ["--sample-dir", feedback_sample, "--out", job.eval_dirs[slug], "--label", job.label, *judge,
+                       *tool_arguments(cfg.recipe.eval), "--method", "trained", "--model-url", student.base_url,
+                       "--model-name", job.adapter, "--baseline-url", student.base_url,
+                       "--baseline-name", student.model_name,
+                       *tracker(run, cfg, job.point.name, slug, job.label)]  # fmt: skip
+            if evaluate([str(a) for a in trained]) == 0:
+                evaluated += 1
+    # the prompting baselines do not depend on training: once per feedback, under RUN_DIR/eval/
+    for slug in slugs:
         for baseline in cfg.recipe.baselines:
-            evaluate([str(a) for a in common + ["--method", baseline] + tracker(baseline)])
-    print(report(run.run_dir / "eval"), flush=True)
+            evaluate([str(a) for a in ["--sample-dir", sample_dir / slug, "--out", run.run_dir / "eval" / slug, *judge,
+                                       *tool_arguments(cfg.recipe.eval), "--method", baseline,
+                                       *tracker(run, cfg, "", slug, baseline)]])  # fmt: skip
+    title = (f"C3PO {method}: student {Path(str(cfg.recipe.student)).name}, data {sample_dir}, "
+             f"N = {cfg.recipe.eval.limit} test prompts per set")  # fmt: skip
+    print(write_comparison(run.run_dir, comparison_rows(run.run_dir, points), title), flush=True)
     if not evaluated:
         raise RecipeError("no feedback was trained and evaluated")
-    log(f"evaluation JSON and plots: {run.run_dir / 'eval'}/<feedback>/; run directory: {run.run_dir}")
+    log(f"comparison: {run.run_dir / 'comparison.md'} (.json, .png); evaluation JSON and plots: "
+        f"<run or sweep point>/eval/<feedback>/; run directory: {run.run_dir}")  # fmt: skip
     return 0
+
+
+def tracker(run, cfg, point: str, slug: str, label: str) -> list[str]:
+    """The evaluation's tracker options: the training runs' project and run group, one run per evaluation."""
+    name = "-".join(filter(None, (run.experiment, point, slug, "eval", label)))
+    return run.evaluation_tracker(cfg.trainer.logger, cfg.trainer.project_name, name)
+
+
+def train_adapter(run, s, job, where: str, launcher: list[str], env, nproc: int) -> bool:
+    """Train the job's LoRA adapter on its training data and export it to ``<train dir>/adapter``; False
+    (logged) when there is no training data."""
+    cfg, work = s.cfg, job.train_dir
+    counts = training_data(job, work / "train.parquet")
+    if counts is None:
+        return False
+    log(f"{where}: {work / 'train.parquet'}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    # the run's name and the process count come before the user's overrides; the job's files and the
+    # sweep point's values after them (a sweep point wins)
+    experiment = "-".join(filter(None, (run.experiment, job.point.name, job.unit)))
+    s.defaults = [f"trainer.experiment_name={quoted(experiment)}", f"trainer.n_gpus_per_node={nproc}",
+                  f"trainer.nnodes={cfg.recipe.nnodes}"]  # fmt: skip
+    overrides = s.overrides(f"data.train_files={quoted(work / 'train.parquet')}",
+                            f"data.train_batch_size={batch_rows(sum(counts.values()), cfg.data.train_batch_size, nproc)}",
+                            f"trainer.default_local_dir={quoted(work / 'checkpoints')}", *job.point.overrides)  # fmt: skip
+    rc = run.train(where, TRAINER, CONFIG_DIR, s.name, overrides, work, launcher=launcher, env=env)
+    if rc:
+        raise RecipeError(f"{where}: training failed (exit status {rc}; log: {work / 'train.log'})", code=rc)
+    with contextlib.redirect_stdout(sys.stderr):
+        run.summary(work / "train.log", work / "metrics.json", ("train/loss", "pref/"))
+    # verl's merger writes the base weights and the adapter; only the adapter is new
+    merge_checkpoint(run, latest_checkpoint(work / "checkpoints"), work / "export", work / "export.log")
+    shutil.rmtree(work / "adapter", ignore_errors=True)
+    (work / "export" / "lora_adapter").rename(work / "adapter")
+    shutil.rmtree(work / "export")
+    return True
+
+
+def merge_adapters(job, where: str) -> bool:
+    """The merged job's adapter: the two feedbacks' own adapters of its point concatenated (their exact
+    sum; verlkit.c3po.adapters). False (logged) when one of them was not trained."""
+    from verlkit.c3po.adapters import concatenate_adapters
+
+    sources = [d / "adapter" for d in job.merge_of]
+    if not all((d / "adapter_config.json").exists() for d in sources):
+        log(f"{where}: not merged: not every feedback's own adapter was trained")
+        return False
+    concatenate_adapters(sources, job.train_dir / "adapter")
+    log(f"{where}: {' + '.join(map(str, sources))} concatenated into {job.train_dir / 'adapter'}")
+    return True
+
+
+def lora_ranks(cfg, points) -> list[int]:
+    """Every LoRA rank the run trains (the config's, and a sweep's over model.lora_rank)."""
+    ranks = [int(cfg.model.lora_rank)]
+    for point in points:
+        ranks += [int(o.split("=", 1)[1]) for o in point.overrides if o.startswith("model.lora_rank=")]
+    return ranks
+
+
+def training_data(job, out: Path) -> dict[str, int] | None:
+    """The job's training parquet (one feedback's, or the combined data of two) from the shared sampled
+    data; rows per kind, or None (logged) when a feedback has no training pair."""
+    import pyarrow.parquet as pq
+
+    from data_prep.c3po import ROW_KINDS, NoTrainingData, build_combined_training_file, build_training_file
+    from verlkit.records import InputError
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if len(job.sample_dirs) == 1:
+            build_training_file(job.sample_dirs[0], out)
+        else:
+            build_combined_training_file(list(job.sample_dirs), out)
+    except NoTrainingData as e:
+        log(f"{job.unit}: no training data ({e}); skipped")
+        return None
+    except InputError as e:
+        raise RecipeError(f"{job.unit}: the sampled data cannot be trained on: {e}", code=1) from None
+    kinds = pq.read_table(out, columns=["kind"]).column("kind").to_pylist()
+    return {kind: kinds.count(kind) for kind in ROW_KINDS}
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,8 @@
 Settings: ``recipes/confidence/config/confidence.yaml`` (the seed's MedMCQA runs; the ``design`` group
 picks cgp or rlcr) and ``confidence_cpu.yaml`` (the CPU default). The run: MedMCQA-format data
 (``data_prep.medmcqa``) and its validation, the downstream model for cgp (served by us or a hosted
-API), ``verl.trainer.main_ppo``, the trained actor exported to a Hugging Face directory, served, and
+API; or, with ``DOWNSTREAM_BACKEND=managed``, verl's own replicas behind its router during training:
+``recipes/managed.py``), ``verl.trainer.main_ppo``, the trained actor exported to a Hugging Face directory, served, and
 evaluated on dev (``verlkit.evaluation.calibration``) with a metrics table and reliability diagrams.
 """
 
@@ -16,7 +17,8 @@ from pathlib import Path
 
 from recipes import format_table
 from recipes.checkpoints import export_hf
-from recipes.compose import Setting, SettingError, boolean, integer, items, number, quoted, tool_arguments
+from recipes.compose import Setting, SettingError, boolean_text, integer, items, number, quoted, tool_arguments
+from recipes.confidence.hosted import HOSTED_DOWNSTREAMS, missing_key, preset_overrides
 from recipes.driver import (
     RecipeError,
     call_tool,
@@ -28,6 +30,14 @@ from recipes.driver import (
     validate_data,
 )
 from recipes.driver import main as run_recipe
+from recipes.managed import (
+    backend_choice,
+    check_backend,
+    cpu_ray_overrides,
+    pool_gpus,
+    refuse_launcher_placement,
+    replica_logs_in,
+)
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -67,12 +77,15 @@ KNOBS = {
     "DOWNSTREAM_URL": Setting("recipe.downstream.url"),
     "DOWNSTREAM_API_KEY_ENV": Setting("recipe.downstream.api_key_env"),
     "DOWNSTREAM_RATE_LIMIT_RPS": Setting("recipe.downstream.rate_limit_rps", number),
+    "DOWNSTREAM_TEMPLATE_FILE": Setting("recipe.downstream.template_file"),
+    "DOWNSTREAM_CONSTRAINED": Setting("recipe.downstream.constrained", boolean_text),
     "POLICY_DEVICES": Setting("recipe.policy_server.devices"),
     "EVAL_LIMIT": Setting("recipe.eval.limit", integer),
     "ALGORITHM": Setting("algorithm.adv_estimator"),
-    "CALIBRATION_MONITOR": Setting("recipe.calibration_monitor.enabled", lambda raw: str(boolean(raw)).lower()),
+    "CALIBRATION_MONITOR": Setting("recipe.calibration_monitor.enabled", boolean_text),
     "VERLKIT_CONFIDENCE_STD_MIN": Setting("recipe.calibration_monitor.std_min", number),
     "VERLKIT_CONFIDENCE_COLLAPSE_STEPS": Setting("recipe.calibration_monitor.collapse_steps", integer),
+    "DOWNSTREAM_BACKEND": Setting("downstream_backend", backend_choice),
 }
 
 ESTIMATORS = ("grpo", "gdpo")
@@ -122,6 +135,17 @@ def place_devices(all_gpus: list[str], design: str, hosted: bool, train: list[st
     return train, downstream
 
 
+def place_managed(all_gpus: list[str], pool: int) -> tuple[list[str], list[str], int]:
+    """(devices the trainer sees, the downstream server's devices for the evaluation, the trainer's GPU
+    count) when verl serves the downstream model in a pool of ``pool`` GPUs: the trainer sees every GPU
+    (verl places both pools), trains on the first ``len - pool``; the evaluation's server takes the last."""
+    count = len(all_gpus) - pool
+    if count < 1:
+        raise RecipeError(f"DOWNSTREAM_BACKEND=managed: {len(all_gpus)} GPU(s), the downstream pool takes {pool}, "
+                          "none is left for training", code=2)  # fmt: skip
+    return all_gpus, all_gpus[-1:], count
+
+
 def check_chat(url: str, model: str, api_key_env: str | None = None, timeout_s: float = 60.0) -> str | None:
     """One short chat request to a hosted OpenAI-compatible API (the downstream model when it is not
     served by us). None if it answered, else a message. The key is read from the env var named
@@ -162,6 +186,32 @@ def eval_report(metrics: dict) -> tuple[str, list[str]]:
     return format_table(rows), problems
 
 
+def probe_downstream(cfg) -> None:
+    """Once the downstream model answers: its reward options (template) and, with a constraint, one
+    probe request, so a server that refuses the constraint stops the run before training."""
+    from omegaconf import OmegaConf
+
+    from verl.utils.reward_score.calibration import check_options
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verlkit.clients.llm import close_session
+
+    options = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.cgp, resolve=True)
+    try:
+        check_options(options, probe=True)
+    except RewardOptionsError as e:
+        raise RecipeError(f"recipe.downstream: {e}", code=2) from None
+    finally:
+        close_session()
+
+
+def downstream_eval_arguments(ds) -> list[str]:
+    """The evaluation asks the downstream model as the reward does: same template, same constraint."""
+    args = ["--downstream-constrained", "true" if ds.constrained else "false"]
+    args += ["--downstream-template-file", str(ds.template_file)] if ds.template_file else []
+    args += ["--downstream-reasoning-chars", str(ds.reasoning_chars)] if ds.reasoning_chars is not None else []
+    return args
+
+
 def server_spec(section, name: str, model, run_dir: Path, devices: list[str], **extra):
     from verlkit.serving import ServerSpec
 
@@ -170,16 +220,42 @@ def server_spec(section, name: str, model, run_dir: Path, devices: list[str], **
                       **extra)  # fmt: skip
 
 
+def serve_downstream(run, s: RecipeSettings, devices: list[str]) -> None:
+    """Start the downstream model with the launcher; its URL and name become the run's settings."""
+    ds = s.cfg.recipe.downstream
+    extra_gpu = {}
+    if s.profile == "gpu":
+        extra_gpu = dict(tensor_parallel_size=ds.tensor_parallel_size, gpu_memory_utilization=ds.gpu_memory_utilization)
+    server = run.serve(server_spec(ds, "downstream", ds.model, run.run_dir, devices, **extra_gpu))
+    s.add(f"recipe.downstream.url={quoted(server.base_url)}", f"recipe.downstream.served_name={quoted(server.model_name)}")
+
+
 def body(stack: contextlib.ExitStack, argv) -> int:
     s = RecipeSettings("confidence", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.policy": "a policy model (1st argument)"})
     check_estimator(s.cfg)
     design, ds = s.cfg.recipe.design, s.cfg.recipe.downstream
     if design == "cgp" and not ds.model:
-        raise RecipeError("design cgp needs a downstream model (a model directory, or with DOWNSTREAM_URL the "
-                          f"API's model name). {USAGE}", code=2)  # fmt: skip
+        raise RecipeError("design cgp needs a downstream model (a model directory, a hosted preset such as "
+                          f"{' or '.join(HOSTED_DOWNSTREAMS)}, or with DOWNSTREAM_URL the API's model name). {USAGE}",
+                          code=2)  # fmt: skip
+    if design == "cgp":
+        # a hosted preset by name fills in its endpoint; its key must be there before anything starts
+        s.add(*preset_overrides(ds))
+        ds = s.cfg.recipe.downstream
+        problem = missing_key(ds)
+        if problem:
+            raise RecipeError(problem, code=2)
+    backend = check_backend(ds, "the downstream model", "DOWNSTREAM_URL")
+    if backend == "managed" and design != "cgp":
+        raise RecipeError(f"DOWNSTREAM_BACKEND=managed serves cgp's downstream model; design {design} has none",
+                          code=2)  # fmt: skip
+    refuse_launcher_placement(backend, {"DOWNSTREAM_DEVICES": ds.devices, "TRAIN_DEVICES": s.cfg.recipe.train_devices})
     train, ds_devices = [], []
-    if s.profile == "gpu":
+    if s.profile == "gpu" and backend == "managed":
+        train, ds_devices, count = place_managed(gpu_indices(), pool_gpus(s.cfg))
+        s.add(f"recipe.train_gpu_count={count}")
+    elif s.profile == "gpu":
         train, ds_devices = place_devices(gpu_indices(), design, bool(ds.url), parse_devices(s.cfg.recipe.train_devices),
                                           parse_devices(ds.devices))  # fmt: skip
         s.add(f"recipe.train_gpu_count={len(train)}")
@@ -203,7 +279,12 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     # --- the downstream model (cgp): a hosted API (nothing to start; one real chat request checks URL,
     # model name and key), or a server of our own
     ds = s.cfg.recipe.downstream
-    if design == "cgp":
+    if design == "cgp" and backend == "managed":
+        log("downstream: verl's replicas behind its router during training (DOWNSTREAM_BACKEND=managed)")
+        replica_logs_in(run.run_dir)
+        if profile == "cpu":
+            s.add(*cpu_ray_overrides(s.cfg))
+    elif design == "cgp":
         if ds.url:
             problem = check_chat(ds.url, ds.model, ds.api_key_env)
             if problem:
@@ -211,12 +292,9 @@ def body(stack: contextlib.ExitStack, argv) -> int:
             s.add(f"recipe.downstream.served_name={quoted(ds.model)}")
             log(f"downstream: hosted API {ds.url}, model {ds.model}")
         else:
-            extra_gpu = {}
-            if profile == "gpu":
-                extra_gpu = dict(tensor_parallel_size=ds.tensor_parallel_size, gpu_memory_utilization=ds.gpu_memory_utilization)
-            server = run.serve(server_spec(ds, "downstream", ds.model, run.run_dir, ds_devices, **extra_gpu))
-            s.add(f"recipe.downstream.url={quoted(server.base_url)}", f"recipe.downstream.served_name={quoted(server.model_name)}")
+            serve_downstream(run, s, ds_devices)
         ds = s.cfg.recipe.downstream
+        probe_downstream(s.cfg)
 
     # --- training
     env = {**os.environ, **monitor_environment(s.cfg)}
@@ -235,12 +313,16 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     extra_gpu = {"gpu_memory_utilization": ps.gpu_memory_utilization} if profile == "gpu" else {}
     policy_devices = parse_devices(ps.devices) or train[:1]
     policy = run.serve(server_spec(ps, "policy", policy_hf, run.run_dir, policy_devices, **extra_gpu))
+    if design == "cgp" and backend == "managed":  # verl's replicas ended with the trainer: a server to evaluate
+        serve_downstream(run, s, ds_devices)
+        ds = s.cfg.recipe.downstream
     eval_dir = run.run_dir / "eval"
     args = ["--design", design, "--data", dev_file, "--policy-url", policy.base_url, "--policy-model",
             policy.model_name, "--out", eval_dir]  # fmt: skip
     if design == "cgp":
         args += ["--downstream-url", ds.url, "--downstream-model", ds.served_name]
         args += ["--downstream-api-key-env", ds.api_key_env] if ds.api_key_env else []
+        args += downstream_eval_arguments(ds)
     args += tool_arguments(s.cfg.recipe.eval)
     # the evaluation joins the training run in the tracker: same project, same run group
     args += run.evaluation_tracker(s.cfg.trainer.logger, s.cfg.trainer.project_name, f"{run.experiment}-eval-calibration")

@@ -32,6 +32,7 @@ from recipes.checkpoints import export_hf
 from recipes.compose import Setting, integer, items, number, quoted, split_stage_overrides, tool_arguments
 from recipes.driver import RecipeError, call_tool, devices_except, gpu_indices, log, parse_devices, validate_data
 from recipes.driver import main as run_recipe
+from recipes.managed import backend_choice, ray_gpus_override
 from recipes.pipeline.stages import TRAINED, missing_inputs, parse_stages, report
 from recipes.settings import RecipeSettings
 
@@ -53,6 +54,7 @@ KNOBS = {
     "TRAIN_DEVICES": Setting("recipe.train_devices"),
     "RM_DEVICES": Setting("recipe.reward_model.devices"),
     "RM_GPU_MEM": Setting("recipe.reward_model.gpu_memory_utilization", number),
+    "RM_BACKEND": Setting("recipe.reward_model.backend", backend_choice),
     "STEPS": Setting("rloo.trainer.total_training_steps", integer),
     "LOGGER": Setting("trainer.logger", items),
     "SMOLTALK": Setting("recipe.data.smoltalk"),
@@ -113,6 +115,9 @@ class Pipeline:
             if not self.train_devices:
                 raise RecipeError(f"no GPU left for training (RM_DEVICES={','.join(self.rm_devices)})", code=2)
         self.nproc = s.cfg.recipe.nproc or len(self.all_gpus)
+        self.rm_backend = s.cfg.recipe.reward_model.backend
+        if self.rm_backend not in ("launcher", "managed"):
+            raise RecipeError(f"RM_BACKEND must be launcher or managed, got {self.rm_backend!r}", code=2)
         self.run = s.open_run(stack)
         # the models the selected stages load (the reward model and the judge are trained from sft here; a
         # served judge is a name at its API)
@@ -160,6 +165,21 @@ class Pipeline:
             self.run.summary(stage_dir / "train.log", stage_dir / "metrics.json", prefixes)
         return stage_dir
 
+    def serve_reward_model(self, rm_hf: Path):
+        memory = self.cfg.recipe.reward_model.gpu_memory_utilization
+        return self.server("rm", rm_hf, "reward_model", self.rm_devices, memory, task="classify")
+
+    def managed_reward_model(self, rm_hf: Path, nproc: int) -> tuple[list[str], list[str]]:
+        """RLOO's overrides when verl serves the reward model (the ``reward_backend=managed`` group of
+        rloo.yaml, its layout from pipeline.yaml), and the devices the trainer must also see (the pool's)."""
+        managed = self.cfg.recipe.reward_model.managed
+        runtime = ["reward_backend=managed", f"recipe.reward_model.dir={quoted(rm_hf)}"]
+        runtime += [f"recipe.reward_model.managed.{key}={value}" for key, value in managed.items()]
+        pool = int(managed.nnodes) * int(managed.n_gpus_per_node) if managed.standalone else 0
+        if self.profile == "cpu":
+            runtime += ray_gpus_override(nproc * int(self.cfg.recipe.nnodes), pool)
+        return runtime, (self.rm_devices if self.profile == "gpu" and pool else [])
+
     def execute(self) -> int:
         run, cfg, selected = self.run, self.cfg, self.selected
         if "prep" in selected:
@@ -179,20 +199,28 @@ class Pipeline:
         # the served reward model: held-out accuracy and RLOO's rewards (and the evaluation's scores, opt-in)
         rm = None
         judged_by_rm = "eval" in selected and self.judge_source == "training_reward"
-        if {"rm", "rloo"} & set(selected) or judged_by_rm:
-            rm = self.server("rm", rm_hf, "reward_model", self.rm_devices, cfg.recipe.reward_model.gpu_memory_utilization,
-                             task="classify")  # fmt: skip
+        served_for = {"rm"} | (set() if self.rm_backend == "managed" else {"rloo"})
+        if served_for & set(selected) or judged_by_rm:
+            rm = self.serve_reward_model(rm_hf)
         if "rm" in selected:
             self.heldout_accuracy("rm", rm, rm_hf)
 
         if "rloo" in selected:
             validate_data(self.data / "rl" / "train.parquet")
             devices = self.train_devices if self.profile == "gpu" else []
-            rm_runtime = [f"recipe.reward_model.url={quoted(rm.base_url)}",
-                          f"recipe.reward_model.served_name={quoted(rm.model_name)}",
-                          f"recipe.reward_model.dir={quoted(rm_hf)}"]  # fmt: skip
+            nproc = len(devices) or self.nproc
             init = run.run_dir / cfg.recipe.rloo_init / "hf"
-            stage_dir = self.train_stage("rloo", init, len(devices) or self.nproc, devices, rm_runtime)
+            if self.rm_backend == "managed":  # verl serves it during RLOO: free what the launcher holds
+                if rm is not None:
+                    run.stop(rm)
+                    rm = None
+                runtime, visible = self.managed_reward_model(rm_hf, nproc)
+                stage_dir = self.train_stage("rloo", init, nproc, devices + visible, runtime)
+            else:
+                rm_runtime = [f"recipe.reward_model.url={quoted(rm.base_url)}",
+                              f"recipe.reward_model.served_name={quoted(rm.model_name)}",
+                              f"recipe.reward_model.dir={quoted(rm_hf)}"]  # fmt: skip
+                stage_dir = self.train_stage("rloo", init, nproc, devices, rm_runtime)
             export_hf(run, stage_dir / "checkpoints", stage_dir / "hf", stage_dir / "hf.export.log", actor=True)
         if rm is not None and not judged_by_rm:
             run.stop(rm)  # its memory (GPU) goes to the judge and the evaluated models
@@ -209,6 +237,7 @@ class Pipeline:
 
         if "eval" in selected:
             if self.judge_source == "training_reward":
+                rm = rm or self.serve_reward_model(rm_hf)  # stopped for verl's managed replicas during RLOO
                 self.evaluate(rm, rm_hf, "training_reward", "the RLOO reward model (rm stage, prefs/train)")
             elif self.judge_source == "judge_model":
                 self.evaluate(judge, judge_hf, "independent",

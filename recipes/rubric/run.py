@@ -2,7 +2,8 @@
 
 Settings: ``recipes/rubric/config/rubric.yaml`` (the original's 8-GPU configuration) and
 ``rubric_cpu.yaml`` (the CPU default). The run: data (the bundled sample when no dataset is given) and
-its validation, the verifier server (or an external one), ``verl.trainer.main_ppo`` on the recipe
+its validation, the verifier server (or an external one; or, with ``VERIFIER_BACKEND=managed``,
+verl's own replicas behind its router: ``recipes/managed.py``), ``verl.trainer.main_ppo`` on the recipe
 config, the end-of-run summary of reward and verifier metrics.
 """
 
@@ -13,9 +14,10 @@ import os
 import sys
 from pathlib import Path
 
-from recipes.compose import Setting, boolean, integer, items, number, quoted
+from recipes.compose import Setting, boolean, boolean_text, integer, items, number, quoted
 from recipes.driver import RecipeError, Run, call_tool, log, overlap_error, parse_devices, validate_data
 from recipes.driver import main as run_recipe
+from recipes.managed import backend_choice, check_backend, cpu_ray_overrides, refuse_launcher_placement, replica_logs_in
 from recipes.settings import RecipeSettings
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
@@ -45,6 +47,10 @@ KNOBS = {
     "LOGGER": Setting("trainer.logger", items),
     "ALGORITHM": Setting("algorithm.adv_estimator"),
     "TEMPLATE": Setting("recipe.verifier.template"),
+    "TEMPLATE_FILE": Setting("recipe.verifier.template_file"),
+    "VERDICT": Setting("recipe.verifier.verdict"),
+    "VERDICT_MODE": Setting("recipe.verifier.verdict_mode"),
+    "CONSTRAINED": Setting("recipe.verifier.constrained", boolean_text),
     "N_GPUS_PER_NODE": Setting("trainer.n_gpus_per_node", integer),
     "NNODES": Setting("trainer.nnodes", integer),
     "TRAIN_DEVICES": Setting("recipe.train_devices"),
@@ -66,6 +72,7 @@ KNOBS = {
     "RUBRIC_WEIGHT": Setting("recipe.rubric_model.weight", number),
     "RUBRIC_MODE": Setting("recipe.rubric_model.mode"),
     "RUBRIC_SHARE": Setting("recipe.rubric_model.share", number),
+    "VERIFIER_BACKEND": Setting("verifier_backend", backend_choice),
 }
 HYBRID = "hybrid"
 _STAND_IN_URL = "http://127.0.0.1:1/v1"  # the served URLs are known only once the servers run
@@ -107,6 +114,25 @@ def rubric_model_spec(cfg, run_dir: Path):
     return _server_spec(cfg.recipe.rubric_model, "rubric", run_dir)
 
 
+TINYV_OPTIONS = "reward.custom_reward_function.reward_kwargs.tinyv"
+
+
+def template_overrides(cfg, hybrid: bool = False) -> list[str]:
+    """A template file replaces the built-in template: the reward takes one or the other, so the
+    built-in name is dropped from its options (for hybrid on each side that has a file)."""
+    if not hybrid:
+        return [f"~{TINYV_OPTIONS}.template"] if cfg.recipe.verifier.template_file else []
+    sides = (("verifier", cfg.recipe.verifier), ("rubric", cfg.recipe.rubric_model))
+    return [f"~{TINYV_OPTIONS}.{name}.template" for name, section in sides if section.template_file]
+
+
+def verifier_options(cfg) -> dict:
+    """The tinyv reward's options as the run passes them (URL and served name may still be unset)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(OmegaConf.select(cfg, TINYV_OPTIONS), resolve=True)
+
+
 def reward_options(cfg) -> dict:
     """The run's reward options as the registry gets them (the served URLs and names are filled in later;
     stand-ins take their place here: for hybrid on each side)."""
@@ -122,8 +148,9 @@ def reward_options(cfg) -> dict:
 
 
 def check_verifier_options(cfg) -> None:
-    """The verifier reward's and the routing's options, checked by their own parsers before anything
-    starts. For hybrid also that the rubric model is named and that the two models' own GPUs differ."""
+    """The verifier reward's (template, preset, constraint) and the routing's options, checked by their
+    own parsers before anything starts. For hybrid also that the rubric model is named and that the two
+    models' own GPUs differ."""
     from verl.utils.reward_score.hybrid import HybridOptions
     from verl.utils.reward_score.options import RewardOptionsError, parse_options
     from verl.utils.reward_score.routing import NAMESPACE, RoutingOptions
@@ -146,6 +173,22 @@ def check_verifier_options(cfg) -> None:
                             parse_devices(rubric.devices))  # fmt: skip
     if problem:
         raise RecipeError(problem, code=2)
+
+
+def probe_verifier(cfg) -> None:
+    """Once the verifier is up: with a constraint (or verdict_mode=prob), real requests check that the
+    server enforces it, so a refused constraint stops the run here, not as silently unconstrained
+    rewards."""
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verl.utils.reward_score.tinyv import check_options
+    from verlkit.clients.llm import close_session
+
+    try:
+        check_options(verifier_options(cfg), probe=True)
+    except RewardOptionsError as e:
+        raise RecipeError(f"recipe.verifier: {e}", code=2) from None
+    finally:
+        close_session()
 
 
 def validation_files(cfg, dataset: Path) -> tuple[list[Path], list[Path]]:
@@ -207,6 +250,14 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s.require({"recipe.policy": "a policy model (1st argument)",
                "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
     hybrid = choose_verification(s)
+    s.defaults += template_overrides(s.cfg, hybrid)
+    s.cfg = s.compose()
+    backend = check_backend(s.cfg.recipe.verifier, "the verifier", "VERLKIT_VERIFIER_URL")
+    if hybrid and backend == "managed":
+        raise RecipeError("setup=hybrid serves two models: VERIFIER_BACKEND=launcher or external, not managed",
+                          code=2)
+    refuse_launcher_placement(backend, {"VERIFIER_DEVICES": s.cfg.recipe.verifier.devices,
+                                        "TRAIN_DEVICES": s.cfg.recipe.train_devices})  # fmt: skip
     check_verifier_options(s.cfg)
     run = s.open_run(stack)
     s.resolve_models(model_arguments(s.cfg))
@@ -220,12 +271,20 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     if math_sources:
         log(f"rule-graded math validation: {', '.join(math_sources)} ({', '.join(map(str, math_val))})")
 
-    verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
-    s.add(f"recipe.verifier.url={quoted(verifier.base_url)}", f"recipe.verifier.served_name={quoted(verifier.model_name)}")
-    if hybrid:
-        rubric = run.serve(rubric_model_spec(s.cfg, run.run_dir))
-        s.add(f"recipe.rubric_model.url={quoted(rubric.base_url)}",
-              f"recipe.rubric_model.served_name={quoted(rubric.model_name)}")  # fmt: skip
+    if backend == "managed":  # verl starts the replicas with the trainer; the reward follows its router
+        log("verifier: verl's reward-model replicas behind its router (VERIFIER_BACKEND=managed)")
+        replica_logs_in(run.run_dir)
+        if s.profile == "cpu":
+            s.add(*cpu_ray_overrides(s.cfg))
+    else:
+        verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
+        s.add(f"recipe.verifier.url={quoted(verifier.base_url)}",
+              f"recipe.verifier.served_name={quoted(verifier.model_name)}")  # fmt: skip
+        if hybrid:
+            rubric = run.serve(rubric_model_spec(s.cfg, run.run_dir))
+            s.add(f"recipe.rubric_model.url={quoted(rubric.base_url)}",
+                  f"recipe.rubric_model.served_name={quoted(rubric.model_name)}")  # fmt: skip
+        probe_verifier(s.cfg)  # hybrid: each side's server
 
     env = None
     train_devices = parse_devices(s.cfg.recipe.train_devices)

@@ -1,13 +1,16 @@
-"""``bash run_c3po.sh`` on the CPU default, end to end: the student (tiny model) and the teacher
-(SmolLM2-135M-Instruct) served by the CPU build of vLLM, sampling for the first two bundled
-feedbacks (one qualitative, one quantitative), one LCDPO LoRA training per feedback with verl's
-engine, each adapter loaded into the running student server, and the evaluation JSON and plots."""
+"""``bash run_c3po.sh "" concise "" bon`` on the CPU default, end to end: the student (tiny model) and the
+teacher (SmolLM2-135M-Instruct) served by the CPU build of vLLM, ONE sampling for the first two bundled
+feedbacks (one qualitative, one quantitative; the second by the second-feedback argument), one LCDPO
+LoRA training per feedback plus one on their combined data with verl's engine, each adapter loaded into
+the running student server, the evaluation JSON and plots, and the comparison table of single vs
+combined adapters."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import pyarrow.parquet as pq
 import pytest
 from support.recipe_runs import RecipeRun
 
@@ -18,7 +21,7 @@ SETS = ("in_scope", "near_scope", "out_of_scope")
 
 
 def test_cpu_default_samples_trains_and_evaluates(tmp_path):
-    run = RecipeRun("run_c3po.sh", tmp_path / "run")
+    run = RecipeRun("run_c3po.sh", tmp_path / "run", "", "concise", "", "bon")
     rc = run.wait(timeout=2400)
     out = run.output()
     assert rc == 0, out[-6000:]
@@ -48,8 +51,30 @@ def test_cpu_default_samples_trains_and_evaluates(tmp_path):
             if summary["n_judged"]:
                 rates = summary["applied_rate"] + summary["tie_rate"] + summary["worse_rate"]
                 assert rates == pytest.approx(1.0)
+            # issue 18: a scope of nothing but ties says what the ties are made of, here and in the report
+            if summary["tie_rate"] == 1.0:
+                assert sum(summary["tie_reasons"].values()) == summary["n_judged"]
+                assert f"{slug} [trained] {name}: all {summary['n_judged']} judged prompts are ties (" in out
         assert result["adherence"] == result["sets"]["in_scope"]["summary"]["applied_rate"]
         assert (root / "eval" / slug / "trained.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the second feedback: one adapter trained on both feedbacks' rows, evaluated on each feedback
+    combined = root / "train" / "+".join(FEEDBACKS)
+    rows = pq.read_table(combined / "train.parquet", columns=["feedback_id", "kind"]).to_pylist()
+    assert len({r["feedback_id"] for r in rows}) == 2
+    assert {r["kind"] for r in rows} >= {"pair", "near_scope", "out_of_scope"}
+    single_rows = sum(pq.read_metadata(root / "train" / slug / "train.parquet").num_rows for slug in FEEDBACKS)
+    assert len(rows) == single_rows  # the combined data is exactly the two feedbacks' data
+    assert f"adapter {combined / 'adapter'} loaded" in out
+    for slug in FEEDBACKS:
+        result = json.loads((root / "eval" / slug / "combined.json").read_text())
+        assert result["label"] == "combined" and result["model_name"] == "c3po-" + "+".join(FEEDBACKS)
+        assert set(result["sets"]) == set(SETS)
+    assert out.count("sampling: python -m verlkit.c3po.sample") == 1  # sampled once for all three adapters
+    table = (root / "comparison.md").read_text()
+    models = {(r["feedback"], r["model"]) for r in json.loads((root / "comparison.json").read_text())}
+    assert models == {(slug, model) for slug in FEEDBACKS for model in ("trained", "combined")}
+    assert "combined" in table and (root / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     qualitative = json.loads((root / "eval" / "concise-boss-emails" / "trained.json").read_text())
     judged = [r for r in qualitative["sets"]["in_scope"]["records"] if r["outcome"] is not None]

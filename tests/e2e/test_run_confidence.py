@@ -43,6 +43,8 @@ def test_cpu_default_trains_exports_and_evaluates(tmp_path):
     assert sorted(steps) == [1, 2]
     for m in steps.values():
         assert m["reward/downstream_ok/mean"] == 1.0 and "reward/parse_ok/mean" in m
+        # issue 18: the CPU downstream model is held to its answer-and-confidence line
+        assert m["reward/parse_ok/mean"] >= 0.95
 
     # export: a Hugging Face directory of the last step
     assert (run_dir / "checkpoints" / "global_step_2" / "actor").is_dir()
@@ -55,6 +57,8 @@ def test_cpu_default_trains_exports_and_evaluates(tmp_path):
     for report in metrics["conditions"].values():
         _assert_report(report)
         assert report["n"] == 16  # the bundled sample's dev split
+        # issue 18: the constrained downstream replies parse (the diagram is not drawn from nothing)
+        assert report["parse_failure_rate"] <= 0.10
     for png in ("reliability.png", "reliability_baseline.png"):
         data = (run_dir / "eval" / png).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

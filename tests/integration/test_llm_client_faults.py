@@ -282,3 +282,32 @@ def test_async_callers_on_their_own_loops_share_the_client(server):
         t.join(30)
     assert len(results) == 3 and all(r.ok for r in results)
     assert server.counts["shared"] == 1  # deduped or cached: one client state across loops
+
+
+def test_a_request_keeps_its_id_across_retries_and_the_ledger_has_one_line_per_call(server, monkeypatch, tmp_path):
+    ledger = tmp_path / "ledger.jsonl"
+    monkeypatch.setenv(llm_client.LEDGER_ENV, str(ledger))
+    client = make(server, max_retries=2)
+    failed = chat(client, "mode:fail500x1 id")  # one 500, then the reply
+    again = chat(client, "mode:fail500x1 id")  # the same deterministic request: a cache hit
+    broken = chat(client, "mode:always500")
+    ids = server.request_ids
+    assert failed.ok and failed.request_id and ids[:2] == [failed.request_id, failed.request_id]
+    assert again.cache_hit and again.request_id is None
+    assert not broken.ok and ids[2:] == [broken.request_id] * 3 and broken.request_id != failed.request_id
+    import json
+
+    lines = [json.loads(line) for line in ledger.read_text().splitlines()]
+    assert [(e["request_id"], e["ok"], e["attempts"], e["cache_hit"]) for e in lines] == [
+        (failed.request_id, True, 2, False), (None, True, 0, True), (broken.request_id, False, 3, False)]
+    assert "HTTP 503" in lines[2]["error"] and all(e["wall_s"] >= 0 for e in lines)
+
+
+def test_worst_case_bound_by_hand():
+    # 3 attempts of 2 s; retries wait at most 1.5 x 0.5 s and 1.5 x 1 s
+    config = ClientConfig(base_url="http://127.0.0.1:1/v1", model="m", timeout_s=2.0, max_retries=2, backoff_s=0.5)
+    assert llm_client.worst_case_s(config) == pytest.approx(6.0 + 0.75 + 1.5)
+    # a Retry-After of 1 s lengthens the first wait only (the second is 1.5 s anyway)
+    assert llm_client.worst_case_s(config, retry_after_s=1.0) == pytest.approx(6.0 + 1.0 + 1.5)
+    assert llm_client.worst_case_s(ClientConfig(base_url="http://127.0.0.1:1/v1", model="m", timeout_s=5.0,
+                                                max_retries=0)) == pytest.approx(5.0)

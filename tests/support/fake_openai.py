@@ -40,6 +40,7 @@ class FakeOpenAIServer:
         self.scripts: collections.Counter[str] = collections.Counter()  # requests per script
         self.prompts: list[str] = []
         self.auth: list[str | None] = []
+        self.request_ids: list[str | None] = []  # X-Request-Id of every request, in arrival order
         self.loop = asyncio.new_event_loop()
         self.release: asyncio.Event | None = None
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -52,6 +53,8 @@ class FakeOpenAIServer:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/completions", self._completion)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/classify", self._classify)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
@@ -85,6 +88,7 @@ class FakeOpenAIServer:
     async def _answer(self, request: web.Request, content: str) -> tuple[web.Response | None, str | None, int]:
         """(a fault response or None, the scripted reply text or None for the default, request count)."""
         self.auth.append(request.headers.get("Authorization"))
+        self.request_ids.append(request.headers.get("X-Request-Id"))
         self.prompts.append(content)
         self.counts[content] += 1
         n = self.counts[content]
@@ -110,6 +114,22 @@ class FakeOpenAIServer:
             return fault
         text = text if text is not None else "completion of " + body["prompt"]
         return web.json_response({"choices": [{"index": 0, "text": text}]})
+
+    async def _classify(self, request: web.Request) -> web.Response:
+        """A reward model's ``/classify``: the script of ``str(input)`` is the value to return."""
+        body = await request.json()
+        fault, text, _ = await self._answer(request, str(body["input"]))
+        if fault is not None:
+            return fault
+        try:
+            value = float(text if text is not None else 0.0)
+        except ValueError:
+            return web.json_response({"data": [{"probs": text}]})  # a malformed classification
+        return web.json_response({"data": [{"index": 0, "probs": [value]}]})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        self.auth.append(request.headers.get("Authorization"))
+        return web.json_response({"object": "list", "data": [{"id": "fake", "object": "model"}]})
 
     def release_all(self) -> None:
         """Let every held (``mode:hold``/``mode:hang``) request answer."""

@@ -26,6 +26,13 @@ def alive(procs) -> list[str]:
     return out
 
 
+def listening_sockets(pids: set[int]) -> set[tuple[str, int]]:
+    """(address, port) of every listening TCP socket owned by one of ``pids``, from the kernel's
+    socket table (psutil reads /proc/net/tcp and /proc/net/tcp6)."""
+    return {(c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.pid in pids}
+
+
 def pid_alive(pid: int) -> bool:
     """The PID runs and is not a zombie."""
     try:

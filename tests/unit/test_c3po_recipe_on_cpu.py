@@ -71,6 +71,49 @@ def test_a_separate_judge_brings_its_own_key_and_the_default_judge_uses_the_teac
     assert c3po.judge_endpoint(keyless, *teacher) == ("https://judge.example/v1", "teacher", None)
 
 
+def test_judge_constraint_from_the_recipe():
+    from verlkit.c3po.endpoints import use_constraints
+
+    assert compose_c3po(["/m"]).recipe.judge.constrained == "auto"  # GPU: ours constrained, hosted not
+    assert compose_c3po([], profile="cpu").recipe.judge.constrained == "on"
+    assert compose_c3po([], {"JUDGE_CONSTRAINED": "false"}, profile="cpu").recipe.judge.constrained == "off"
+    assert compose_c3po(["/m"], {"JUDGE_CONSTRAINED": "ON"}).recipe.judge.constrained == "on"
+    assert not use_constraints("auto", "https://api.example.com/v1") and use_constraints("on", "https://x/v1")
+    assert [c3po.constrain_flag(v) for v in (True, False, "Auto", "1")] == ["on", "off", "auto", "on"]
+    with pytest.raises(Exception, match="JUDGE_CONSTRAINED"):
+        compose_c3po(["/m"], {"JUDGE_CONSTRAINED": "sometimes"})
+    # a hosted judge left on auto is not probed (nothing to send)
+    c3po.probe_judge("https://api.example.com/v1", "judge", None, "auto")
+
+
+def test_a_judge_server_that_refuses_the_constraint_stops_the_run(monkeypatch):
+    from verl.utils.reward_score import templated
+
+    def refusing(client, messages, *, constraint, top_logprobs, reward):
+        assert constraint.admits("EXPLANATION: shorter.\nBETTER_RESPONSE: 4") and reward == "c3po judge"
+        raise templated.ServerFeatureError("c3po judge: the server refuses regex")
+
+    monkeypatch.setattr(templated, "probe_server", refusing)  # a fault no real server produces on demand
+    with pytest.raises(RecipeError, match="refuses regex") as e:
+        c3po.probe_judge("http://127.0.0.1:1/v1", "teacher", None, "on")
+    assert e.value.code == 2
+
+
+def test_report_says_what_all_tie_scopes_are_made_of(tmp_path):
+    summary = {"tie_rate": 1.0, "n_judged": 4, "tie_reasons": {"identical_responses": 3, "judge_position_bias": 1}}
+    result = {"feedback": "fb", "method": "trained", "type": "qualitative", "adherence": 0.0,
+              "overgeneralization_near": 0.0, "overgeneralization_out": 0.0,
+              "sets": {"in_scope": {"summary": summary}, "near_scope": {"summary": {"tie_rate": 0.5}},
+                       "out_of_scope": {"summary": {"tie_rate": None}}}}
+    (tmp_path / "eval" / "fb").mkdir(parents=True)
+    (tmp_path / "eval" / "fb" / "trained.json").write_text(json.dumps(result))
+    from recipes.c3po.plan import Point, comparison_rows, comparison_table
+
+    lines = comparison_table(comparison_rows(tmp_path, [Point("")])).splitlines()
+    assert lines[-1] == "fb [trained] in_scope: all 4 judged prompts are ties (identical responses 3, judge position bias 1)"
+    assert not any("near_scope" in line or "out_of_scope" in line for line in lines)
+
+
 def test_batch_rows():
     assert c3po.batch_rows(rows=30, configured=12, nproc=1) == 12
     assert c3po.batch_rows(rows=5, configured=12, nproc=1) == 5  # a batch larger than the data gives no step
@@ -85,13 +128,3 @@ def test_gpu_placement():
     assert c3po.place_devices(gpus, ["0"], ["1"], [], False) == (["0"], ["1"], ["2", "3"])
     with pytest.raises(RecipeError, match="no GPU left for training"):
         c3po.place_devices(["0", "1"], [], [], [], False)
-
-
-def test_report_has_one_line_per_feedback_and_method(tmp_path):
-    result = {"feedback": "concise-boss-emails", "method": "trained", "type": "qualitative", "adherence": 0.75,
-              "overgeneralization_near": 0.25, "overgeneralization_out": None,
-              "sets": {s: {"summary": {"tie_rate": 0.5}} for s in ("in_scope", "near_scope", "out_of_scope")}}
-    (tmp_path / "concise-boss-emails").mkdir()
-    (tmp_path / "concise-boss-emails" / "trained.json").write_text(json.dumps(result))
-    lines = c3po.report(tmp_path).splitlines()
-    assert lines[1].split() == ["concise-boss-emails", "trained", "qualitative", "0.75", "0.25", "n/a", "0.50/0.50/0.50"]

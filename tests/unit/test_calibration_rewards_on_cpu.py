@@ -332,3 +332,38 @@ def test_rlcr_malformed_always_below_well_formed(think, answer, analysis, conf, 
     for bad in bad_variants:
         bad_result = rlcr.score_response(bad, gt, info)
         assert bad_result["score"] < good_result["score"]
+
+
+def test_rlcr_format_check_agrees_with_the_one_regex_it_replaced():
+    # The original single regex (four lazy groups) as the oracle: same answer on random tag soups.
+    import random
+    import re
+
+    from verl.utils.reward_score.rlcr import well_formed
+
+    oracle = re.compile(r"^\s*(?:<think>)?(?P<think>.*?)</think>\s*<answer>(?P<answer>.*?)</answer>\s*"
+                        r"<analysis>(?P<analysis>.*?)</analysis>\s*<confidence>(?P<confidence>.*?)</confidence>\s*$",
+                        re.DOTALL)  # fmt: skip
+    parts = ["<think>", "</think>", "<answer>", "</answer>", "<analysis>", "</analysis>", "<confidence>",
+             "</confidence>", " ", "\n", "x", "0.5"]  # fmt: skip
+    rng = random.Random(7)
+
+    def soup(n: int) -> str:
+        return "".join(rng.choice(parts) for _ in range(rng.randint(0, n)))
+
+    texts = [soup(14) for _ in range(10_000)]  # mostly malformed
+    sections = ("</think>", "<answer>", "</answer>", "<analysis>", "</analysis>", "<confidence>", "</confidence>")
+    texts += [rng.choice(("", "<think>", " ")) + "".join(soup(2) + tag for tag in sections) + soup(2)
+              for _ in range(10_000)]  # mostly well-formed, with tags inside sections and junk after
+    texts += ["<think>a</think> <answer>2</answer>\n<analysis>b</analysis><confidence>0.5</confidence>\n"]
+    assert sum(oracle.match(t) is not None for t in texts) > 10  # the sample holds well-formed replies
+    assert [well_formed(t) for t in texts] == [oracle.match(t) is not None for t in texts]
+
+
+def test_rlcr_math_answer_check_is_bounded_on_a_tower_of_powers():
+    # math-verify in-process never returns on this answer; the bounded rule check counts it as wrong
+    from verl.utils.reward_score import rlcr
+
+    text = "<think>t</think><answer>9^{9^{9^{9}}}</answer><analysis>a</analysis><confidence>0.9</confidence>"
+    out = rlcr.compute_score("medmcqa_rlcr", text, "3", {"answer_type": "math"})
+    assert out["format_ok"] == 1.0 and out["acc"] == 0.0 and out["score"] == pytest.approx(0.5 + 0.5 * (1 - 0.81))

@@ -59,8 +59,10 @@ def test_gpu_cgp_config_has_the_reference_settings():
     assert fn.path == "pkg://verl.utils.reward_score.registry" and fn.name == "compute_score_async"
     assert OmegaConf.to_container(fn.reward_kwargs, resolve=True) == {"cgp": {
         "url": "http://127.0.0.1:8001/v1", "model": "downstream", "variant": "log_penalized", "max_tokens": 256,
-        "api_key_env": None, "rate_limit_rps": None,
+        "api_key_env": None, "rate_limit_rps": None, "template_file": None, "constrained": False,
+        "reasoning_chars": None,
     }}
+    assert confidence.downstream_eval_arguments(cfg.recipe.downstream) == ["--downstream-constrained", "false"]
     assert cfg.recipe.eval.policy_max_tokens == 256
 
 
@@ -110,6 +112,56 @@ def test_cpu_config_saves_its_last_step_and_evaluates_briefly():
                                                        "downstream_temperature": 0}
     cfg = compose_confidence([], {"STEPS": "5", "EVAL_LIMIT": "8"}, profile="cpu", runtime=["recipe.run_dir=/r"])
     assert cfg.trainer.save_freq == 5 and cfg.recipe.eval.limit == 8
+
+
+def test_cpu_downstream_is_constrained_in_training_and_evaluation():
+    from verl.utils.reward_score.calibration import CGPOptions
+    from verl.utils.reward_score.options import parse_options
+
+    cfg = compose_confidence([], profile="cpu", runtime=["recipe.run_dir=/r", "recipe.downstream.url='http://127.0.0.1:1/v1'"])
+    cgp = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs.cgp, resolve=True)
+    constraint = parse_options(CGPOptions, cgp).constraint(4)
+    assert constraint.admits("The hint points to insulin.\nthe answer is 2 with confidence 70")
+    assert not constraint.admits("The answer is insulin.")  # no answer line, no confidence
+    assert not constraint.admits("the answer is 5 with confidence 70")  # only 4 options
+    assert confidence.downstream_eval_arguments(cfg.recipe.downstream) == ["--downstream-constrained", "true"]
+    off = compose_confidence([], {"DOWNSTREAM_CONSTRAINED": "false"}, profile="cpu", runtime=["recipe.run_dir=/r"])
+    assert off.reward.custom_reward_function.reward_kwargs.cgp.constrained is False
+
+
+def test_downstream_template_file_reaches_reward_and_evaluation(tmp_path):
+    template = tmp_path / "downstream.yaml"
+    template.write_text("messages:\n  - role: user\n    content: |\n      {question}\n      {options}\n"
+                        "      Hint: {hint}\n      End with: the answer is N with confidence C\n")
+    cfg = compose_confidence(["/m", "cgp", "/d"], {"DOWNSTREAM_TEMPLATE_FILE": str(template),
+                                                   "DOWNSTREAM_CONSTRAINED": "1"})
+    assert cfg.reward.custom_reward_function.reward_kwargs.cgp.template_file == str(template)
+    assert confidence.downstream_eval_arguments(cfg.recipe.downstream) == [
+        "--downstream-constrained", "true", "--downstream-template-file", str(template)]
+    from verlkit.evaluation.calibration import build_parser
+
+    args = build_parser().parse_args(["--design", "cgp", "--data", "d.parquet", "--out", "o", "--policy-url", "u",
+                                      "--policy-model", "p", *confidence.downstream_eval_arguments(cfg.recipe.downstream)])
+    assert (args.downstream_constrained, args.downstream_template_file) == ("true", str(template))
+
+
+def test_a_bad_downstream_template_or_a_refused_constraint_stops_the_run(tmp_path, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("messages:\n  - role: user\n    content: '{question} {options} {clue}'\n")
+    cfg = compose_confidence(["/m", "cgp", "/d"], {"DOWNSTREAM_TEMPLATE_FILE": str(bad)})
+    with pytest.raises(RecipeError, match="clue") as e:
+        confidence.probe_downstream(cfg)
+    assert e.value.code == 2
+    from verl.utils.reward_score import calibration
+    from verl.utils.reward_score.templated import ServerFeatureError
+
+    def refusing(opts):
+        raise ServerFeatureError("cgp: the server refuses regex")
+
+    monkeypatch.setattr(calibration, "probe_downstream", refusing)  # a fault no real server produces on demand
+    cfg = compose_confidence([], profile="cpu", runtime=["recipe.run_dir=/r", "recipe.downstream.url='http://127.0.0.1:1/v1'"])
+    with pytest.raises(RecipeError, match="refuses regex"):
+        confidence.probe_downstream(cfg)
 
 
 def test_the_two_designs_compose_their_own_training_settings():
@@ -225,3 +277,69 @@ def test_the_monitor_reads_the_environment_the_driver_sets(monkeypatch):
     assert out["calibration/low_std_steps"] == 1.0 and out["calibration/collapse_warnings"] == 1.0
     monkeypatch.setenv("VERLKIT_CALIBRATION_MONITOR", "0")
     assert cmon.CalibrationMonitor().update({"confidence": [0.6, 0.8], "acc": [1.0, 0.0]}) == {}
+
+
+# ---- hosted downstream presets (issue 17.2) ----------------------------------------------------------
+
+
+def compose_with_preset(argv, environ=None):
+    """The config the driver trains with: the user's settings, then the preset's overrides."""
+    from recipes.confidence.hosted import preset_overrides
+
+    runtime = ["recipe.run_dir=/r"]
+    cfg = compose_confidence(argv, environ, runtime=runtime)
+    return compose_confidence(argv, environ, runtime=runtime + preset_overrides(cfg.recipe.downstream))
+
+
+@pytest.mark.parametrize("name, url, key, rps", [
+    ("gpt-4o-mini-2024-07-18", "https://api.openai.com/v1", "OPENAI_API_KEY", 8.0),
+    ("gemini-2.0-flash-001", "https://generativelanguage.googleapis.com/v1beta/openai", "GEMINI_API_KEY", 0.25),
+])  # fmt: skip
+def test_a_hosted_preset_fills_in_endpoint_name_key_variable_and_rate(name, url, key, rps):
+    cgp = compose_with_preset(["/m", "cgp", name]).reward.custom_reward_function.reward_kwargs.cgp
+    assert (cgp.url, cgp.model, cgp.api_key_env, cgp.rate_limit_rps) == (url, name, key, rps)
+
+
+def test_the_users_settings_win_over_the_presets():
+    cgp = compose_with_preset(["/m", "cgp", "gpt-4o-mini-2024-07-18"], {
+        "DOWNSTREAM_API_KEY_ENV": "MY_OPENAI_KEY", "DOWNSTREAM_RATE_LIMIT_RPS": "2"}).reward.custom_reward_function.reward_kwargs.cgp  # fmt: skip
+    assert (cgp.url, cgp.api_key_env, cgp.rate_limit_rps) == ("https://api.openai.com/v1", "MY_OPENAI_KEY", 2.0)
+    # with DOWNSTREAM_URL the name is just the model name on that API: no preset applies
+    cgp = compose_with_preset(["/m", "cgp", "gemini-2.0-flash-001"], {
+        "DOWNSTREAM_URL": "https://proxy.example.com/v1"}).reward.custom_reward_function.reward_kwargs.cgp  # fmt: skip
+    assert (cgp.url, cgp.api_key_env, cgp.rate_limit_rps) == ("https://proxy.example.com/v1", None, None)
+
+
+def test_an_open_model_stays_served_by_us():
+    from recipes.confidence.hosted import preset_overrides
+
+    cfg = compose_confidence(["/m", "cgp", "/models/llama-3.1-8b-instruct"], runtime=["recipe.run_dir=/r"])
+    assert preset_overrides(cfg.recipe.downstream) == [] and cfg.recipe.downstream.url is None
+
+
+def test_missing_key_stops_the_run_before_anything_starts(monkeypatch, tmp_path, capsys):
+    """The driver's order: the key check comes before the run directory, the data, any server and any
+    trainer (each of them would fail the test if reached)."""
+    from recipes import driver
+
+    def reached(*args, **kwargs):
+        raise AssertionError("the run went past the key check")
+
+    monkeypatch.setenv("VK_PROFILE", "gpu")  # no nvidia-smi here: placement would fail if it ran first
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    for name in ("open", "serve", "train", "run_process"):
+        monkeypatch.setattr(driver.Run, name, reached)
+    monkeypatch.setattr(confidence, "gpu_indices", reached)
+    rc = confidence.main(["/m", "cgp", "gpt-4o-mini-2024-07-18", "--", f"recipe.run_dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "OPENAI_API_KEY" in err and "gpt-4o-mini-2024-07-18" in err
+    assert not (tmp_path / "run").exists() and not (tmp_path / "runs").exists()
+
+
+def test_with_the_key_set_the_run_goes_on_to_placement(monkeypatch):
+    monkeypatch.setenv("VK_PROFILE", "gpu")
+    monkeypatch.setenv("GEMINI_API_KEY", "not-a-real-key")
+    monkeypatch.setattr(confidence, "gpu_indices", lambda: [])  # placement refuses: no GPU
+    with pytest.raises(RecipeError, match="no GPU found for training"):
+        confidence.body(None, ["/m", "cgp", "gemini-2.0-flash-001"])

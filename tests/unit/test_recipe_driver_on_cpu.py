@@ -167,6 +167,18 @@ sys.exit(main(body))
 """
 
 
+def _sleeps(pgid: int) -> list[int]:
+    """The members of the group that are ``sleep`` (bash's children once they have exec'd)."""
+    out = []
+    for pid in group_members(pgid):
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "sleep":
+                out.append(pid)
+        except OSError:
+            pass
+    return out
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_a_signal_stops_every_process_group_and_sets_the_exit_status(tmp_path, sig):
     script = tmp_path / "driver.py"
@@ -179,17 +191,57 @@ def test_a_signal_stops_every_process_group_and_sets_the_exit_status(tmp_path, s
     while time.monotonic() < deadline and proc.poll() is None:  # polling the driver's record; bounded
         if record.exists():
             groups = json.loads(record.read_text())["process_groups"]
-            if "sleepers" in groups and len(group_members(groups["sleepers"]["pgid"])) == 3:
+            if "sleepers" in groups and len(_sleeps(groups["sleepers"]["pgid"])) == 2:
                 pgid = groups["sleepers"]["pgid"]
                 break
         time.sleep(0.1)
     assert pgid is not None, "the driver never started its process group"
-    for member in group_members(pgid):  # the trainer must be able to act on SIGTERM: nothing blocked
+    # the trainer must be able to act on SIGTERM: nothing blocked in the programs the group runs (bash
+    # itself blocks SIGINT/SIGTERM/SIGCHLD for a moment around each fork, so only the sleeps are read)
+    for member in _sleeps(pgid):
         blocked = int(next(line for line in Path(f"/proc/{member}/status").read_text().splitlines()
                            if line.startswith("SigBlk:")).split()[1], 16)  # fmt: skip
         assert not blocked & ((1 << (signal.SIGTERM - 1)) | (1 << (signal.SIGINT - 1))), member
     proc.send_signal(sig)
     assert proc.wait(timeout=60) == 128 + sig
+    assert group_members(pgid) == []
+
+
+LEADER_DRIVER = """
+import sys
+from pathlib import Path
+from recipes.driver import Run, main
+
+def body(stack):
+    run = Run("sigkill", "cpu", Path(sys.argv[1]), stack)
+    return run.run_process("trainer", [sys.executable, "-c", "import time; time.sleep(300)"], Path(sys.argv[1]) / "log")
+
+sys.exit(main(body))
+"""
+
+
+def test_sigkill_of_the_driver_ends_its_process_group_leader(tmp_path):
+    # SIGKILL runs none of the driver's handlers: the leader of the group it started (a trainer's
+    # process) must end on its own, by the parent-death signal the driver gave it
+    script = tmp_path / "driver.py"
+    script.write_text(textwrap.dedent(LEADER_DRIVER))
+    env = {**os.environ, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, start_new_session=True)
+    record, pgid = tmp_path / "processes.json", None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:  # polling the driver's record; bounded
+        if record.exists():
+            groups = json.loads(record.read_text())["process_groups"]
+            if "trainer" in groups and group_members(groups["trainer"]["pgid"]):
+                pgid = groups["trainer"]["pgid"]
+                break
+        time.sleep(0.1)
+    assert pgid is not None, "the driver never started its process group"
+    proc.kill()
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    deadline = time.monotonic() + 30
+    while group_members(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling another process's exit; bounded by the deadline
     assert group_members(pgid) == []
 
 

@@ -129,7 +129,7 @@ def test_a_plain_function_with_keyword_defaults_still_takes_its_options():
 
 
 # ---------------------------------------------------------------------------------------------- layering
-_ALLOWED_OURS = ("verlkit.clients", "verlkit.records", "verl.utils.reward_score")
+_ALLOWED_OURS = ("verlkit.clients", "verlkit.records", "verlkit.templates", "verl.utils.reward_score")
 
 
 def _imports(path: Path) -> set[str]:

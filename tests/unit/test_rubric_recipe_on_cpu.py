@@ -68,6 +68,7 @@ def test_gpu_config_is_the_original_8gpu_configuration():
     assert kwargs == {"tinyv": {
         "url": "http://127.0.0.1:8000/v1", "model": "rubric-model", "setup": "tinyv_only", "weight": 1.0,
         "template": "rubric", "max_concurrency": 64, "timeout_s": 120.0, "max_tokens": 0, "on_failure": "rule",
+        "template_file": None, "verdict": None, "verdict_mode": "label", "constrained": False, "reasoning_chars": None,
     }, "routing": {"match": "strict", "fallback": "rule"}}
     assert cfg.reward.custom_reward_function.name == "compute_score_async"
     assert cfg.recipe.verifier.max_model_len == 15000
@@ -77,6 +78,7 @@ def test_gpu_config_is_the_original_8gpu_configuration():
 
     opts = parse_options(TinyVOptions, kwargs["tinyv"])
     assert (opts.template, opts.setup, opts.timeout_s, opts.model) == ("rubric", "tinyv_only", 120.0, "rubric-model")
+    assert opts.constraint is None  # GPU runs: a published checkpoint writes its own format
 
 
 def test_every_verifier_setting_reaches_the_reward_from_the_command_line():
@@ -105,6 +107,80 @@ def test_cpu_config_is_a_few_grpo_steps_with_local_models():
     assert cfg.data.filter_overlong_prompts is False and cfg.actor_rollout_ref.actor.use_dynamic_bsz is False
     assert cfg.reward.custom_reward_function.reward_kwargs.tinyv.max_tokens == 256
     assert cfg.recipe.verifier.max_model_len == 2048 and cfg.trainer.total_epochs == 1
+
+
+def test_cpu_verifier_is_constrained_to_reasoning_and_a_total_score_line():
+    from verl.utils.reward_score.options import parse_options
+    from verl.utils.reward_score.tinyv import TinyVOptions
+
+    tinyv = OmegaConf.to_container(compose_rubric([], profile="cpu").reward.custom_reward_function.reward_kwargs.tinyv,
+                                   resolve=True)
+    assert (tinyv["constrained"], tinyv["reasoning_chars"]) == (True, 200)
+    constraint = parse_options(TinyVOptions, tinyv).constraint
+    assert constraint.admits("The answer 4 matches.\nTotal Score: 8/10")
+    assert not constraint.admits("The answer 4 matches.")  # no score line
+    assert not constraint.admits("x" * 201 + "\nTotal Score: 8/10")  # reasoning past its budget
+    # the knob turns it off again, as on GPU
+    tinyv = compose_rubric([], {"CONSTRAINED": "0"}, profile="cpu").reward.custom_reward_function.reward_kwargs.tinyv
+    assert tinyv.constrained is False
+
+
+def test_template_file_preset_and_constraint_are_chosen_from_the_recipe(tmp_path):
+    template = tmp_path / "verifier.yaml"
+    template.write_text(
+        "messages:\n"
+        "  - role: user\n"
+        "    content: |\n"
+        "      Question: {question}\n"
+        "      Reference: {reference_answer}\n"
+        "      Candidate: {extracted_answer}\n"
+        "      Is the candidate right? Reply Yes or No.\n"
+    )
+    environ = {"TEMPLATE_FILE": str(template), "VERDICT": "binary", "CONSTRAINED": "true", "VERDICT_MODE": "prob"}
+    cfg = compose_rubric(ORIGINAL_8GPU, environ, runtime=[])
+    assert rubric.template_overrides(cfg) == ["~reward.custom_reward_function.reward_kwargs.tinyv.template"]
+    cfg = compose_rubric(ORIGINAL_8GPU + ["--", *rubric.template_overrides(cfg)], environ, runtime=[])
+    tinyv = cfg.reward.custom_reward_function.reward_kwargs.tinyv
+    assert "template" not in tinyv and tinyv.template_file == str(template)
+    assert (tinyv.verdict, tinyv.constrained, tinyv.verdict_mode) == ("binary", True, "prob")
+    rubric.check_verifier_options(cfg)
+    from verl.utils.reward_score.options import parse_options
+    from verl.utils.reward_score.tinyv import TinyVOptions
+
+    opts = parse_options(TinyVOptions, {**rubric.verifier_options(cfg), "url": "http://127.0.0.1:1/v1", "model": "v"})
+    assert "Is the candidate right?" in opts.chat_template.render(question="q", reference_answer="r",
+                                                                  extracted_answer="a")[0]["content"]
+    assert opts.constraint.choice == ("True", "False")
+    # no template file: the built-in template stays, nothing is dropped
+    assert rubric.template_overrides(compose_rubric(ORIGINAL_8GPU, runtime=[])) == []
+
+
+def test_a_bad_template_file_or_preset_stops_before_anything_starts(tmp_path):
+    template = tmp_path / "bad.yaml"
+    template.write_text("messages:\n  - role: user\n    content: 'Grade {answer_text} against {reference_answer}'\n")
+    cfg = compose_rubric(ORIGINAL_8GPU, {"TEMPLATE_FILE": str(template)}, runtime=[])
+    cfg = compose_rubric(ORIGINAL_8GPU + ["--", *rubric.template_overrides(cfg)], {"TEMPLATE_FILE": str(template)},
+                         runtime=[])
+    with pytest.raises(RecipeError, match="answer_text") as e:
+        rubric.check_verifier_options(cfg)
+    assert e.value.code == 2
+    with pytest.raises(RecipeError, match="verdict"):
+        rubric.check_verifier_options(compose_rubric(ORIGINAL_8GPU, {"VERDICT": "stars"}, runtime=[]))
+
+
+def test_a_server_that_refuses_the_constraint_stops_the_run(monkeypatch):
+    """probe_verifier turns the reward's probe failure into a start-up error (the probe itself runs
+    against the real session server in tests/integration/test_verdict_server.py)."""
+    from verl.utils.reward_score import tinyv
+    from verl.utils.reward_score.templated import ServerFeatureError
+
+    def refusing(opts):
+        raise ServerFeatureError("tinyv: the server refuses regex")
+
+    monkeypatch.setattr(tinyv, "probe_verifier", refusing)  # a fault no real server produces on demand
+    with pytest.raises(RecipeError, match="refuses regex") as e:
+        rubric.probe_verifier(compose_rubric([], profile="cpu"))
+    assert e.value.code == 2
 
 
 def test_the_originals_removed_keys_fail():
@@ -166,6 +242,13 @@ def test_the_drivers_settings_in_order_and_the_run_they_open(tmp_path, monkeypat
 
     from recipes.settings import RecipeSettings
 
+    from verlkit.cpu_profile.overrides import env as cpu_profile_env
+
+    # RecipeSettings exports the CPU profile's variables (VERL_PLATFORM=cpu, ...) for the run's children;
+    # registered with monkeypatch so they are undone after this test instead of leaking into later ones
+    for name in cpu_profile_env():
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     for name, value in {"VK_PROFILE": "gpu", "RUN_DIR": str(tmp_path / "r1"), "STEPS": "9"}.items():
         monkeypatch.setenv(name, value)
     s = RecipeSettings("rubric", rubric.CONFIG_DIR, rubric.KNOBS, rubric.POSITIONAL,
@@ -210,8 +293,12 @@ def test_setup_hybrid_selects_both_models_options(monkeypatch):
     assert {"tinyv": kwargs["tinyv"]} == {"tinyv": {
         "setup": "hybrid",
         "verifier": {"url": "http://127.0.0.1:8000/v1", "model": "rubric-model", "template": "tinyv", "weight": 1.0,
+                     "template_file": None, "verdict": None, "verdict_mode": "label", "constrained": False,
+                     "reasoning_chars": None,
                      "max_concurrency": 64, "timeout_s": 120.0, "max_tokens": 0, "on_failure": "rule"},
         "rubric": {"url": "http://127.0.0.1:8001/v1", "model": "rubric", "template": "rubric", "weight": 0.5,
+                   "template_file": None, "verdict": None, "verdict_mode": "label", "constrained": False,
+                   "reasoning_chars": None,
                    "mode": "weighted", "flaw_threshold": 0.7, "share": 0.5, "max_concurrency": 64, "timeout_s": 120.0,
                    "max_tokens": 0, "on_failure": "rule"},
     }}

@@ -193,3 +193,45 @@ def test_eval_verifier_rubric_template_needs_criteria(tmp_path):
     assert len(eval_verifier.load_pairs(pairs)) == 1
     with pytest.raises(InputError, match=r"pairs\.json: record 0: criteria: missing or empty"):
         eval_verifier.load_pairs(pairs, needs_criteria=True)
+
+
+def test_negated_verdict_check_agrees_with_the_per_word_check_it_replaced():
+    # oracle: the earlier per-word test (is the text before each verdict word a negation?)
+    import random
+
+    rng = random.Random(3)
+    parts = ["True", "False", "true", "not", "no", "never", "isn't", " ", "  ", "*", "**", "`", '"', "x", "nottrue", "."]
+    lines = ["".join(rng.choice(parts) for _ in range(rng.randint(1, 10))) for _ in range(20_000)]
+    from verl.utils.reward_score import verdict_parsers as vp
+
+    word_re, _, negated_re = vp._word_patterns(("true", "false"))
+    per_word = [any(vp._NEGATION_BEFORE.search(line[: w.start()]) for w in word_re.finditer(line)) for line in lines]
+    assert 300 < sum(per_word) < 19_000  # both outcomes are well represented
+    assert [bool(negated_re.search(line)) for line in lines] == per_word
+
+
+# ------------------------------------------------------------------ verifier evaluation: failed requests
+def test_eval_metrics_exclude_failed_requests_and_count_them():
+    from verlkit.evaluation.verifier import compute_metrics
+
+    labels = [True, True, True, False, False, False]
+    verdicts = [True, None, False, False, None, True]
+    failed = [False, True, False, False, True, False]  # pair 1 (label True) and pair 4 (label False) failed
+    m = compute_metrics(labels, verdicts, [0.1, 0.2], failed, wall_s=2.0, scores=[1.0, None, 0.0, 0.0, None, 1.0],
+                        invalid=[False] * 6)
+    # answered positives: True, False -> 1/2 rescued; answered negatives: False, True -> 1/2
+    assert m["fn_accuracy"] == 0.5 and m["tn_accuracy"] == 0.5
+    assert m["n_pairs"] == 6 and m["n_answered"] == 4 and m["n_positive"] == 2 and m["n_negative"] == 2
+    assert m["request_failures"] == 2 and m["request_failures_positive"] == 1 and m["request_failures_negative"] == 1
+    assert m["parse_failure_rate"] == 0.0 and m["accuracy"] == 0.5
+    assert m["mean_score_positive"] == 0.5 and m["mean_score_negative"] == 0.5
+    # before the fix, a failed request was a "False" verdict: tn_accuracy would read 2/3 and fn_accuracy 1/3
+
+
+def test_eval_metrics_when_every_request_failed():
+    import math
+
+    from verlkit.evaluation.verifier import compute_metrics
+
+    m = compute_metrics([True, False], [None, None], [], [True, True], wall_s=1.0)
+    assert math.isnan(m["fn_accuracy"]) and math.isnan(m["tn_accuracy"]) and m["request_failures"] == 2

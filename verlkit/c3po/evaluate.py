@@ -27,10 +27,11 @@ Reported per set: ``applied_rate`` (= feedback adherence on in-scope prompts, ov
 near- and out-of-scope prompts), ``tie_rate``, ``worse_rate``, raw means (metric values or judge
 scores, both orders), counts of failures (and, for qualitative feedback, ``judge_requests``: the
 judge's requests, re-asks and failures); the headline ``adherence``, ``overgeneralization_near``,
-``overgeneralization_out``. Written as ``OUT/<method>.json`` with one record per prompt, plus a
-bar plot ``OUT/<method>.png`` (its title names the feedback, the models, N per set and what failed;
-its legend sits below the axes). The headline rates, the set summaries and the plot also go to the
-experiment tracker (``--tracker wandb``: ``verlkit.evaluation.tracking``).
+``overgeneralization_out``. Written as ``OUT/<label>.json`` (``--label``, default the method; e.g. a
+combined adapter's result beside the single one's) with one record per prompt, plus a bar plot
+``OUT/<label>.png`` (its title names the feedback, the models, N per set and what failed; its legend
+sits below the axes). The headline rates, the set summaries and the plot also go to the experiment
+tracker (``--tracker wandb``: ``verlkit.evaluation.tracking``).
 
 CLI: ``python -m verlkit.c3po.evaluate --help``.
 """
@@ -81,6 +82,23 @@ def outcome_from_score(score: float, threshold: float) -> str:
     return "tie"
 
 
+def tie_reason(rec: dict[str, Any]) -> str:
+    """Why a prompt came out a tie, so that a report of nothing but ties says what it is made of:
+    the two responses are the same text (the adapter changed nothing the judge could see), the judge
+    preferred the same slot in both orders (position bias: the order correction cancels it out), it
+    called them equal, or its preference was too weak for the threshold (or the metric did not move)."""
+    if (rec.get("evaluated") or "").strip() == (rec.get("baseline") or "").strip():
+        return "identical_responses"
+    forward, swapped = rec.get("score_forward"), rec.get("score_swapped")
+    if forward is None:
+        return "metric_unchanged"
+    if forward == swapped and forward != 3:
+        return "judge_position_bias"
+    if forward == swapped == 3:
+        return "judged_equal"
+    return "weak_preference"
+
+
 def summarize_set(records: list[dict[str, Any]], quantitative: bool) -> dict[str, Any]:
     """Rates over the prompts that were judged; failures are counted, not scored."""
     judged = [r for r in records if r.get("outcome") is not None]
@@ -89,6 +107,8 @@ def summarize_set(records: list[dict[str, Any]], quantitative: bool) -> dict[str
     mean = lambda key: (sum(r[key] for r in judged) / n) if n else None  # noqa: E731
     out = {"n_prompts": len(records), "n_judged": n, "failures": len(records) - n,
            "applied_rate": rate("better"), "tie_rate": rate("tie"), "worse_rate": rate("worse")}  # fmt: skip
+    reasons = [r["tie_reason"] for r in judged if r.get("tie_reason")]
+    out["tie_reasons"] = {reason: reasons.count(reason) for reason in sorted(set(reasons))}
     if quantitative:
         out.update(mean_baseline_metric=mean("baseline_metric"), mean_evaluated_metric=mean("evaluated_metric"))
     else:
@@ -134,7 +154,7 @@ class Evaluator:
         if self.fb.type == "quantitative":
             b, e = measure(self.fb, baseline), measure(self.fb, evaluated)
             rec.update(baseline_metric=b, evaluated_metric=e, outcome=compare(self.fb, b, e))
-            return rec
+            return self._with_tie_reason(rec)
         forward, swapped = await asyncio.gather(
             self.judge_once(row["prompt"], baseline, evaluated), self.judge_once(row["prompt"], evaluated, baseline)
         )
@@ -144,12 +164,19 @@ class Evaluator:
             return rec
         score = order_corrected(forward, swapped)
         rec.update(score=score, outcome=outcome_from_score(score, self.args.applied_threshold))
+        return self._with_tie_reason(rec)
+
+    @staticmethod
+    def _with_tie_reason(rec: dict[str, Any]) -> dict[str, Any]:
+        if rec["outcome"] == "tie":
+            rec["tie_reason"] = tie_reason(rec)
         return rec
 
     async def run(self) -> dict[str, Any]:
         a = self.args
         result: dict[str, Any] = {"feedback": self.fb.slug, "feedback_id": self.fb.id, "type": self.fb.type,
-                                  "method": a.method, "baseline": a.baseline, "sets": {}}  # fmt: skip
+                                  "method": a.method, "label": a.label or a.method, "baseline": a.baseline,
+                                  "model_name": a.model_name if a.method == "trained" else None, "sets": {}}  # fmt: skip
         # who answered and who judged, for the plot's title and the tracker
         result["models"] = {"evaluated": a.model_name if a.method == "trained" else f"stored {a.method} responses",
                             "baseline": a.baseline_name if a.baseline == "regenerate" else "stored baseline responses",
@@ -249,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-dir", required=True, type=Path, help="the sampling stage's directory of ONE feedback")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--method", choices=METHODS, default="trained")
+    p.add_argument("--label", default=None,
+                   help="names the result (OUT/<label>.json, .png) and the model in tables; default: the method")
     p.add_argument("--baseline", choices=["auto", "regenerate", "stored"], default="auto")
     p.add_argument("--model-url", help="trained: the server of the evaluated model")
     p.add_argument("--model-name", help="trained: its served name (e.g. the LoRA adapter's name)")
@@ -305,15 +334,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         close_session()
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"{args.method}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    plot(result, args.out / f"{args.method}.png")
+    label = result["label"]
+    (args.out / f"{label}.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    plot(result, args.out / f"{label}.png")
     fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
-    print(f"{result['feedback']} [{args.method}]: adherence {fmt(result['adherence'])}, overgeneralization "
+    print(f"{result['feedback']} [{label}]: adherence {fmt(result['adherence'])}, overgeneralization "
           f"near {fmt(result['overgeneralization_near'])} / out {fmt(result['overgeneralization_out'])} "
-          f"-> {args.out / (args.method + '.json')}")  # fmt: skip
-    log_evaluation(tracker_settings(args, f"c3po-{result['feedback']}-{args.method}", args.out), tracked_metrics(result),
-                   {f"adherence_{args.method}": args.out / f"{args.method}.png"},
-                   {"feedback": result["feedback"], "method": args.method, "baseline": args.baseline,
+          f"-> {args.out / (label + '.json')}")  # fmt: skip
+    log_evaluation(tracker_settings(args, f"c3po-{result['feedback']}-{label}", args.out), tracked_metrics(result),
+                   {f"adherence_{label}": args.out / f"{label}.png"},
+                   {"feedback": result["feedback"], "method": args.method, "label": label, "baseline": args.baseline,
                     **{f"{k}_model": v for k, v in result["models"].items()}})  # fmt: skip
     judged = sum(result["sets"][n]["summary"]["n_judged"] for n in SETS)
     return 0 if judged else 1

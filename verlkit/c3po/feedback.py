@@ -22,6 +22,7 @@ from verlkit.c3po.metrics import BOOLEAN_METRICS, METRICS, check_metric_value
 from verlkit.records import InputError, read_records
 
 __all__ = [
+    "CATEGORIES",
     "COMPARISONS",
     "FEEDBACK_ID_NAMESPACE",
     "FEEDBACK_SUFFIXES",
@@ -30,6 +31,7 @@ __all__ = [
     "Feedback",
     "load_feedbacks",
     "select_feedbacks",
+    "select_names",
     "slugify",
 ]
 
@@ -230,9 +232,29 @@ def load_feedbacks(paths: str | Path | Sequence[str | Path]) -> list[Feedback]:
     return feedbacks
 
 
-def select_feedbacks(feedbacks: Sequence[Feedback], prefix: str | None) -> list[Feedback]:
-    """The feedbacks whose name, slug or content starts with ``prefix`` (case-insensitive); all of
-    them for None or ""."""
+# A feedback's categories (the original's ``--feedback_category``): its scope and its type.
+CATEGORIES = SCOPES + TYPES
+
+
+def _category_terms(category: str) -> list[str]:
+    terms = [t.strip().casefold() for t in category.split(",") if t.strip()]
+    unknown = [t for t in terms if t not in CATEGORIES]
+    if unknown:
+        raise InputError(f"unknown feedback category {unknown[0]!r} (known: {', '.join(CATEGORIES)}; "
+                         "several, comma-separated, must all hold)")  # fmt: skip
+    return terms
+
+
+def select_feedbacks(feedbacks: Sequence[Feedback], prefix: str | None, category: str | None = None) -> list[Feedback]:
+    """The feedbacks whose name, slug or content starts with ``prefix`` (case-insensitive; all of them
+    for None or "") and, with ``category``, that are in every category it names (comma-separated
+    scopes and types, e.g. ``"regional,quantitative"``)."""
+    if category and category.strip():
+        terms = _category_terms(category)
+        chosen = [fb for fb in feedbacks if all(t in (fb.scope, fb.type) for t in terms)]
+        if not chosen:
+            raise InputError(f"no feedback is in category {category!r}")
+        feedbacks = chosen
     if not prefix or not prefix.strip():
         return list(feedbacks)
     wanted = prefix.strip().casefold()
@@ -245,3 +267,12 @@ def select_feedbacks(feedbacks: Sequence[Feedback], prefix: str | None) -> list[
         available = ", ".join(fb.name or fb.slug for fb in feedbacks) or "none"
         raise InputError(f"no feedback's name or content starts with {prefix!r}; available: {available}")
     return chosen
+
+
+def select_names(feedbacks: Sequence[Feedback], names: Sequence[str]) -> list[Feedback]:
+    """The feedbacks with these names (or slugs), in the order given; an unknown name is an error."""
+    by_name = {key: fb for fb in feedbacks for key in (fb.name, fb.slug)}
+    missing_names = [n for n in names if n not in by_name]
+    if missing_names:
+        raise InputError(f"no feedback named {missing_names[0]!r} among the selected ones")
+    return list(dict.fromkeys(by_name[n] for n in names))

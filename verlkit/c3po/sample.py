@@ -63,7 +63,7 @@ from typing import Any, Callable
 
 from verlkit.c3po.constraints import categories_constraint, cot_constraint, prompt_list_constraint, revised_constraint
 from verlkit.c3po.endpoints import CONSTRAIN_CHOICES, Asker, Endpoint, RequestCounters, RequestLog, use_constraints
-from verlkit.c3po.feedback import Feedback, load_feedbacks, select_feedbacks
+from verlkit.c3po.feedback import Feedback, load_feedbacks, select_feedbacks, select_names
 from verlkit.c3po.general_prompts import BUNDLED_FEEDBACKS, BUNDLED_GENERAL_PROMPTS, load_general_prompts
 from verlkit.c3po.parsers import parse_categories, parse_cot, parse_prompt_list, parse_revised
 from verlkit.c3po.prompts import (
@@ -378,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m verlkit.c3po.sample", description=__doc__.splitlines()[0])
     p.add_argument("--feedback", action="append", type=Path, help=f"feedback file(s) or directories (default {BUNDLED_FEEDBACKS})")
     p.add_argument("--feedback-prefix", default=None, help="only feedbacks whose name or content starts with this")
+    p.add_argument("--feedback-category", default=None,
+                   help="only feedbacks of these categories (scope and/or type, comma-separated: all must hold)")
+    p.add_argument("--feedback-name", action="append", default=None,
+                   help="only the feedback with this name (repeatable; after the prefix and category)")
     p.add_argument("--max-feedbacks", type=int, default=None, help="only the first N selected feedbacks")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--general-prompts", type=Path, default=BUNDLED_GENERAL_PROMPTS)
@@ -407,7 +411,10 @@ def main(argv: list[str] | None = None) -> int:
     from verlkit.clients.llm import close_session
 
     try:
-        feedbacks = select_feedbacks(load_feedbacks(args.feedback or [BUNDLED_FEEDBACKS]), args.feedback_prefix)
+        feedbacks = select_feedbacks(load_feedbacks(args.feedback or [BUNDLED_FEEDBACKS]), args.feedback_prefix,
+                                     args.feedback_category)  # fmt: skip
+        if args.feedback_name:
+            feedbacks = select_names(feedbacks, args.feedback_name)
         feedbacks = feedbacks[: args.max_feedbacks] if args.max_feedbacks else feedbacks
         config = SampleConfig(**{k: getattr(args, k) for k in SampleConfig.__dataclass_fields__})
         config.check_constraints()

@@ -20,6 +20,8 @@ Talks to any OpenAI-compatible server (vLLM by default): ``/v1/chat/completions`
   unless that wait would end past the request's deadline, ``(max_retries + 1) x timeout_s`` from its
   first attempt: then it fails at once, saying so. Other 4xx (bad request, unknown model) and
   well-formed-but-unusable replies are not retried: resending the same request would get the same answer.
+- **Traceable requests**: each request carries an ``X-Request-Id`` header (the same on its retries,
+  ``Completion.request_id``), recorded per call by ``verlkit.clients.ledger`` when it is enabled.
 - **Deduplication and caching** of deterministic requests (temperature 0, or an explicit seed):
   identical requests in flight share one HTTP request; finished successful replies are kept in an
   LRU cache (``cache_size`` entries) keyed by the full request (model, messages/prompt, every
@@ -44,16 +46,19 @@ import os
 import random
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
+from verlkit.clients.ledger import LEDGER_ENV, record_call
 from verlkit.clients.loop import get_loop, run_async
 from verlkit.clients.urls import server_root
 
 logger = logging.getLogger("verlkit.llm_client")
 
 _MAX_BACKOFF_S = 30.0
+_JITTER_MAX = 1.5  # a retry waits the nominal delay times a factor drawn from [0.5, 1.5)
 _sleep = asyncio.sleep  # the backoff wait; a module attribute so tests can record the delays
 _ERROR_BODY_CHARS = 300
 
@@ -104,6 +109,7 @@ class Completion:
     deduped: bool = False  # True when it shared another caller's in-flight request
     raw: dict | None = field(default=None, repr=False)  # the parsed JSON reply, when there was one
     value: float | None = None  # classify(): the reward model's output
+    request_id: str | None = None  # the X-Request-Id of the HTTP request that answered (None: cache hit)
 
 
 class _RetryableError(Exception):
@@ -133,6 +139,19 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
 
 class _FinalError(Exception):
     pass
+
+
+def worst_case_s(config: ClientConfig, retry_after_s: float = 0.0) -> float:
+    """The longest one call can take once it holds a concurrency slot: every attempt runs into its
+    timeout, and every retry waits its longest backoff or a server's ``Retry-After`` of up to
+    ``retry_after_s`` (a wait past the request's deadline, ``(max_retries + 1) x timeout_s``, is never
+    made): ``timeout_s * (max_retries + 1) + backoff``."""
+    longest_retry_after = min(retry_after_s, config.timeout_s * (config.max_retries + 1))
+    backoff = sum(
+        max(min(_MAX_BACKOFF_S, config.backoff_s * 2 ** (k - 1)) * _JITTER_MAX, longest_retry_after)
+        for k in range(1, config.max_retries + 1)
+    )
+    return config.timeout_s * (config.max_retries + 1) + backoff
 
 
 # One session per process, bound to the background loop. Recreated after a fork.
@@ -261,8 +280,16 @@ class LLMClient:
                 self._counters[key] += delta
 
     async def _call(self, path: str, payload: dict, extract, deterministic: bool | None = None, root: bool = False) -> Completion:
-        """Runs on the background loop: cache, dedupe, then the HTTP request. ``root``: the path
-        hangs off the server root (``/classify``), not off the ``/v1`` base URL."""
+        """Runs on the background loop: cache, dedupe, then the HTTP request; the outcome goes to the
+        ledger when one is set."""
+        started = time.monotonic()
+        done = await self._call_unlogged(path, payload, extract, deterministic, root)
+        ledger = os.environ.get(LEDGER_ENV)
+        return record_call(done, ledger, started) if ledger else done
+
+    async def _call_unlogged(self, path: str, payload: dict, extract, deterministic: bool | None, root: bool) -> Completion:
+        """Cache, dedupe, then the HTTP request. ``root``: the path hangs off the server root
+        (``/classify``), not off the ``/v1`` base URL."""
         self._count(requests=1)
         if deterministic is None:
             deterministic = payload["temperature"] == 0.0 or "seed" in payload
@@ -281,7 +308,8 @@ class LLMClient:
             start = time.monotonic()
             leader: Completion = await asyncio.shield(shared)
             return Completion(text=leader.text, ok=leader.ok, error=leader.error, cache_hit=True,
-                              latency_s=time.monotonic() - start, attempts=0, deduped=True, raw=leader.raw)
+                              latency_s=time.monotonic() - start, attempts=0, deduped=True, raw=leader.raw,
+                              request_id=leader.request_id)
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
@@ -321,7 +349,8 @@ class LLMClient:
     async def _send(self, path: str, payload: dict, extract, root: bool = False) -> Completion:
         cfg = self.config
         url = (server_root(cfg.base_url) if root else cfg.base_url.rstrip("/")) + path
-        headers = {"Content-Type": "application/json"}
+        request_id = uuid.uuid4().hex
+        headers = {"Content-Type": "application/json", "X-Request-Id": request_id}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
         sem = self._primitives()
@@ -335,7 +364,7 @@ class LLMClient:
                 if retry_after > left:
                     return self._failed(f"{last_error}; not retried: Retry-After {retry_after:.0f}s is past this "
                                         f"request's deadline ({max(left, 0.0):.0f}s left of (max_retries + 1) x "
-                                        "timeout_s)", total_latency, attempts)
+                                        "timeout_s)", total_latency, attempts, request_id)
                 self._count(retries=1)
                 await _sleep(retry_after)
             elif attempt:
@@ -354,22 +383,23 @@ class LLMClient:
                     self._count(ok=1)
                     self._latency_total += total_latency
                     return Completion(text=text, ok=True, error=None, cache_hit=False,
-                                      latency_s=total_latency, attempts=attempts, raw=body)
+                                      latency_s=total_latency, attempts=attempts, raw=body, request_id=request_id)
                 except _RetryableError as exc:
                     last_error, retry_after = str(exc), exc.retry_after_s
                 except _FinalError as exc:
                     total_latency += time.monotonic() - start
-                    return self._failed(str(exc), total_latency, attempts)
+                    return self._failed(str(exc), total_latency, attempts, request_id)
                 finally:
                     self._count(in_flight=-1)
                 total_latency += time.monotonic() - start
-        return self._failed(f"gave up after {attempts} attempt(s): {last_error}", total_latency, attempts)
+        return self._failed(f"gave up after {attempts} attempt(s): {last_error}", total_latency, attempts, request_id)
 
-    def _failed(self, error: str, latency: float, attempts: int) -> Completion:
+    def _failed(self, error: str, latency: float, attempts: int, request_id: str | None = None) -> Completion:
         self._count(failed=1)
         self._latency_total += latency
         logger.debug("LLM request to %s failed: %s", self.config.base_url, error)
-        return Completion(text=None, ok=False, error=error, cache_hit=False, latency_s=latency, attempts=attempts)
+        return Completion(text=None, ok=False, error=error, cache_hit=False, latency_s=latency, attempts=attempts,
+                          request_id=request_id)
 
     async def _post_once(self, url: str, headers: dict, payload: dict) -> dict:
         import aiohttp

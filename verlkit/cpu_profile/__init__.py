@@ -21,7 +21,8 @@ _activated = False
 
 
 def activate() -> None:
-    """Register the CPU platform and the HF rollout, and arm the lazy patches. Idempotent."""
+    """Register the CPU platform, the HF rollout and the frozen vLLM replica, and arm the lazy patches.
+    Idempotent."""
     global _activated
     if _activated:
         return

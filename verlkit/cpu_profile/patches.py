@@ -92,7 +92,14 @@ def _register_rollout_replica(module) -> None:
 
         return HFReplica
 
+    def load_frozen_vllm_replica():
+        from verlkit.cpu_profile.frozen_vllm import FrozenVLLMReplica
+
+        return FrozenVLLMReplica
+
     module.RolloutReplicaRegistry.register("hf", load_hf_replica)
+    # frozen served models (verifier, judge, downstream LLM, reward model) for verl's RewardModelManager
+    module.RolloutReplicaRegistry.register("vllm_cpu", load_frozen_vllm_replica)
 
 
 def arm(on_import) -> None:

@@ -17,6 +17,13 @@ goes through the shared client (``verlkit.clients.llm``), all rows concurrently.
   0.95, seed 1).
 * ``rlcr``: the policy answers directly in the tagged format (greedy).
 
+The downstream prompt and constraint are those of the ``cgp`` reward (``calibration.CGPOptions``):
+``--downstream-template-file`` replaces the built-in template (the baseline then uses
+``--baseline-template-file``, or the same template with an empty hint), and ``--downstream-constrained
+true`` constrains the reply to ``--downstream-reasoning-chars`` characters of reasoning and the
+``the answer is N with confidence C`` line (vLLM structured outputs; checked with one probe request
+before the evaluation starts).
+
 Writes ``DIR/metrics.json`` (per condition: ``calibration_metrics.calibration_report`` on all rows
 and on parseable rows, mean reward, request-failure count), ``DIR/predictions.jsonl`` (one line per
 row and condition) and reliability diagrams ``DIR/reliability.png`` (+ ``reliability_baseline.png``
@@ -73,12 +80,31 @@ def _client(url: str, model: str, args: argparse.Namespace, api_key_env: str | N
     return get_client(settings.client_config())
 
 
-async def _downstream(client, question, options, hint, args):
-    return await client.chat(
-        [{"role": "user", "content": calibration.build_downstream_prompt(question, options, hint)}],
-        max_tokens=args.downstream_max_tokens, temperature=args.downstream_temperature,
-        top_p=args.downstream_top_p, seed=args.seed,
-    )
+def downstream_options(args: argparse.Namespace) -> calibration.CGPOptions:
+    """The cgp reward's options for the downstream calls of this evaluation (template, constraint,
+    sampling), from the command line; a bad template is a ``RewardOptionsError``."""
+    from verl.utils.reward_score.options import parse_options
+
+    return parse_options(calibration.CGPOptions, {
+        "url": args.downstream_url, "model": args.downstream_model, "api_key_env": args.downstream_api_key_env,
+        "max_concurrency": args.max_concurrency, "timeout_s": args.timeout_s, "max_retries": args.max_retries,
+        "max_tokens": args.downstream_max_tokens, "temperature": args.downstream_temperature,
+        "top_p": args.downstream_top_p, "seed": args.seed, "template_file": args.downstream_template_file,
+        "constrained": args.downstream_constrained, "reasoning_chars": args.downstream_reasoning_chars,
+    })
+
+
+def _baseline_template(args: argparse.Namespace, opts: calibration.CGPOptions):
+    from verlkit.templates import builtin_template, load_template
+
+    if args.baseline_template_file:
+        return load_template(args.baseline_template_file)
+    return opts.chat_template if opts.template_file else builtin_template("cgp_downstream_baseline")
+
+
+async def _downstream(client, question, options, hint, args, opts, template):
+    messages = calibration.downstream_messages(template, question, options, hint)
+    return await calibration.ask_downstream(client, messages, opts, len(options))
 
 
 def _cgp_record(condition, row, completion, hint=None) -> dict[str, Any]:
@@ -97,16 +123,19 @@ def _cgp_record(condition, row, completion, hint=None) -> dict[str, Any]:
 
 async def evaluate_cgp(rows, args) -> list[dict[str, Any]]:
     policy = _client(args.policy_url, args.policy_model, args, args.policy_api_key_env)
-    downstream = _client(args.downstream_url, args.downstream_model, args, args.downstream_api_key_env)
+    opts = downstream_options(args)
+    downstream = get_client(opts.client_config())
+    baseline = _baseline_template(args, opts)
 
     async def one(row):
         question, options = calibration.question_and_options(row["extra_info"])
         hint_call = policy.chat(row["prompt"], max_tokens=args.policy_max_tokens,
                                 temperature=args.policy_temperature, top_p=1.0, seed=HINT_SEED)
-        hint, base = await asyncio.gather(hint_call, _downstream(downstream, question, options, None, args))
+        hint, base = await asyncio.gather(hint_call, _downstream(downstream, question, options, None, args, opts,
+                                                                 baseline))
         records = [_cgp_record("baseline", row, base)]
         if hint.ok:
-            answer = await _downstream(downstream, question, options, hint.text, args)
+            answer = await _downstream(downstream, question, options, hint.text, args, opts, opts.chat_template)
             records.append(_cgp_record("with_hint", row, answer, hint.text))
         else:
             records.append({"condition": "with_hint", "id": row["extra_info"].get("id"), "request_ok": False,
@@ -249,6 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--downstream-temperature", type=float, default=0.1)
     p.add_argument("--downstream-top-p", type=float, default=0.95)
     p.add_argument("--seed", type=int, default=1, help="sampling seed sent with downstream requests")
+    p.add_argument("--downstream-template-file", default=None,
+                   help="chat template file for the downstream prompt (default: the built-in cgp_downstream)")
+    p.add_argument("--baseline-template-file", default=None,
+                   help="template of the no-hint baseline (default: built in, or the downstream template file)")
+    p.add_argument("--downstream-constrained", choices=("auto", "true", "false"), default="auto",
+                   help="constrain the downstream reply to its answer line (vLLM structured outputs); auto = off")
+    p.add_argument("--downstream-reasoning-chars", type=int, default=None,
+                   help="reasoning characters a constrained reply may hold before its answer line (default 300)")
     p.add_argument("--max-concurrency", type=int, default=64)
     p.add_argument("--timeout-s", type=float, default=60.0)
     p.add_argument("--max-retries", type=int, default=3)
@@ -256,6 +293,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fewer parsed replies than this: the report says 'too few' instead of a calibration")
     add_tracker_arguments(p)
     return p
+
+
+def _check_downstream(args: argparse.Namespace) -> None:
+    """The downstream options and templates, and (constraints on) one probe of the server, before
+    any row is asked."""
+    from verl.utils.reward_score.options import RewardOptionsError
+    from verlkit.templates import TemplateError
+
+    opts = downstream_options(args)
+    try:
+        template = _baseline_template(args, opts)
+        template.check(reward="cgp", fillable=calibration.FILLABLE, required=[{"question"}, {"options"}])
+    except TemplateError as e:
+        raise RewardOptionsError(f"baseline: {e}") from None
+    if opts.constraints_on:
+        calibration.probe_downstream(opts)
 
 
 async def _run(args, rows):
@@ -276,8 +329,15 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    from verl.utils.reward_score.options import RewardOptionsError
+
     try:
+        if args.design == "cgp":
+            _check_downstream(args)
         records = asyncio.run(_run(args, rows))
+    except RewardOptionsError as e:  # a bad template, or a server refusing the constraint
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     finally:
         close_session()
     models = {"policy": args.policy_model, "downstream": args.downstream_model}

@@ -16,23 +16,43 @@ writes ``{"n_pairs", "n_scored", "scoring_failures", "accuracy", "ties", "mean_m
 "mean_chosen", "mean_rejected", "pairs": [...]}``; exits 1 when no pair could be scored. The
 summary (without the pairs) also goes to the experiment tracker (``--tracker wandb``:
 ``verlkit.evaluation.tracking``).
+
+A hosted judge (``judge_conversations``) is sent the conversation itself and answers
+``reward:<float>`` (the default :class:`JudgeOptions`), or, with ``template_file``, a chat template
+filled with {question} (the conversation's user turns) and {response} (the reply being judged),
+whose answer a verdict preset reads (``verdict``: reward_value, total_score, binary, option_letter),
+optionally under a structured-output constraint (``constrained=true``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
-import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
+
+from pydantic import model_validator
 
 from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.loop import run_sync
 from verlkit.clients.settings import ClientSettings
+from verlkit.clients.structured import StructuredOutput
 from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError, chat_messages, read_records
+from verlkit.templates import ChatTemplate, load_template
+from verl.utils.reward_score.options import RewardOptions
+from verl.utils.reward_score.templated import (
+    TemplateSettings,
+    VerdictSettings,
+    ask,
+    reasoning_chars_for,
+    resolve_preset,
+)
+from verl.utils.reward_score.verdict_parsers import find_reward_value
+from verl.utils.reward_score.verdicts import VerdictPreset
 
 
 def rm_client(url: str, name: str, max_concurrency: int = 32, timeout_s: float = 60.0, max_retries: int = 3,
@@ -51,27 +71,71 @@ async def score_conversations(client, tokenizer_dir: str, conversations: list[li
     return [d.value if d.ok else None for d in done]
 
 
-# A hosted reward judge answers in its message content with "reward:<float>" (NVIDIA's
-# llama-3.1-nemotron-70b-reward, the original's evaluator); the last such number counts.
-_REWARD_IN_REPLY = re.compile(r"reward\s*[:=]\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)", re.IGNORECASE)
+JUDGE_FILLABLE = frozenset({"question", "response"})
 
 
 def parse_reward_reply(text: str | None) -> float | None:
-    """The number after the last ``reward:`` in a judge's reply, or None (never a silent 0)."""
-    if not text:
-        return None
-    found = _REWARD_IN_REPLY.findall(text)
-    if not found:
-        return None
-    value = float(found[-1])
-    return value if value == value and abs(value) != float("inf") else None
+    """The number after the last ``reward:`` in a judge's reply, or None (never a silent 0). A hosted
+    reward judge (NVIDIA's llama-3.1-nemotron-70b-reward, the original's evaluator) answers so."""
+    found = find_reward_value(text)
+    return None if found is None else found[0]
 
 
-async def judge_conversations(client, conversations: list[list[dict]], max_tokens: int = 32) -> list[float | None]:
-    """Rewards from a hosted OpenAI-compatible reward judge: the conversation is sent as chat
-    messages and the reply parsed by :func:`parse_reward_reply`; None where it failed."""
-    done = await asyncio.gather(*(client.chat(conv, max_tokens=max_tokens, temperature=0.0) for conv in conversations))
-    return [parse_reward_reply(d.text) if d.ok else None for d in done]
+class JudgeOptions(RewardOptions, TemplateSettings, VerdictSettings):
+    """How a hosted judge is asked and read. Without ``template_file`` it is sent the conversation
+    itself; ``verdict`` defaults to ``reward_value`` (``reward:<float>``)."""
+
+    reward_name: ClassVar[str] = "judge"
+    max_tokens: int = 32
+
+    @model_validator(mode="after")
+    def _fits(self) -> "JudgeOptions":
+        if self.verdict_mode != "label":
+            raise ValueError("the win-rate judge reads labels only (verdict_mode=label)")
+        _ = self.constraint
+        return self
+
+    @functools.cached_property
+    def chat_template(self) -> ChatTemplate | None:
+        if not self.template_file:
+            return None
+        template = load_template(self.template_file)
+        template.check(reward="judge", fillable=JUDGE_FILLABLE, required=[{"response"}])
+        return template
+
+    @functools.cached_property
+    def preset(self) -> VerdictPreset:
+        if self.chat_template is None:
+            return VerdictPreset(self.verdict or "reward_value", score_max=self.score_max or 10,
+                                 option_scores=tuple((self.option_scores or {}).items()), invalid=self.invalid)
+        return resolve_preset(self, self.chat_template, is_think_model=False, default="reward_value")
+
+    @functools.cached_property
+    def constraint(self) -> StructuredOutput | None:
+        if not self.constraints_on:
+            return None
+        return self.preset.constraint(reasoning_chars_for(self, self.preset.kind, False))
+
+    def messages(self, conversation: list[dict]) -> list[dict]:
+        """What the judge is sent for one conversation (its last turn is the reply being judged)."""
+        if self.chat_template is None:
+            return conversation
+        question = "\n\n".join(m["content"].strip() for m in conversation[:-1] if m["role"] == "user")
+        return self.chat_template.render(question=question, response=conversation[-1]["content"].strip())
+
+
+async def judge_conversations(client, conversations: list[list[dict]], max_tokens: int = 32,
+                              options: JudgeOptions | None = None) -> list[float | None]:
+    """Rewards from a hosted OpenAI-compatible judge, None where it failed or gave no verdict. With
+    the default options the conversation is sent as chat messages and the reply parsed by
+    :func:`parse_reward_reply`; ``options`` may set a template, a verdict preset and a constraint."""
+    if options is None:
+        done = await asyncio.gather(*(client.chat(conv, max_tokens=max_tokens, temperature=0.0)
+                                      for conv in conversations))
+        return [parse_reward_reply(d.text) if d.ok else None for d in done]
+    done = await asyncio.gather(*(ask(client, options.messages(conv), constraint=options.constraint, reward="judge",
+                                      max_tokens=options.max_tokens, temperature=0.0) for conv in conversations))
+    return [options.preset.parse(d.text).value if d.ok else None for d in done]
 
 
 def pairwise_report(chosen: list[float | None], rejected: list[float | None], ids: list[Any]) -> dict[str, Any]:

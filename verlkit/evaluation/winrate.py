@@ -8,6 +8,10 @@ reward judge does (e.g. NVIDIA's nemotron-70b-reward, the original's evaluator: 
 rate-limited by ``--judge-rate-limit-rps``) — and ``verlkit.evaluation.winrate_stats.summarize`` reports win /
 tie / loss with an explicit tie band, mean rewards, the mean reward difference with a bootstrap
 confidence interval, and the length ratio in tokens (the servers' ``completion_tokens``) and words.
+A served LLM can judge too: ``--judge-template-file`` (a chat template with {question} and
+{response}), ``--judge-verdict`` (reward_value, total_score, binary, option_letter; e.g. a judge
+that ends with ``Total Score: 7/10``) and ``--judge-constrained true`` (vLLM structured outputs,
+checked with one probe request before any prompt is generated).
 A generation or scoring failure (after the shared client's bounded retries) excludes the prompt from
 the comparison and is counted; it is never scored as 0.
 
@@ -41,7 +45,7 @@ from typing import Any
 from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.loop import run_sync
 from verlkit.clients.settings import ClientSettings
-from verlkit.evaluation.reward_model import judge_conversations, rm_client, score_conversations
+from verlkit.evaluation.reward_model import JudgeOptions, judge_conversations, rm_client, score_conversations
 from verlkit.evaluation.sample_size import MIN_JUDGED_PAIRS, shown
 from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError, chat_messages, read_records
@@ -86,7 +90,8 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
     if args.judge_url:
         judge = rm_client(args.judge_url, args.judge_model, args.max_concurrency, args.timeout_s, args.max_retries,
                           args.judge_api_key_env, args.judge_rate_limit_rps)  # fmt: skip
-        score = lambda convs: judge_conversations(judge, convs)  # noqa: E731
+        options = judge_options(args)
+        score = lambda convs: judge_conversations(judge, convs, options=options)  # noqa: E731
     else:
         rm = rm_client(args.rm_url, args.rm_name, args.max_concurrency, args.timeout_s, args.max_retries)
         score = lambda convs: score_conversations(rm, args.rm_tokenizer, convs)  # noqa: E731
@@ -116,13 +121,27 @@ async def evaluate(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict
     }
     summary["settings"] = {
         "label": args.label, "model": args.model_name, "reference": args.reference_name,
-        "reward_model": ({"hosted_judge": args.judge_url, "name": args.judge_model} if args.judge_url
-                         else {"name": args.rm_name, "dir": str(args.rm_tokenizer)}),
+        "reward_model": ({"hosted_judge": args.judge_url, "name": args.judge_model,
+                          "template": args.judge_template_file or "the conversation itself",
+                          "verdict": judge_options(args).preset.kind, "constrained": judge_options(args).constraints_on}
+                         if args.judge_url else {"name": args.rm_name, "dir": str(args.rm_tokenizer)}),
         "max_tokens": args.max_tokens, "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
         "prompts": str(args.prompts),
     }  # fmt: skip
     summary["judge"] = describe_judge(args)
     return records, summary
+
+
+def judge_options(args: argparse.Namespace) -> JudgeOptions:
+    """The hosted judge's template, verdict preset and constraint from the command line (a bad
+    template or option is a ``RewardOptionsError``)."""
+    from verl.utils.reward_score.options import parse_options
+
+    raw = {"template_file": args.judge_template_file, "verdict": args.judge_verdict,
+           "score_max": args.judge_score_max, "option_scores": args.judge_option_scores,
+           "constrained": args.judge_constrained, "max_tokens": args.judge_max_tokens,
+           "reasoning_chars": args.judge_reasoning_chars}
+    return parse_options(JudgeOptions, {k: v for k, v in raw.items() if v is not None})
 
 
 JUDGE_RELATIONS = ("independent", "training_reward", "unknown")
@@ -159,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-model", default=None)
     p.add_argument("--judge-api-key-env", default=None, help="NAME of the env var holding the judge's key")
     p.add_argument("--judge-rate-limit-rps", type=float, default=None)
+    p.add_argument("--judge-template-file", default=None,
+                   help="chat template ({question}, {response}) for a served LLM judge; default: the conversation")
+    p.add_argument("--judge-verdict", default=None, help="reward_value (default), total_score, binary, option_letter")
+    p.add_argument("--judge-score-max", type=int, default=None, help="total_score: the score's maximum (10)")
+    p.add_argument("--judge-option-scores", default=None, help="option_letter: scores per letter, e.g. A=1,B=0")
+    p.add_argument("--judge-constrained", choices=("auto", "true", "false"), default=None,
+                   help="constrain the judge's reply to its verdict format (vLLM structured outputs); auto = off")
+    p.add_argument("--judge-max-tokens", type=int, default=None, help="reply budget without a constraint (32)")
+    p.add_argument("--judge-reasoning-chars", type=int, default=None,
+                   help="reasoning characters a constrained judge reply may hold before its verdict line")
     p.add_argument("--judge-relation", choices=JUDGE_RELATIONS, default="unknown",
                    help="how the scorer relates to the reward the evaluated model was trained against "
                         "(training_reward: the report says the win rate is judged by the training reward)")
@@ -183,6 +212,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_judge(args: argparse.Namespace) -> None:
+    """The judge's options and template, and with a constraint one probe of the judge server,
+    before any prompt is generated."""
+    from verl.utils.reward_score.templated import SAMPLE_VALUES, probe_server
+
+    options = judge_options(args)
+    if options.constraint is not None:
+        judge = rm_client(args.judge_url, args.judge_model, args.max_concurrency, args.timeout_s, args.max_retries,
+                          args.judge_api_key_env, args.judge_rate_limit_rps)
+        sample = [{"role": "user", "content": SAMPLE_VALUES["question"]},
+                  {"role": "assistant", "content": SAMPLE_VALUES["response"]}]
+        probe_server(judge, options.messages(sample), constraint=options.constraint, top_logprobs=None, reward="judge")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -193,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
     from verlkit.evaluation import winrate_stats as winrate
 
     try:
+        if args.judge_url:
+            _check_judge(args)
         records, summary = run_sync(evaluate(args))
-    except ValueError as e:
+    except ValueError as e:  # also RewardOptionsError: a bad judge template or a server refusing its constraint
         print(f"eval_winrate: {e}", file=sys.stderr)
         return 2
     finally:

@@ -6,7 +6,10 @@
 request. The whole group is stopped when the ``ServedModel`` is stopped (``stop()`` or leaving its
 ``with`` block), at interpreter exit, on SIGINT/SIGTERM (our handlers chain to the previous ones)
 and, for a launch from the main thread, when the launching process dies (Linux parent-death
-signal): a crashed training leaves no server behind.
+signal): a crashed training leaves no server behind. The group's first process is a small guard
+(``group_guard``) that ends the whole group, vLLM's engine process included, however the server or
+its launcher ends (the engine outlives an API server killed by SIGKILL, as Ray kills the children of
+an actor it kills).
 
 An already running server is used instead when a URL is given (``spec.external_url``,
 ``VERLKIT_<NAME>_URL`` or ``VERLKIT_EXTERNAL_URL``): it is health-checked the same way and never
@@ -46,6 +49,9 @@ from verlkit.serving.processes import (
 from verlkit.serving.spec import PortInUseError, ServerSpec, ServerStartError, external_url_for
 from verlkit.serving.state_file import update_state, write_state
 from verlkit.serving.vllm_command import build_command, gpu_available
+
+# run by path, not ``-m``: the guard must not import the package (it starts before every server)
+GROUP_GUARD = Path(__file__).resolve().with_name("group_guard.py")
 
 logger = logging.getLogger(__name__)
 
@@ -261,8 +267,11 @@ def _refuse(spec: ServerSpec, error: ServerStartError) -> NoReturn:
 
 
 def _start(spec: ServerSpec, port: int, on_gpu: bool, model_path: Path) -> ServedModel:
-    """Start vLLM in a new process group (session), register it for stopping, write the state file."""
+    """Start vLLM in a new process group (session) under its group guard (``group_guard``: it ends the
+    whole group, vLLM's engine process included, on any exit), register it for stopping, write the
+    state file."""
     cmd, env = build_command(spec, port, on_gpu, model_path)
+    guarded = [spec.python, str(GROUP_GUARD), str(STOP_GRACE_S), "--", *cmd]
     host = spec.host if ":" not in spec.host else f"[{spec.host}]"
     base_url = f"http://{host}:{port}/v1"
     log_path, state_path = spec.log_path, spec.state_path
@@ -273,7 +282,7 @@ def _start(spec: ServerSpec, port: int, on_gpu: bool, model_path: Path) -> Serve
         # prctl's parent is the launching *thread*: from another thread the server would die with it
         use_pdeathsig = threading.current_thread() is threading.main_thread() and sys.platform.startswith("linux")
         popen = subprocess.Popen(
-            cmd,
+            guarded,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,

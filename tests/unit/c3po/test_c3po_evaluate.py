@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from verlkit.c3po.evaluate import Evaluator, build_parser, check_args, order_corrected, outcome_from_score, summarize_set
+from verlkit.c3po.evaluate import (Evaluator, build_parser, check_args, order_corrected, outcome_from_score,
+                                   summarize_set, tie_reason)
 from verlkit.c3po.feedback import Feedback
 
 from support.c3po import ScriptedEndpoint
@@ -30,6 +31,24 @@ def test_set_summary_reports_ties_apart_and_excludes_failures():
     assert s["applied_rate"] == 0.5 and s["tie_rate"] == 0.5 and s["worse_rate"] == 0.0
     assert s["mean_baseline_metric"] == 7.5 and s["mean_evaluated_metric"] == 5.0
     assert summarize_set([{"outcome": None}], quantitative=False)["applied_rate"] is None
+
+
+def test_every_tie_says_what_it_is_made_of():
+    assert tie_reason({"evaluated": "Hi.\n", "baseline": "Hi.", "score_forward": 4, "score_swapped": 4}) == "identical_responses"
+    assert tie_reason({"evaluated": "a", "baseline": "b", "score_forward": 5, "score_swapped": 5}) == "judge_position_bias"
+    assert tie_reason({"evaluated": "a", "baseline": "b", "score_forward": 3, "score_swapped": 3}) == "judged_equal"
+    assert tie_reason({"evaluated": "a", "baseline": "b", "score_forward": 4, "score_swapped": 3}) == "weak_preference"
+    assert tie_reason({"evaluated": "a", "baseline": "b", "baseline_metric": 3, "evaluated_metric": 3}) == "metric_unchanged"
+    m = {"baseline_metric": 1, "evaluated_metric": 1}
+    records = [{"outcome": "tie", "tie_reason": "metric_unchanged", **m}, {"outcome": "tie", "tie_reason": "metric_unchanged", **m},
+               {"outcome": "tie", "tie_reason": "identical_responses", **m}, {"outcome": "better", **m}, {"outcome": None}]
+    assert summarize_set(records, quantitative=True)["tie_reasons"] == {"identical_responses": 1, "metric_unchanged": 2}
+
+
+def test_a_judged_tie_records_its_reason():
+    ev, _ = evaluator(["EXPLANATION: x\nBETTER_RESPONSE: 2", "EXPLANATION: x\nBETTER_RESPONSE: 2"])
+    record = asyncio.run(ev.compare_row({"prompt": "Email Jared"}, "short", "long"))
+    assert (record["outcome"], record["tie_reason"]) == ("tie", "judge_position_bias")
 
 
 def evaluator(judge_replies, max_reasks: int = 1) -> tuple[Evaluator, ScriptedEndpoint]:

@@ -209,3 +209,29 @@ def test_select_by_name_slug_or_content_prefix_case_insensitively():
     with pytest.raises(InputError, match="available: concise-boss-emails, bon-appetit-recipes"):
         select_feedbacks(feedbacks, "zzz")
 
+
+
+def test_select_by_category_scope_and_type_all_must_hold():
+    feedbacks = load_feedbacks(BUNDLED_FEEDBACKS)
+    assert [fb.name for fb in select_feedbacks(feedbacks, None, "quantitative")] == [
+        "bon-appetit-recipes", "emoji-texts-to-friends", "short-travel-answers", "no-prices-book-recs"]
+    assert [fb.name for fb in select_feedbacks(feedbacks, "p", "Qualitative, regional")] == [
+        "physics-analogies", "plain-legal-explanations"]
+    assert len(select_feedbacks(feedbacks, "", "regional")) == 8
+    with pytest.raises(InputError, match="no feedback is in category 'local'"):
+        select_feedbacks(feedbacks, None, "local")
+    with pytest.raises(InputError, match="unknown feedback category 'emails'"):
+        select_feedbacks(feedbacks, None, "emails")
+    # the prefix applies within the category
+    with pytest.raises(InputError, match="no feedback's name or content starts with 'concise'"):
+        select_feedbacks(feedbacks, "concise", "quantitative")
+
+
+def test_select_names_keeps_the_given_order():
+    from verlkit.c3po.feedback import select_names
+
+    feedbacks = load_feedbacks(BUNDLED_FEEDBACKS)
+    names = [fb.name for fb in select_names(feedbacks, ["bon-appetit-recipes", "concise-boss-emails"])]
+    assert names == ["bon-appetit-recipes", "concise-boss-emails"]
+    with pytest.raises(InputError, match="no feedback named 'nope'"):
+        select_names(feedbacks, ["nope"])

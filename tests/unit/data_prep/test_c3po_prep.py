@@ -31,10 +31,11 @@ def row(prompt: str, category: str | None, revised: str | None = None) -> dict:
             "cot_response": None}  # fmt: skip
 
 
-def sample_dir(tmp_path: Path, n_in=3, n_near=2, n_out=4, in_rows: list[dict] | None = None) -> Path:
-    d = tmp_path / FEEDBACK.slug
+def sample_dir(tmp_path: Path, n_in=3, n_near=2, n_out=4, in_rows: list[dict] | None = None,
+               feedback: Feedback = FEEDBACK) -> Path:  # fmt: skip
+    d = tmp_path / feedback.slug
     d.mkdir()
-    (d / "feedback.json").write_text(json.dumps(FEEDBACK.to_dict()))
+    (d / "feedback.json").write_text(json.dumps(feedback.to_dict()))
     (d / "categories.json").write_text(json.dumps(["Work"]))
     for name, n in (("in_scope", n_in), ("near_scope", n_near), ("out_of_scope", n_out)):
         rows = [row(f"{name} {i}", None if name == "out_of_scope" else "Work") for i in range(n)]
@@ -136,3 +137,25 @@ def test_validator_checks_each_row_kind_for_its_own_fields(tmp_path):
     with pytest.raises(DataValidationError, match="row 0: response: missing"):
         write_parquet([{"kind": "near_scope", "prompt": prompt, "chosen": None, "rejected": None,
                         "response": None}], tmp_path / "bad.parquet", kind="preference")  # fmt: skip
+
+
+def test_two_feedbacks_give_one_combined_file_with_each_feedbacks_rows(tmp_path):
+    """The second feedback: one parquet holding both feedbacks' balanced rows, told apart by feedback_id."""
+    from data_prep.c3po import build_combined_training_file
+
+    other = Feedback(content="Always end recipes with Bon appetit", domain="recipes", effect="end with Bon appetit",
+                     name="bon-appetit")  # fmt: skip
+    first = sample_dir(tmp_path)  # 3/2/4 rows -> 2 of each kind
+    second = sample_dir(tmp_path, n_in=1, n_near=3, n_out=3, feedback=other)  # -> 1 of each kind
+    out = build_combined_training_file([first, second], tmp_path / "combined.parquet")
+    table = pq.read_table(out).to_pandas()
+    per_feedback = table.groupby(["feedback_id", "kind"]).size().to_dict()
+    assert per_feedback == {(FEEDBACK.id, "pair"): 2, (FEEDBACK.id, "near_scope"): 2, (FEEDBACK.id, "out_of_scope"): 2,
+                            (other.id, "pair"): 1, (other.id, "near_scope"): 1, (other.id, "out_of_scope"): 1}
+    assert main([str(first), str(second), "--out", str(tmp_path / "cli.parquet")]) == 0
+    assert len(pq.read_table(tmp_path / "cli.parquet")) == 9
+    # a feedback without a pair cannot be half of a combined adapter
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(NoTrainingData):
+        build_combined_training_file([first, sample_dir(empty, n_in=0, feedback=other)], tmp_path / "x.parquet")

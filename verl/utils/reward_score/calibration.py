@@ -46,21 +46,32 @@ unparseable reply), so that::
 with coefficient/offset 0/0 (``log``), 1/-1 (``log_penalized``), 1/0 (``brier``). On a downstream
 failure scored ``neutral`` or by a fixed number, ``accuracy_term`` is chance level 1/K (an outage says
 nothing about accuracy) and ``calibration_term`` the rest of the failure score.
+
+Template and constraint (``verl.utils.reward_score.templated``): the downstream prompt is the built-in
+template ``cgp_downstream`` (``template_file=`` replaces it; placeholders {question}, {options},
+{num_options}, {hint}, of which {question}, {options} and {hint} are required). With
+``constrained=true`` the downstream reply is constrained to at most ``reasoning_chars`` characters
+of reasoning (default 300) and then the line ``the answer is N with confidence C`` (N an option
+number, C an integer 0-100) that :func:`parse_final_answer` reads (:func:`answer_constraint`).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Sequence, get_args
+from typing import Any, ClassVar, Literal, Mapping, Sequence, get_args
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from verlkit.clients.llm import get_client
 from verlkit.clients.settings import ClientSettings
-from verl.utils.reward_score.options import RewardOptions, parse_options
+from verlkit.clients.structured import StructuredOutput
+from verlkit.templates import ChatTemplate, builtin_template
+from verl.utils.reward_score.options import RewardOptions, parse_options, parse_served_options
+from verl.utils.reward_score.templated import SAMPLE_VALUES, TemplateSettings, ask, probe_server, resolve_template
 
 Variant = Literal["log", "log_penalized", "brier"]
 OnFailure = Literal["neutral", "unparseable", "raise"]
@@ -74,11 +85,20 @@ ACCURACY_COEFFICIENT = {"log": 0.0, "log_penalized": WRONG_PENALTY, "brier": 1.0
 SCORE_OFFSET = {"log": 0.0, "log_penalized": -WRONG_PENALTY, "brier": 0.0}
 
 
-class CGPOptions(RewardOptions, ClientSettings):
+DEFAULT_REASONING_CHARS = 300  # free reasoning a constrained downstream reply may hold before its answer
+# What this reward can put in a downstream template, and what such a template must use.
+FILLABLE = frozenset({"question", "options", "num_options", "hint"})
+REQUIRED = [{"question"}, {"options"}, {"hint"}]
+
+
+class CGPOptions(RewardOptions, ClientSettings, TemplateSettings):
     """``reward_kwargs.cgp.*``: the downstream model (``url`` and ``model`` required, the other
-    :class:`ClientSettings`) and how its reply is sampled and scored."""
+    :class:`ClientSettings`), its prompt template and constraint (:class:`TemplateSettings`) and how
+    its reply is sampled and scored."""
 
     reward_name: ClassVar[str] = "cgp"
+
+    template: Literal["cgp_downstream"] = "cgp_downstream"
 
     variant: Variant = "log_penalized"
     temperature: float = Field(0.1, ge=0.0)
@@ -86,6 +106,24 @@ class CGPOptions(RewardOptions, ClientSettings):
     max_tokens: int = Field(256, ge=1)
     seed: int | None = None
     on_failure: OnFailure | float = "neutral"  # see the module docstring
+
+    @model_validator(mode="after")
+    def _template_fits(self) -> "CGPOptions":
+        if self.template_file and "template" in self.model_fields_set:
+            raise ValueError("give template (a built-in name) or template_file, not both")
+        _ = self.chat_template
+        return self
+
+    @functools.cached_property
+    def chat_template(self) -> ChatTemplate:
+        return resolve_template(self.template, self.template_file, reward="cgp", fillable=FILLABLE, required=REQUIRED)
+
+    def constraint(self, num_options: int) -> StructuredOutput | None:
+        """The downstream reply's constraint for a question with ``num_options`` options, or None."""
+        if not self.constraints_on:
+            return None
+        reasoning = DEFAULT_REASONING_CHARS if self.reasoning_chars is None else self.reasoning_chars
+        return answer_constraint(num_options, reasoning)
 
 
 class DownstreamError(RuntimeError):
@@ -115,21 +153,18 @@ def build_policy_prompt(question: str, options: Sequence[str]) -> str:
 
 
 def build_downstream_prompt(question: str, options: Sequence[str], hint: str | None) -> str:
-    """The user message the downstream model sees. ``hint=None`` gives the no-hint baseline."""
-    k = len(options)
-    parts = [
-        "Answer the multiple-choice question below. Think briefly, then finish with one last sentence "
-        "of exactly this form:\n"
-        "the answer is N with confidence C\n"
-        f"where N is the number of the option you choose (1 to {k}) and C is your confidence, from 0 "
-        "to 100, that your answer is correct. Write nothing after that sentence.\n",
-        f"Question: {str(question).strip()}",
-        f"Options:\n{render_options(options)}",
-    ]
-    if hint is not None:
-        parts.append(f"Hint: {hint.strip()}")
-    parts.append("Answer:")
-    return "\n".join(parts)
+    """The user message the downstream model sees (our built-in template). ``hint=None`` gives the
+    no-hint baseline (``cgp_downstream_baseline``)."""
+    name = "cgp_downstream" if hint is not None else "cgp_downstream_baseline"
+    return downstream_messages(builtin_template(name), question, options, hint)[0]["content"]
+
+
+def downstream_messages(template: ChatTemplate, question: str, options: Sequence[str],
+                        hint: str | None) -> list[dict]:
+    """The downstream model's chat messages: ``template`` filled with the question, its numbered
+    options, their number and the hint (each stripped; no hint = an empty one)."""
+    return template.render(question=str(question).strip(), options=render_options(options),
+                           num_options=len(options), hint=(hint or "").strip())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,6 +178,22 @@ _NUMBER = r"[+-]?\d+(?:[.,]\d+)?"
 ANSWER_RE = re.compile(r"answer\s+is\s*:?\s*(?:option\s*)?\(?\s*(" + _NUMBER + r")", re.IGNORECASE)
 CONFIDENCE_RE = re.compile(
     r"confidence\s*(?:level\s*|score\s*)?(?:of|is|:|=)?\s*\(?\s*(" + _NUMBER + r")", re.IGNORECASE)
+
+
+@functools.lru_cache(maxsize=32)
+def answer_constraint(num_options: int, reasoning_chars: int = DEFAULT_REASONING_CHARS) -> StructuredOutput:
+    """A structured-output constraint for a downstream reply that :func:`parse_final_answer` reads:
+    up to ``reasoning_chars`` characters of reasoning, then (on its own line) ``the answer is N with
+    confidence C`` with N in 1..num_options and C an integer 0..100."""
+    if num_options < 1 or reasoning_chars < 0:
+        raise ValueError(f"need num_options >= 1 and reasoning_chars >= 0, got {num_options}, {reasoning_chars}")
+    answers = "|".join(str(n) for n in range(num_options, 0, -1))
+    sentence = f"the answer is (?:{answers}) with confidence (?:100|[1-9]?[0-9])"
+    longest = len(f"the answer is {num_options} with confidence 100")
+    if reasoning_chars == 0:
+        return StructuredOutput(regex=sentence, max_tokens=longest + longest // 10 + 16)
+    chars = reasoning_chars + 1 + longest
+    return StructuredOutput(regex=f"[\\s\\S]{{0,{reasoning_chars}}}\\n" + sentence, max_tokens=chars + chars // 10 + 16)
 
 
 @dataclass(frozen=True)
@@ -284,20 +335,38 @@ def validate_row(row: dict) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # The edge: one downstream call per row through the shared client
 # ---------------------------------------------------------------------------------------------
-async def ask_downstream(client, prompt: str, opts: CGPOptions):
-    """One chat request; returns the client's ``Completion`` (never raises for server failures)."""
-    return await client.chat([{"role": "user", "content": prompt}], max_tokens=opts.max_tokens,
-                             temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed)
+async def ask_downstream(client, messages: list[dict], opts: CGPOptions, num_options: int = 4):
+    """One chat request; returns the client's ``Completion`` (never raises for server failures; a
+    server that refuses the constraint raises ``ServerFeatureError``, a configuration error)."""
+    return await ask(client, messages, constraint=opts.constraint(num_options), reward="cgp",
+                     max_tokens=opts.max_tokens, temperature=opts.temperature, top_p=opts.top_p, seed=opts.seed)
 
 
-async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
-    """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer."""
+def check_options(options: Mapping[str, Any], probe: bool = False) -> None:
+    """Parse the options (loading and checking the template) and, with ``probe`` and constraints on,
+    check with real requests that the downstream server enforces the constraint. Raises
+    ``RewardOptionsError``; ``registry.check_options`` calls it before training."""
     opts = parse_options(CGPOptions, options)
+    if probe and opts.constraints_on:
+        probe_downstream(opts)
+
+
+def probe_downstream(opts: CGPOptions) -> None:
+    """One probe of the downstream server with the constraint (see ``templated.probe_server``)."""
+    probe_server(get_client(opts.client_config()), opts.chat_template.render(**SAMPLE_VALUES),
+                 constraint=opts.constraint(4), top_logprobs=None, reward="cgp")
+
+
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_router_address=None,
+                        reward_model_tokenizer=None, **options) -> dict[str, float]:
+    """Reward of one policy hint (``solution_str``) by the downstream model's calibrated answer.
+    The downstream model is the ``url`` option's, else verl's reward router's (``reward.reward_model``)."""
+    opts = parse_served_options(CGPOptions, options, reward_router_address, reward_model_tokenizer)
     question, choices = question_and_options(extra_info)
     gold = parse_gold(ground_truth, len(choices))
-    prompt = build_downstream_prompt(question, choices, solution_str or "")
+    messages = downstream_messages(opts.chat_template, question, choices, solution_str or "")
     started = time.monotonic()
-    completion = await ask_downstream(get_client(opts.client_config()), prompt, opts)
+    completion = await ask_downstream(get_client(opts.client_config()), messages, opts, len(choices))
     latency = getattr(completion, "latency_s", None)
     client_fields = {
         "cache_hit": float(bool(getattr(completion, "cache_hit", False))),

@@ -62,40 +62,55 @@ def _to_float(text: str) -> float:
     return float(text.replace("−", "-").replace(",", "."))
 
 
-def _scaled(num: str, den: str | None) -> float | None:
+def _scaled(num: str, den: str | None, out_of: float) -> tuple[float, float] | None:
+    """(score on the 10-point scale clamped to [0, 10], points per unit of ``num``), or None when
+    the denominator (``den``, else ``out_of``) is not positive."""
+    denominator = _to_float(den) if den is not None else out_of
+    if denominator <= 0:
+        return None
     value = _to_float(num)
-    if den is not None:
-        denominator = _to_float(den)
-        if denominator <= 0:
-            return None
-        if denominator != 10:
-            value = value / denominator * 10.0
+    if denominator != 10:
+        value = value / denominator * 10.0
     if not math.isfinite(value):
         return None
-    return min(10.0, max(0.0, value))
+    return min(10.0, max(0.0, value)), 10.0 / denominator
 
 
-def _parse_after_marker(tail: str) -> float | None:
+def _blank(match: re.Match) -> str:
+    # Decoration is blanked with as many spaces as it had characters, so that an index into the
+    # cleaned text is the same index into the reply (the score's position, for probabilities).
+    return " " * len(match.group(0))
+
+
+def _find_after_marker(tail: str, out_of: float) -> tuple[float, int, float] | None:
     window = tail[:_TAIL_WINDOW]
-    frac = _FRAC_RAW.match(window.lstrip(" :=*"))
+    stripped = window.lstrip(" :=*")
+    frac = _FRAC_RAW.match(stripped)
     if frac:  # "Total Score: \frac{7}{10}" before the brace noise is stripped
         try:
-            return _scaled(frac.group(1).strip(), frac.group(2).strip())
+            found = _scaled(frac.group(1).strip(), frac.group(2).strip(), out_of)
         except ValueError:
             return None
-    cleaned = _NOISE.sub(" ", window)
+        if found is None:
+            return None
+        start = len(window) - len(stripped) + frac.start(1) + (len(frac.group(1)) - len(frac.group(1).lstrip()))
+        return found[0], start, found[1]
+    cleaned = _NOISE.sub(_blank, window)
     lead = _LEAD.match(cleaned)
     pre_den = lead.group("pre_den") if lead else None
-    rest = cleaned[lead.end():] if lead else cleaned
-    match = _SCORE.match(rest)
+    offset = lead.end() if lead else 0
+    match = _SCORE.match(cleaned[offset:])
     if not match:
         return None
-    den = match.group("den") or pre_den
-    return _scaled(match.group("num"), den)
+    found = _scaled(match.group("num"), match.group("den") or pre_den, out_of)
+    return None if found is None else (found[0], offset + match.start("num"), found[1])
 
 
-def parse_total_score(text: str) -> float | None:
-    """The total score out of 10 in a grader's reply, clamped to [0, 10]; None if there is none."""
+def find_total_score(text: str, out_of: float = 10.0) -> tuple[float, int, float] | None:
+    """``(score, start, unit)``: the total score of a grader's reply on the 10-point scale (clamped to
+    [0, 10]), the index in ``text`` where its number starts, and the points (on the 10-point scale)
+    per unit of that number; None if there is none. ``out_of``: the scale of a score written without
+    a denominator (10 for our rubric prompt)."""
     if not isinstance(text, str) or not text:
         return None
     markers = list(_MARKER.finditer(text))
@@ -103,21 +118,32 @@ def parse_total_score(text: str) -> float | None:
         # The last marker that is followed by a score ("Total Score: 7/10 ... see the Total Score
         # breakdown above" reads 7), so a trailing mention of the phrase does not lose the score.
         for marker in reversed(markers):
-            value = _parse_after_marker(text[marker.end():])
-            if value is not None:
-                return value
+            found = _find_after_marker(text[marker.end():], out_of)
+            if found is not None:
+                return found[0], marker.end() + found[1], found[2]
         return None
     # No marker: the whole reply is a score, or its last line is "<n>/<d>" or "<n> out of <d>".
-    cleaned = _NOISE.sub(" ", text).strip()
-    bare = _BARE.match(cleaned)
+    cleaned = _NOISE.sub(_blank, text)
+    bare = _BARE.match(cleaned.strip())
     if bare:
-        return _scaled(bare.group("num"), bare.group("den"))
-    lines = [line for line in cleaned.splitlines() if line.strip()]
+        found = _scaled(bare.group("num"), bare.group("den"), out_of)
+        lead = len(cleaned) - len(cleaned.lstrip())
+        return None if found is None else (found[0], lead + bare.start("num"), found[1])
+    lines = [(m.start(), m.group(0)) for m in re.finditer(r"[^\n]+", cleaned) if m.group(0).strip()]
     if lines:
-        found = re.findall(rf"({_NUMBER})\s*(?:points?\s*)?(?:/|out\s+of)\s*({_NUMBER})", lines[-1], re.IGNORECASE)
+        line_start, line = lines[-1]
+        found = list(re.finditer(rf"({_NUMBER})\s*(?:points?\s*)?(?:/|out\s+of)\s*({_NUMBER})", line, re.IGNORECASE))
         if found:
-            return _scaled(*found[-1])
+            scaled = _scaled(found[-1].group(1), found[-1].group(2), out_of)
+            return None if scaled is None else (scaled[0], line_start + found[-1].start(1), scaled[1])
     return None
+
+
+def parse_total_score(text: str, out_of: float = 10.0) -> float | None:
+    """The total score out of 10 in a grader's reply, clamped to [0, 10]; None if there is none.
+    ``out_of``: the scale of a score written without a denominator."""
+    found = find_total_score(text, out_of)
+    return None if found is None else found[0]
 
 
 def validate_ground_truth(ground_truth) -> float:

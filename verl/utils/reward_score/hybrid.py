@@ -43,10 +43,10 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, ValidationError, model_validator
 
 from verlkit.clients import rule_check
-from verlkit.clients.llm import get_client
 from verlkit.clients.settings import ClientSettings
 from verl.utils.reward_score import tinyv
-from verl.utils.reward_score.options import describe_errors, parse_options
+from verl.utils.reward_score.math_rule import rule_failure_result
+from verl.utils.reward_score.options import describe_errors, parse_options, parse_served_options
 
 SIDES = ("verifier", "rubric")
 # Decided by the hybrid itself, not per side.
@@ -156,8 +156,10 @@ def hybrid_score(terms: dict[str, float], verifier_weight: float, rubric_weight:
 # ---------------------------------------------------------------------------------------------
 # The reward
 # ---------------------------------------------------------------------------------------------
-async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict:
-    opts = parse_options(HybridOptions, options)
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_router_address=None,
+                        reward_model_tokenizer=None, **options) -> dict:
+    # top-level url/model (explicit, verl's reward router, environment) are the sides' defaults
+    opts = parse_served_options(HybridOptions, options, reward_router_address, reward_model_tokenizer)
     extra_info = extra_info or {}
     problems = tinyv.validate_row({"extra_info": extra_info})  # a data error is reported before any work
     if problems:
@@ -165,32 +167,39 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     nan = math.nan
     result = {"score": 0.0, "acc": 0.0, "parse_ok": nan, "verifier_called": 0.0, "verifier_ok": nan,
               "cache_hit": nan, "latency_s": nan, "rule_correct": nan, "verifier_failed": 0.0,
+              "verdict_invalid": nan, "verdict_prob_ok": nan, "rule_failed": nan,
               "sent_to_verifier": 0.0, "sent_to_rubric": 0.0, "verifier_score": nan, "rubric_score": nan}
 
     rule = await rule_check.check_async(solution_str, str(ground_truth), timeout_s=opts.rule_timeout_s)
-    result["rule_correct"] = float(rule.correct)
+    result.update(rule_correct=nan if rule.failed else float(rule.correct), rule_failed=float(rule.failed))
+    if rule.failed and opts.on_rule_failure == "error":
+        return {**result, **rule_failure_result()}
     if rule.correct:
         side, key = opts.rubric, "rubric"
         if not flaw_checked(extra_info["question"], str(ground_truth), opts.rubric.share):
             return _finish(result, opts, hybrid_terms(True), acc=1.0)
         messages = tinyv.build_messages(side, solution_str, ground_truth, extra_info, None)
-    else:
+    else:  # rule-wrong, or a failed rule check (asked like a rule-wrong sample: the verifier may rescue it)
         side, key = opts.verifier, "verifier"
         messages = tinyv.build_messages(side, solution_str, ground_truth, extra_info, rule.extracted)
 
     result[f"sent_to_{key}"] = 1.0
-    completion = await get_client(side.client_config()).chat(
-        messages, max_tokens=tinyv.max_tokens_for(side), temperature=side.temperature
-    )
+    answer = await tinyv.ask_verifier(side, messages)  # the side's template, verdict preset, constraint
+    completion = answer.completion
     result.update(verifier_called=1.0, verifier_ok=float(completion.ok), cache_hit=float(completion.cache_hit),
                   latency_s=completion.latency_s)
-    if not completion.ok:
-        result["verifier_failed"] = 1.0
+    if completion.ok:
+        result.update(verdict_invalid=float(answer.verdict.invalid), verdict_prob_ok=answer.prob_ok)
+    if not completion.ok or answer.verdict.invalid:  # unreachable or declined to judge: the side's on_failure
+        if not completion.ok:
+            result["verifier_failed"] = 1.0
+        else:
+            result["parse_ok"] = 1.0
         if side.on_failure == "zero":
             return _finish(result, opts, dict.fromkeys(("rule_term", "rescue_term", "soundness_term"), 0.0), acc=0.0)
         return _finish(result, opts, hybrid_terms(rule.correct), acc=float(rule.correct))
 
-    value = tinyv.parse_verifier_score(side, completion.text)
+    value = answer.v
     result["parse_ok"] = float(value is not None)
     result[f"{key}_score"] = nan if value is None else value
     if rule.correct:
@@ -198,6 +207,15 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
         return _finish(result, opts, hybrid_terms(True, flaw_value=f), acc=1.0)
     v = 0.0 if value is None else value
     return _finish(result, opts, hybrid_terms(False, verifier_score=v), acc=float(v >= 0.5))
+
+
+def check_options(options: dict[str, Any], probe: bool = False) -> None:
+    """``tinyv.check_options`` for ``setup=hybrid``: parse both sides (loading their templates) and,
+    with ``probe``, check each side's server where its options need server features."""
+    opts = parse_options(HybridOptions, options)
+    if probe:
+        for side in (opts.verifier, opts.rubric):
+            tinyv.probe_verifier(side)
 
 
 def _finish(result: dict, opts: HybridOptions, terms: dict[str, float], acc: float) -> dict:

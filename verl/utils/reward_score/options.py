@@ -18,16 +18,22 @@ instead of flagging the row. Parsed models are cached per distinct raw mapping, 
 calls a reward once per sample.
 
 Model-scored rewards also inherit :class:`verlkit.clients.settings.ClientSettings` (``url``,
-``model``, ``max_concurrency``, ``timeout_s``, ...), so their client options keep one spelling.
+``model``, ``max_concurrency``, ``timeout_s``, ...), so their client options keep one spelling, and
+parse with :func:`parse_served_options`, which also follows verl's reward router when verl passes one.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from typing import Any, ClassVar, Mapping, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from verlkit.clients.routing import choose_endpoint, router_model_name
+
+logger = logging.getLogger("verlkit.rewards")
 
 _CACHE_LIMIT = 256
 
@@ -106,3 +112,39 @@ def describe_errors(model: type[RewardOptions], error: ValidationError) -> str:
         else:
             problems[name] = f"option {name!r}={item.get('input')!r}: {message}"
     return f"{model.reward_name}: " + "; ".join(problems.values())
+
+
+_announced: set[tuple[str, str, str, str]] = set()
+
+
+def parse_served_options(
+    model: type[OptionsT],
+    options: Mapping[str, Any],
+    reward_router_address: str | None = None,
+    reward_model_tokenizer: Any = None,
+) -> OptionsT:
+    """:func:`parse_options` for a model-scored reward, with ``url``/``model`` chosen by
+    :func:`verlkit.clients.routing.choose_endpoint` (explicit option > verl's reward router >
+    environment > default). ``reward_router_address``/``reward_model_tokenizer`` are what verl passes
+    to a reward function when ``reward.reward_model.enable=True``. Logs once per process where a
+    reward's requests go."""
+    raw = dict(options)
+    url_env, model_env = model.env_defaults.get("url"), model.env_defaults.get("model")
+    endpoint = choose_endpoint(
+        url_option=raw.get("url"),
+        model_option=raw.get("model"),
+        router_address=reward_router_address,
+        router_model=router_model_name(reward_model_tokenizer),
+        url_env=os.environ.get(url_env) if url_env else None,
+        model_env=os.environ.get(model_env) if model_env else None,
+    )
+    for name, value in (("url", endpoint.url), ("model", endpoint.model)):
+        if value:
+            raw[name] = value
+    parsed = parse_options(model, raw)
+    note = (model.reward_name, endpoint.source, str(getattr(parsed, "url", "")), str(getattr(parsed, "model", "")))
+    if note not in _announced:
+        _announced.add(note)
+        where = "verl's reward router" if endpoint.source == "router" else f"the {endpoint.source} URL"
+        logger.warning("%s: requests go to %s (%s), model %r", note[0], note[2], where, note[3])
+    return parsed

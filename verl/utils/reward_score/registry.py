@@ -40,6 +40,10 @@ Row checks: a spec's ``row_validator`` is the one check of its family's rows tha
 A validator that takes ``**options`` also gets the run's options of its reward (what a row needs may
 depend on them: ``tinyv`` rows need ``criteria`` under the rubric template).
 
+verl context: when verl runs the reward model (``reward.reward_model.enable=True``) it passes
+``reward_router_address`` and ``reward_model_tokenizer``; a function that names them as parameters
+gets them (model-scored rewards then ask verl's router), any other function never sees them.
+
 Failures: a reward function that raises never crashes training and never silently becomes a 0: the
 row gets ``score=0.0`` and ``reward_error=1.0``, which the step metrics count; the first traceback
 per (spec, exception type) is logged.
@@ -99,6 +103,15 @@ class RewardSpec:
             self._loaded["function"] = _load_target(self.target)
         return self._loaded["function"]
 
+    def verl_context(self, passthrough: dict[str, Any]) -> dict[str, Any]:
+        """The verl context kwargs (``reward_router_address``, ``reward_model_tokenizer``) among
+        ``passthrough`` that the function declares as parameters; functions that do not name them
+        never see them (their ``**options`` would reject them as unknown options)."""
+        if "context" not in self._loaded:
+            params = inspect.signature(self.function()).parameters
+            self._loaded["context"] = tuple(k for k in _VERL_CONTEXT_KWARGS if k in params)
+        return {k: passthrough[k] for k in self._loaded["context"] if k in passthrough}
+
     def validator(self) -> Callable[[dict], list[str]] | None:
         """The family's row check (imports its module on first use), or None."""
         if self.row_validator is None:
@@ -126,7 +139,7 @@ REWARDS: list[RewardSpec] = [
                row_validator="grade:validate_row"),
     RewardSpec("tinyv", "tinyv:compute_score", exact=("zhangchenxu/HardVerify-Math",), suffixes=("_tinyv",),
                metrics=("parse_ok", "verifier_called", "verifier_ok", "cache_hit", "latency_s", "rule_correct",
-                        "verifier_failed", "rule_failed",
+                        "verifier_failed", "verdict_invalid", "verdict_prob_ok", "rule_failed",
                         # setup=hybrid (module hybrid): who was asked, and what they said
                         "sent_to_verifier", "sent_to_rubric", "verifier_score", "rubric_score",
                         # score components (for verl's gdpo estimator)
@@ -322,6 +335,41 @@ def options_for(spec: RewardSpec, call_options: dict[str, dict[str, Any]]) -> di
     return merged
 
 
+def check_options(reward_kwargs: Any = None, *, probe: bool = False) -> None:
+    """Validate every reward's options before training: ``reward_kwargs`` as the recipe passes it
+    to verl (``{<spec name>: {<option>: value}}``, a DictConfig is fine) merged over
+    ``$VERLKIT_REWARD_OPTIONS``, each namespace parsed by its reward's options model, which loads
+    and checks prompt templates. With ``probe``, a reward that defines ``check_options(options,
+    probe)`` also checks its served model with real requests (structured-output constraints,
+    log-probabilities): call it once the servers are up. Raises ``RewardOptionsError`` naming the
+    reward and the option; returns None when everything fits.
+    """
+    from verl.utils.reward_score.options import RewardOptions, parse_options
+
+    try:
+        options, _ = split_kwargs(_plain(reward_kwargs) or {})
+        names = set(options) | set(_env_options())
+    except ValueError as e:
+        raise RewardOptionsError(str(e)) from None
+    unknown = sorted(names - set(registered_names()))
+    if unknown:
+        raise RewardOptionsError(f"{OPTIONS_ENV}: no reward named {', '.join(map(repr, unknown))} is registered "
+                                 f"(registered: {', '.join(sorted(registered_names()))})")
+    for spec in REWARDS:
+        if spec.name not in names:
+            continue
+        merged = options_for(spec, options)
+        module = inspect.getmodule(spec.function())
+        check = getattr(module, "check_options", None)
+        if callable(check):
+            check(merged, probe=probe)
+            continue
+        models = [obj for obj in vars(module).values() if isinstance(obj, type) and issubclass(obj, RewardOptions)
+                  and obj is not RewardOptions and obj.reward_name == spec.name]
+        if models:
+            parse_options(models[0], merged)
+
+
 # ---------------------------------------------------------------------------------------------
 # Result coercion
 # ---------------------------------------------------------------------------------------------
@@ -405,7 +453,8 @@ async def compute_score_async(data_source, solution_str, ground_truth, extra_inf
         return normalize_result(raw, allowed=("acc",))
     try:
         fn = spec.function()
-        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options))
+        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options),
+                 **spec.verl_context(passthrough))
         if inspect.isawaitable(raw):
             raw = await raw
         return normalize_result(raw, allowed=spec.metrics)
@@ -427,7 +476,8 @@ def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kw
         return normalize_result(raw, allowed=("acc",))
     try:
         fn = spec.function()
-        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options))
+        raw = fn(data_source, solution_str, ground_truth, extra_info or {}, **options_for(spec, options),
+                 **spec.verl_context(passthrough))
         if inspect.isawaitable(raw):
             from verlkit.clients.loop import run_sync
 

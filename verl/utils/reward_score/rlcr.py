@@ -69,14 +69,29 @@ SYSTEM_PROMPT = (
 )
 MCQ_ANSWER_INSTRUCTION = "In <answer>, give the number of the option you choose, for example <answer>2</answer>."
 
-# Whole response: optional <think>, then the four sections in order, nothing after.
-FORMAT_RE = re.compile(
-    r"^\s*(?:<think>)?(?P<think>.*?)</think>\s*"
-    r"<answer>(?P<answer>.*?)</answer>\s*"
-    r"<analysis>(?P<analysis>.*?)</analysis>\s*"
-    r"<confidence>(?P<confidence>.*?)</confidence>\s*$",
-    re.DOTALL,
-)
+# Whole response: optional <think>, then the four sections in order, nothing after. Matched as a chain
+# of section boundaries, each searched from where the previous one ended: one regex with four lazy
+# ``.*?`` groups backtracks quadratically and worse (a 128k-character response repeating
+# "</think><answer>" took 9 s); the earliest boundary is always the best choice, so this is exact.
+_OPENING = re.compile(r"\s*(?:<think>)?")
+_BOUNDARIES = tuple(re.compile(p) for p in (r"</think>\s*<answer>", r"</answer>\s*<analysis>",
+                                            r"</analysis>\s*<confidence>"))  # fmt: skip
+_CLOSING = re.compile(r"</confidence>\s*\Z")
+
+
+def well_formed(text: str) -> bool:
+    """The response is ``[<think>] ... </think> <answer> ... </answer> <analysis> ... </analysis>
+    <confidence> ... </confidence>`` with nothing after (any text inside the sections)."""
+    pos = _OPENING.match(text).end()
+    for boundary in _BOUNDARIES:
+        found = boundary.search(text, pos)
+        if found is None:
+            return False
+        pos = found.end()
+    closing = _CLOSING.search(text, pos)
+    return closing is not None
+
+
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 _CONFIDENCE_RE = re.compile(r"<confidence>(.*?)</confidence>", re.DOTALL)
 
@@ -92,7 +107,7 @@ def build_user_prompt(question: str, options: Sequence[str] | None = None) -> st
 
 def parse_response(text: str) -> tuple[str, float] | None:
     """(last answer, last confidence) if the response is well formed, else None."""
-    if not isinstance(text, str) or FORMAT_RE.match(text) is None:
+    if not isinstance(text, str) or not well_formed(text):
         return None
     answer = _ANSWER_RE.findall(text)[-1].strip()
     conf_raw = _CONFIDENCE_RE.findall(text)[-1].strip()

@@ -17,7 +17,9 @@ sets ``rm_ok = 0`` and ``rm_failed = 1`` (counted in the step metrics) and the r
 Options (``+reward.custom_reward_function.reward_kwargs.scalar_rm.<option>=...``): see
 ``ScalarRMOptions``: ``url`` (required), ``model`` (served name), ``tokenizer`` (the reward model
 directory; required), ``on_failure`` and the other client settings (``max_concurrency``,
-``timeout_s``, ``max_retries``, ``api_key_env``, ...).
+``timeout_s``, ``max_retries``, ``api_key_env``, ...). When verl runs the reward model
+(``reward.reward_model.enable=True``) and no ``url`` is given, requests go to verl's reward router,
+and ``model``/``tokenizer`` default to ``reward.reward_model.model_path``.
 Importing this module does no I/O; the tokenizer and the HTTP client are created on first use.
 """
 
@@ -30,8 +32,9 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field
 
 from verlkit.clients.llm import get_client
+from verlkit.clients.routing import router_model_name
 from verlkit.clients.settings import ClientSettings
-from verl.utils.reward_score.options import RewardOptions, parse_options
+from verl.utils.reward_score.options import RewardOptions, parse_served_options
 
 
 class RewardModelError(RuntimeError):
@@ -87,8 +90,18 @@ def validate_row(row: dict) -> list[str]:
     return []
 
 
-async def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:
-    opts = parse_options(ScalarRMOptions, options)
+def served_options(options: dict[str, Any], reward_router_address: str | None = None,
+                   reward_model_tokenizer: Any = None) -> ScalarRMOptions:
+    """The parsed options; when verl runs the reward model and no ``tokenizer`` is given, the
+    directory verl loaded the reward model's tokenizer from is the one to render with."""
+    if reward_model_tokenizer is not None and not options.get("tokenizer"):
+        options = {**options, "tokenizer": router_model_name(reward_model_tokenizer)}
+    return parse_served_options(ScalarRMOptions, options, reward_router_address, reward_model_tokenizer)
+
+
+async def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_router_address=None,
+                        reward_model_tokenizer=None, **options) -> dict[str, float]:
+    opts = served_options(options, reward_router_address, reward_model_tokenizer)
     ids = conversation_ids(load_tokenizer(opts.tokenizer), conversation(extra_info, solution_str or ""))
     done = await get_client(opts.client_config()).classify(ids)
     common = {"latency_s": float(done.latency_s)}
