@@ -21,5 +21,8 @@
 # GEMINI_API_KEY; recipes/confidence/hosted.py), DOWNSTREAM_TEMPLATE_FILE (the downstream prompt),
 # DOWNSTREAM_CONSTRAINED=true|false (vLLM structured outputs for the downstream reply in training and
 # evaluation; on in the CPU profile), POLICY_DEVICES, EVAL_LIMIT, DOWNSTREAM_BACKEND=launcher|managed|external (managed: verl serves the cgp
-# downstream model behind its router during training, docs/gpu.md). RAY_ADDRESS joins an existing Ray cluster.
+# downstream model behind its router during training, docs/gpu.md), ALGORITHM=grpo|gdpo (gdpo:
+# per-component advantages over the design's score components), CALIBRATION_MONITOR=true|false,
+# VERLKIT_CONFIDENCE_STD_MIN, VERLKIT_CONFIDENCE_COLLAPSE_STEPS (the collapse alarm). RAY_ADDRESS joins
+# an existing Ray cluster.
 cd "$(dirname "${BASH_SOURCE[0]}")" && exec "${VK_PYTHON:-python}" -m recipes.confidence "$@"

@@ -16,5 +16,8 @@
 # default 0.2), VERIFIER_DEVICES (dedicated GPUs) + TRAIN_DEVICES, VERIFIER_MAX_MODEL_LEN, VERIFIER_HOST,
 # VERIFIER_NAME, VERLKIT_VERIFIER_URL (use a running server), RUN_DIR, STEPS, LOGGER, ON_FAILURE=rule|zero,
 # VERIFIER_BACKEND=launcher|managed|external (managed: verl serves the verifier behind its router, docs/gpu.md).
+# setup=hybrid (a second served model, the rubric model, flaw-checks rule-correct samples): RUBRIC_MODEL
+# or RUBRIC_URL, RUBRIC_NAME, RUBRIC_DEVICES, RUBRIC_TP, RUBRIC_GPU_MEM, RUBRIC_WEIGHT, RUBRIC_MODE,
+# RUBRIC_SHARE (docs/verifier-rewards.md).
 # RAY_ADDRESS joins an existing Ray cluster (multi-node).
 cd "$(dirname "${BASH_SOURCE[0]}")" && exec "${VK_PYTHON:-python}" -m recipes.rubric "$@"

@@ -81,8 +81,37 @@ KNOBS = {
     "DOWNSTREAM_CONSTRAINED": Setting("recipe.downstream.constrained", boolean_text),
     "POLICY_DEVICES": Setting("recipe.policy_server.devices"),
     "EVAL_LIMIT": Setting("recipe.eval.limit", integer),
+    "ALGORITHM": Setting("algorithm.adv_estimator"),
+    "CALIBRATION_MONITOR": Setting("recipe.calibration_monitor.enabled", boolean_text),
+    "VERLKIT_CONFIDENCE_STD_MIN": Setting("recipe.calibration_monitor.std_min", number),
+    "VERLKIT_CONFIDENCE_COLLAPSE_STEPS": Setting("recipe.calibration_monitor.collapse_steps", integer),
     "DOWNSTREAM_BACKEND": Setting("downstream_backend", backend_choice),
 }
+
+ESTIMATORS = ("grpo", "gdpo")
+
+
+def check_estimator(cfg) -> None:
+    """grpo, or gdpo over score components the design's reward returns (one weight each)."""
+    algorithm = cfg.algorithm
+    if algorithm.adv_estimator not in ESTIMATORS:
+        raise RecipeError(f"algorithm.adv_estimator (ALGORITHM) must be one of {', '.join(ESTIMATORS)}, got "
+                          f"{algorithm.adv_estimator!r}", code=2)  # fmt: skip
+    if algorithm.adv_estimator == "gdpo":
+        keys, weights = list(algorithm.gdpo_reward_keys or []), list(algorithm.gdpo_reward_weights or [])
+        if not keys or (weights and len(weights) != len(keys)):
+            raise RecipeError(f"gdpo needs algorithm.gdpo_reward_keys and one weight per key, got keys {keys} and "
+                              f"weights {weights}", code=2)  # fmt: skip
+
+
+def monitor_environment(cfg) -> dict[str, str]:
+    """``recipe.calibration_monitor`` as the environment the trainer's monitor reads
+    (verlkit.plugin.calibration_monitor)."""
+    from verlkit.plugin.calibration_monitor import ENABLED_ENV, PATIENCE_ENV, STD_MIN_ENV
+
+    monitor = cfg.recipe.calibration_monitor
+    return {ENABLED_ENV: "1" if monitor.enabled else "0", STD_MIN_ENV: str(float(monitor.std_min)),
+            PATIENCE_ENV: str(int(monitor.collapse_steps))}
 
 
 def place_devices(all_gpus: list[str], design: str, hosted: bool, train: list[str], downstream: list[str]):
@@ -204,6 +233,7 @@ def serve_downstream(run, s: RecipeSettings, devices: list[str]) -> None:
 def body(stack: contextlib.ExitStack, argv) -> int:
     s = RecipeSettings("confidence", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.policy": "a policy model (1st argument)"})
+    check_estimator(s.cfg)
     design, ds = s.cfg.recipe.design, s.cfg.recipe.downstream
     if design == "cgp" and not ds.model:
         raise RecipeError("design cgp needs a downstream model (a model directory, a hosted preset such as "
@@ -267,7 +297,9 @@ def body(stack: contextlib.ExitStack, argv) -> int:
         probe_downstream(s.cfg)
 
     # --- training
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(train)} if profile == "gpu" else None
+    env = {**os.environ, **monitor_environment(s.cfg)}
+    if profile == "gpu":
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(train)
     rc = run.train("training", "verl.trainer.main_ppo", CONFIG_DIR, name, s.overrides(), run.run_dir, env=env)
     if rc:
         return rc

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from recipes.compose import Setting, boolean, boolean_text, integer, items, number, quoted
-from recipes.driver import RecipeError, Run, call_tool, log, parse_devices, validate_data
+from recipes.driver import RecipeError, Run, call_tool, log, overlap_error, parse_devices, validate_data
 from recipes.driver import main as run_recipe
 from recipes.managed import backend_choice, check_backend, cpu_ray_overrides, refuse_launcher_placement, replica_logs_in
 from recipes.settings import RecipeSettings
@@ -62,33 +62,68 @@ KNOBS = {
     "VERIFIER_NAME": Setting("recipe.verifier.served_name"),
     "VERLKIT_VERIFIER_URL": Setting("recipe.verifier.url"),
     "ON_FAILURE": Setting("recipe.verifier.on_failure"),
+    # setup=hybrid: the rubric model (docs/verifier-rewards.md)
+    "RUBRIC_MODEL": Setting("recipe.rubric_model.model"),
+    "RUBRIC_URL": Setting("recipe.rubric_model.url"),
+    "RUBRIC_NAME": Setting("recipe.rubric_model.served_name"),
+    "RUBRIC_DEVICES": Setting("recipe.rubric_model.devices"),
+    "RUBRIC_TP": Setting("recipe.rubric_model.tensor_parallel_size", integer),
+    "RUBRIC_GPU_MEM": Setting("recipe.rubric_model.gpu_memory_utilization", number),
+    "RUBRIC_WEIGHT": Setting("recipe.rubric_model.weight", number),
+    "RUBRIC_MODE": Setting("recipe.rubric_model.mode"),
+    "RUBRIC_SHARE": Setting("recipe.rubric_model.share", number),
     "VERIFIER_BACKEND": Setting("verifier_backend", backend_choice),
 }
+HYBRID = "hybrid"
+_STAND_IN_URL = "http://127.0.0.1:1/v1"  # the served URLs are known only once the servers run
+
+
+def choose_verification(s: RecipeSettings) -> bool:
+    """setup=hybrid (6th argument or recipe.verifier.setup) selects the two-model reward options
+    (verification/hybrid.yaml) unless they are already chosen; True for a hybrid run."""
+    if s.cfg.recipe.verifier.setup != HYBRID:
+        return False
+    if "rubric" not in s.cfg.reward.custom_reward_function.reward_kwargs.tinyv:
+        s.add("verification=hybrid")
+    return True
+
+
+def _server_spec(section, name: str, run_dir: Path):
+    """The launcher's spec of a served model: colocated on the training GPUs (the layout's tensor
+    parallel size and memory fraction) unless it has devices of its own."""
+    from verlkit.serving import ServerSpec
+
+    devices = ",".join(parse_devices(section.devices)) or None
+    layout = section.dedicated if devices else section.colocated
+    return ServerSpec(
+        model=section.model, name=name, served_model_name=section.served_name, host=section.host,
+        external_url=section.url, max_model_len=section.max_model_len, run_dir=run_dir,
+        ready_timeout_s=section.ready_timeout_s, devices=devices,
+        tensor_parallel_size=section.tensor_parallel_size or layout.tensor_parallel_size,
+        gpu_memory_utilization=section.gpu_memory_utilization or layout.gpu_memory_utilization,
+    )  # fmt: skip
 
 
 def verifier_spec(cfg, run_dir: Path):
-    """The launcher's spec of the verifier: colocated on the training GPUs (the layout's tensor parallel
-    size and memory fraction) unless it has devices of its own."""
-    from verlkit.serving import ServerSpec
+    """The verifier (the only served model, or the rescue side of hybrid)."""
+    return _server_spec(cfg.recipe.verifier, "verifier", run_dir)
 
-    v = cfg.recipe.verifier
-    devices = ",".join(parse_devices(v.devices)) or None
-    layout = v.dedicated if devices else v.colocated
-    return ServerSpec(
-        model=v.model, name="verifier", served_model_name=v.served_name, host=v.host, external_url=v.url,
-        max_model_len=v.max_model_len, run_dir=run_dir, ready_timeout_s=v.ready_timeout_s, devices=devices,
-        tensor_parallel_size=v.tensor_parallel_size or layout.tensor_parallel_size,
-        gpu_memory_utilization=v.gpu_memory_utilization or layout.gpu_memory_utilization,
-    )  # fmt: skip
+
+def rubric_model_spec(cfg, run_dir: Path):
+    """setup=hybrid: the rubric model of the flaw check, a second served model."""
+    return _server_spec(cfg.recipe.rubric_model, "rubric", run_dir)
 
 
 TINYV_OPTIONS = "reward.custom_reward_function.reward_kwargs.tinyv"
 
 
-def template_overrides(cfg) -> list[str]:
+def template_overrides(cfg, hybrid: bool = False) -> list[str]:
     """A template file replaces the built-in template: the reward takes one or the other, so the
-    built-in name is dropped from its options."""
-    return [f"~{TINYV_OPTIONS}.template"] if cfg.recipe.verifier.template_file else []
+    built-in name is dropped from its options (for hybrid on each side that has a file)."""
+    if not hybrid:
+        return [f"~{TINYV_OPTIONS}.template"] if cfg.recipe.verifier.template_file else []
+    sides = (("verifier", cfg.recipe.verifier), ("rubric", cfg.recipe.rubric_model))
+    return [f"~{TINYV_OPTIONS}.{name}.template" for name, section in sides if section.template_file]
 
 
 def verifier_options(cfg) -> dict:
@@ -99,29 +134,45 @@ def verifier_options(cfg) -> dict:
 
 
 def reward_options(cfg) -> dict:
-    """The run's reward options as the registry gets them (the served URL and name are filled in later;
-    stand-ins take their place here)."""
+    """The run's reward options as the registry gets them (the served URLs and names are filled in later;
+    stand-ins take their place here: for hybrid on each side)."""
     from omegaconf import OmegaConf
 
     options = OmegaConf.to_container(cfg.reward.custom_reward_function.reward_kwargs, resolve=True)
-    options["tinyv"]["url"] = options["tinyv"].get("url") or "http://127.0.0.1:1/v1"
-    options["tinyv"]["model"] = options["tinyv"].get("model") or "verifier"
+    tinyv = options["tinyv"]
+    sides = ((tinyv["verifier"], "verifier"), (tinyv["rubric"], "rubric")) if tinyv.get("setup") == HYBRID else ((tinyv, "verifier"),)
+    for part, name in sides:
+        part["url"] = part.get("url") or _STAND_IN_URL
+        part["model"] = part.get("model") or name
     return options
 
 
 def check_verifier_options(cfg) -> None:
     """The verifier reward's (template, preset, constraint) and the routing's options, checked by their
-    own parsers before anything starts."""
+    own parsers before anything starts. For hybrid also that the rubric model is named and that the two
+    models' own GPUs differ."""
+    from verl.utils.reward_score.hybrid import HybridOptions
     from verl.utils.reward_score.options import RewardOptionsError, parse_options
     from verl.utils.reward_score.routing import NAMESPACE, RoutingOptions
     from verl.utils.reward_score.tinyv import TinyVOptions
 
     options = reward_options(cfg)
+    hybrid = options["tinyv"].get("setup") == HYBRID
     try:
-        parse_options(TinyVOptions, options["tinyv"])
+        parse_options(HybridOptions if hybrid else TinyVOptions, options["tinyv"])
         parse_options(RoutingOptions, options.get(NAMESPACE) or {})
     except RewardOptionsError as e:
         raise RecipeError(f"recipe.verifier: {e}", code=2) from None
+    if not hybrid:
+        return
+    rubric = cfg.recipe.rubric_model
+    if not (rubric.model or rubric.url):
+        raise RecipeError("setup=hybrid needs a rubric model: RUBRIC_MODEL (a model to serve) or RUBRIC_URL "
+                          "(recipe.rubric_model.model / .url)", code=2)  # fmt: skip
+    problem = overlap_error("VERIFIER_DEVICES", parse_devices(cfg.recipe.verifier.devices), "RUBRIC_DEVICES",
+                            parse_devices(rubric.devices))  # fmt: skip
+    if problem:
+        raise RecipeError(problem, code=2)
 
 
 def probe_verifier(cfg) -> None:
@@ -181,6 +232,8 @@ def model_arguments(cfg) -> dict[str, str]:
     models = {"recipe.policy": "policy"}
     if not cfg.recipe.verifier.url:
         models["recipe.verifier.model"] = "verifier"
+    if cfg.recipe.verifier.setup == HYBRID and not cfg.recipe.rubric_model.url:
+        models["recipe.rubric_model.model"] = "rubric"
     return models
 
 
@@ -196,9 +249,13 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     s = RecipeSettings("rubric", CONFIG_DIR, KNOBS, POSITIONAL, argv, USAGE)
     s.require({"recipe.policy": "a policy model (1st argument)",
                "recipe.verifier.model": "a verifier (rubric) model (5th argument)"})  # fmt: skip
-    s.defaults += template_overrides(s.cfg)
+    hybrid = choose_verification(s)
+    s.defaults += template_overrides(s.cfg, hybrid)
     s.cfg = s.compose()
     backend = check_backend(s.cfg.recipe.verifier, "the verifier", "VERLKIT_VERIFIER_URL")
+    if hybrid and backend == "managed":
+        raise RecipeError("setup=hybrid serves two models: VERIFIER_BACKEND=launcher or external, not managed",
+                          code=2)
     refuse_launcher_placement(backend, {"VERIFIER_DEVICES": s.cfg.recipe.verifier.devices,
                                         "TRAIN_DEVICES": s.cfg.recipe.train_devices})  # fmt: skip
     check_verifier_options(s.cfg)
@@ -223,7 +280,11 @@ def body(stack: contextlib.ExitStack, argv) -> int:
         verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
         s.add(f"recipe.verifier.url={quoted(verifier.base_url)}",
               f"recipe.verifier.served_name={quoted(verifier.model_name)}")  # fmt: skip
-        probe_verifier(s.cfg)
+        if hybrid:
+            rubric = run.serve(rubric_model_spec(s.cfg, run.run_dir))
+            s.add(f"recipe.rubric_model.url={quoted(rubric.base_url)}",
+                  f"recipe.rubric_model.served_name={quoted(rubric.model_name)}")  # fmt: skip
+        probe_verifier(s.cfg)  # hybrid: each side's server
 
     env = None
     train_devices = parse_devices(s.cfg.recipe.train_devices)

@@ -82,6 +82,43 @@ def test_cpu_default_trains_exports_and_evaluates(tmp_path):
     run.assert_nothing_left(("downstream", "policy"))
 
 
+def test_cpu_default_with_gdpo_and_the_calibration_monitor(tmp_path):
+    """ALGORITHM=gdpo and the calibration monitor chosen from the recipe's settings (the alarm set to
+    fire from the 2nd low-spread step: a std of confidences in [0, 1] is at most 0.5 < 1.0)."""
+    dump = tmp_path / "advantages.jsonl"
+    run = RecipeRun("run_confidence.sh", tmp_path / "run", ALGORITHM="gdpo", VERLKIT_CONFIDENCE_STD_MIN="1.0",
+                    VERLKIT_CONFIDENCE_COLLAPSE_STEPS="2", VERLKIT_ADVANTAGE_DUMP=str(dump))  # fmt: skip
+    rc = run.wait(timeout=2400)
+    out, run_dir = run.output(), run.run_dir
+    assert rc == 0, out[-6000:]
+    config = (run_dir / "config.yaml").read_text()
+    assert "adv_estimator: gdpo" in config and "- calibration_term" in config
+    steps = parse_step_metrics((run_dir / "train.log").read_text())
+    assert sorted(steps) == [1, 2]
+    for step, m in sorted(steps.items()):
+        print(f"step {step}: " + " ".join(f"{k}={v:.4g}" for k, v in sorted(m.items())
+                                          if k.startswith(("calibration/", "gdpo/", "critic/score/mean"))))
+        # gdpo saw both of cgp's components on every step
+        assert {"gdpo/accuracy_term/mean", "gdpo/calibration_term/mean", "gdpo/filled_components"} <= set(m)
+        # the monitor: every row whose downstream confidence parsed is counted; a step without one adds
+        # nothing (on the CPU default SmolLM2 may state no parseable confidence at all)
+        if m["reward/parse_ok/mean"] == 0:
+            assert not any(k.startswith("calibration/") for k in m)
+            continue
+        assert m["calibration/rows"] == pytest.approx(8 * m["reward/parse_ok/mean"])
+        assert {"calibration/ece", "calibration/brier", "calibration/confidence_std"} <= set(m)
+    monitored = [step for step, m in sorted(steps.items()) if "calibration/rows" in m]
+    if monitored == [1, 2]:  # the alarm fires from the 2nd consecutive low-spread step
+        assert [steps[s]["calibration/low_std_steps"] for s in (1, 2)] == [1.0, 2.0]
+        assert steps[1]["calibration/collapse_warnings"] == 0 and steps[2]["calibration/collapse_warnings"] == 1
+        assert "stated confidences have collapsed" in (run_dir / "train.log").read_text()  # the trainer's own log
+    # the trained advantages next to GRPO's on the same batches
+    from verlkit.runs.advantages import main as advantages
+
+    assert dump.is_file() and advantages([str(dump)]) == 0
+    run.assert_nothing_left(("downstream", "policy"))
+
+
 def test_overlapping_gpu_devices_are_refused_before_anything_starts(tmp_path):
     run = RecipeRun("run_confidence.sh", tmp_path / "run", "/models/policy", "cgp", "/models/downstream",
                     VK_PROFILE="gpu", TRAIN_DEVICES="0,1", DOWNSTREAM_DEVICES="1,2")

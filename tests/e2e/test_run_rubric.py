@@ -56,6 +56,38 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
 # and by the replica itself behind verl's manager (tests/integration/test_frozen_vllm_replica.py).
 @pytest.mark.slow
 @pytest.mark.own_vllm_server
+def test_cpu_hybrid_serves_two_models_and_reports_each_ones_share(tmp_path):
+    """setup=hybrid on the CPU default: the verifier and the rubric model (SmolLM2 twice) are served
+    by the driver, every sample goes to at most one of them, and the summary has both shares."""
+    run = RecipeRun("run_rubric.sh", tmp_path / "run", "", "", "", "", "", "hybrid")
+    rc = run.wait(timeout=2400)
+    out, run_dir = run.output(), run.run_dir
+    assert rc == 0, out[-6000:]
+    steps = parse_step_metrics((run_dir / "train.log").read_text())
+    assert sorted(steps) == [1, 2]
+    for step, m in sorted(steps.items()):
+        to_verifier, to_rubric = m["reward/sent_to_verifier/mean"], m["reward/sent_to_rubric/mean"]
+        rule_correct = m["reward/rule_correct/mean"]
+        print(f"step {step}: sent_to_verifier {to_verifier:.3f} sent_to_rubric {to_rubric:.3f} "
+              f"rule_correct {rule_correct:.3f} score {m['critic/score/mean']:.3f}")
+        # the verifier gets exactly the rule-wrong samples; the rubric model at most the rule-correct ones
+        assert to_verifier == pytest.approx(1.0 - rule_correct)
+        assert to_rubric <= rule_correct + 1e-9
+        assert m["reward/verifier_called/mean"] == pytest.approx(to_verifier + to_rubric)
+        assert m["reward/verifier_failed/count"] == 0.0
+    assert "reward/sent_to_verifier/mean" in out and "reward/sent_to_rubric/mean" in out  # the summary
+    config = (run_dir / "config.yaml").read_text()
+    assert "setup: hybrid" in config and "share: 0.5" in config
+    record = run.processes()["servers"]
+    assert record["rubric"]["base_url"] != record["verifier"]["base_url"]
+    run.assert_nothing_left(("verifier", "rubric"))
+
+
+# The slow tier (python -m pytest tests -m slow): about 5.5 min on 2 cores, a second whole rubric run.
+# The default suite covers the managed path by composition (tests/unit/test_served_backends_on_cpu.py)
+# and by the replica itself behind verl's manager (tests/integration/test_frozen_vllm_replica.py).
+@pytest.mark.slow
+@pytest.mark.own_vllm_server
 def test_cpu_default_end_to_end_with_the_verifier_managed_by_verl(tmp_path):
     # VERIFIER_BACKEND=managed: verl's RewardModelManager runs the verifier (our CPU replica, the CPU
     # build of vLLM in a Ray actor) behind its router; the driver starts no server.

@@ -117,7 +117,8 @@ def test_second_step_hits_the_cache(verifier):
 
 @settings(max_examples=40, deadline=None)
 @given(solution=st.text(max_size=120), reply=st.text(alphabet=st.characters(blacklist_characters="<>"), max_size=40),
-       setup=st.sampled_from(tinyv.SETUPS), template=st.sampled_from(tinyv.TEMPLATES))
+       setup=st.sampled_from([s for s in tinyv.SETUPS if s != "hybrid"]),  # hybrid: test_hybrid_scripted_models.py
+       template=st.sampled_from(tinyv.TEMPLATES))
 def test_reward_never_raises_and_stays_in_range(verifier, solution, reply, setup, template):
     out = score(verifier, solution, "4", reply, setup=setup, template=template, weight=0.5)
     assert 0.0 <= out["score"] <= 1.0 and out["reward_error"] == 0.0

@@ -69,6 +69,35 @@ def test_addon_calls_the_verifier_only_for_rule_failures(vllm_server):
     assert wrong["verifier_called"] == 1.0 and wrong["verifier_ok"] == 1.0 and wrong["rule_correct"] == 0.0
 
 
+def test_hybrid_sends_each_side_to_its_model(vllm_server):
+    """setup=hybrid with both sides on the session server (one served model in two roles): rule-wrong
+    rows reach the verifier template, rule-correct rows the rubric template, and each score is what
+    the side's reply gives (asked again: served from the cache)."""
+    from verl.utils.reward_score.hybrid import HybridOptions
+
+    options = {"setup": "hybrid", **server_options(vllm_server), "verifier": {"max_tokens": 8},
+               "rubric": {"max_tokens": 16, "share": 1.0, "weight": 0.5}}
+    rows = [row(300, "12"), row(301, "12"), row(302, "13"), row(303, "14")]
+    results = score_batch(rows, options)
+    opts = parse_options(HybridOptions, options)
+    assert [r["sent_to_rubric"] for r in results] == [1.0, 1.0, 0.0, 0.0]
+    assert [r["sent_to_verifier"] for r in results] == [0.0, 0.0, 1.0, 1.0]
+    for r, out in zip(rows, results):
+        assert out["reward_error"] == 0.0 and out["verifier_ok"] == 1.0 and 0.0 <= out["score"] <= 1.0
+        right = out["rule_correct"] == 1.0
+        side = opts.rubric if right else opts.verifier
+        extracted = None if right else r["solution"].rsplit("{", 1)[1].rstrip("}")
+        again = asyncio.run(get_client(side.client_config()).chat(
+            build_messages(side, r["solution"], r["gt"], r["info"], extracted), max_tokens=side.max_tokens))
+        assert again.ok and again.cache_hit
+        value = parse_verifier_score(side, again.text)
+        if right:
+            expected = 1.0 if value is None else 1.0 - 0.5 * (1.0 - value)
+        else:
+            expected = 0.0 if value is None else value
+        assert out["score"] == pytest.approx(expected) and out["parse_ok"] == float(value is not None)
+
+
 def test_identical_prompts_one_request_then_cache_hits_next_step(vllm_server):
     # rubric + tinyv_only: no rule check before the call, so the 8 calls reach the client together
     options = server_options(vllm_server, template="rubric", setup="tinyv_only", max_tokens=16)

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from verlkit.evaluation import calibration_stats as cm
+from verlkit import calibration_stats as cm
+from verlkit.evaluation.reliability_plot import plot_reliability
 
 
 def ece_reference(conf, correct, n_bins=10):
@@ -105,6 +106,6 @@ def test_bad_inputs_raise():
 
 def test_reliability_png(tmp_path):
     conf, correct = _data(0, grid=True)
-    path = cm.plot_reliability(cm.summary(conf, correct), str(tmp_path / "rel.png"), title="test")
+    path = plot_reliability(cm.summary(conf, correct), str(tmp_path / "rel.png"), title="test")
     data = open(path, "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

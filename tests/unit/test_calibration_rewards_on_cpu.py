@@ -130,6 +130,33 @@ def test_brier_values():
     assert _score("garbage", "brier") == cgp.UNPARSEABLE_BRIER_SCORE == -1.0
 
 
+@pytest.mark.parametrize("text,variant,accuracy_term,calibration_term", [
+    # right at 0.8: ln 0.8 = -0.22314; brier -(0.8 - 1)^2 = -0.04
+    ("the answer is 2 with confidence 80", "log", 1.0, -0.22314),
+    ("the answer is 2 with confidence 80", "log_penalized", 1.0, -0.22314),
+    ("the answer is 2 with confidence 80", "brier", 1.0, -0.04),
+    # wrong at 0.8: ln 0.2 = -1.60944 (log_penalized's extra -1 belongs to the accuracy part)
+    ("the answer is 1 with confidence 80", "log", 0.0, -1.60944),
+    ("the answer is 1 with confidence 80", "log_penalized", 0.0, -1.60944),
+    ("the answer is 1 with confidence 80", "brier", 0.0, -0.64),
+    # unparseable: the whole sentinel is calibration (log_penalized: -27.631 = 1·0 + c - 1 -> c = -26.631)
+    ("garbage", "log", 0.0, -27.631),
+    ("garbage", "log_penalized", 0.0, -26.631),
+    ("garbage", "brier", 0.0, -1.0),
+])
+def test_cgp_score_components(text, variant, accuracy_term, calibration_term):
+    result = cgp.result_for(cgp.parse_final_answer(text, 4), 2, variant)
+    assert result["accuracy_term"] == accuracy_term
+    assert result["calibration_term"] == pytest.approx(calibration_term, abs=1e-4)
+
+
+def test_neutral_failure_components_are_chance_accuracy_and_the_expected_calibration():
+    # neutral (log_penalized, K=4) = 1/4·ln(1/4) + 3/4·(ln(3/4) - 1); at chance accuracy 1/4 the
+    # calibration part is 1/4·ln(1/4) + 3/4·ln(3/4) = -0.346574 - 0.215762 = -0.562335
+    terms = cgp.score_terms(cgp.neutral_score("log_penalized", 4), 0.25, "log_penalized")
+    assert terms == pytest.approx({"accuracy_term": 0.25, "calibration_term": -0.562335}, abs=1e-5)
+
+
 def test_neutral_failure_score_lies_strictly_inside_the_range():
     for variant, lo, hi in (("log", cgp.UNPARSEABLE_LOG_SCORE, 0.0),
                             ("log_penalized", cgp.UNPARSEABLE_LOG_SCORE, 0.0), ("brier", -1.0, 1.0)):
@@ -211,7 +238,8 @@ def _rlcr(answer="2", conf="0.8", think="<think>islets</think>", tail=""):
 def test_rlcr_worked_examples():
     right = rlcr.score_response(_rlcr("2", "0.8"), "2", EXTRA)
     assert right == pytest.approx({"score": 0.5 + 0.5 + 0.5 * (1 - 0.04), "acc": 1.0, "format_ok": 1.0,
-                                   "confidence": 0.8, "brier": 0.04, "rule_failed": math.nan}, nan_ok=True)
+                                   "confidence": 0.8, "brier": 0.04, "rule_failed": math.nan,
+                                   "format_term": 1.0, "accuracy_term": 1.0, "brier_term": 0.96}, nan_ok=True)
     wrong = rlcr.score_response(_rlcr("3", "0.8"), "2", EXTRA)
     assert wrong["score"] == pytest.approx(0.5 + 0 + 0.5 * (1 - 0.64))
     assert wrong["acc"] == 0.0 and wrong["brier"] == pytest.approx(0.64)
@@ -231,6 +259,7 @@ def test_rlcr_worked_examples():
 def test_rlcr_malformed_scores_zero(text):
     result = rlcr.score_response(text, "2", EXTRA)
     assert result["score"] == 0.0 and result["format_ok"] == 0.0 and result["acc"] == 0.0
+    assert (result["format_term"], result["accuracy_term"], result["brier_term"]) == (0.0, 0.0, 0.0)
     assert math.isnan(result["confidence"])
 
 

@@ -213,6 +213,72 @@ def test_eval_report_tables_the_metrics_and_fails_on_a_condition_without_answers
     assert confidence.eval_report({"conditions": {"policy": answered}})[1] == []
 
 
+def test_gdpo_is_chosen_from_the_config_with_each_designs_score_components():
+    # grpo by default; the design's components are there but only gdpo reads them
+    cfg = compose_confidence(["/m", "rlcr"])
+    assert cfg.algorithm.adv_estimator == "grpo"
+    confidence.check_estimator(cfg)
+    cfg = compose_confidence(["/m", "rlcr"], {"ALGORITHM": "gdpo"})
+    assert cfg.algorithm.adv_estimator == "gdpo"
+    assert list(cfg.algorithm.gdpo_reward_keys) == ["format_term", "accuracy_term", "brier_term"]
+    assert list(cfg.algorithm.gdpo_reward_weights) == [0.5, 0.5, 0.5]  # RLCR's score: 0.5 each
+    confidence.check_estimator(cfg)
+    cfg = compose_confidence(["/m", "cgp", "/d"], {"ALGORITHM": "gdpo"}, profile="cpu",
+                             runtime=["recipe.run_dir=/r"])  # fmt: skip
+    assert list(cfg.algorithm.gdpo_reward_keys) == ["accuracy_term", "calibration_term"]
+    assert list(cfg.algorithm.gdpo_reward_weights) == [1.0, 1.0]
+    # verl's own algorithm config class accepts the section as the trainer will read it
+    from verl.trainer.config import AlgoConfig
+    from verl.utils.config import omega_conf_to_dataclass
+
+    algo = omega_conf_to_dataclass(cfg.algorithm, AlgoConfig)
+    assert algo.adv_estimator == "gdpo" and algo.gdpo_reward_keys == ["accuracy_term", "calibration_term"]
+
+
+def test_gdpo_keys_are_score_components_the_designs_rewards_return():
+    from verl.utils.reward_score.registry import resolve
+
+    for design, source in (("rlcr", "medmcqa_rlcr"), ("cgp", "medmcqa_cgp")):
+        keys = compose_confidence(["/m", design, "/d"], {"ALGORITHM": "gdpo"}).algorithm.gdpo_reward_keys
+        assert set(keys) <= set(resolve(source).metrics), design  # declared reward keys of the design's rows
+
+
+def test_estimators_other_than_grpo_and_gdpo_or_gdpo_without_keys_are_refused():
+    with pytest.raises(RecipeError, match="must be one of grpo, gdpo") as e:
+        confidence.check_estimator(compose_confidence(["/m", "rlcr"], {"ALGORITHM": "gae"}))
+    assert e.value.code == 2
+    cfg = compose_confidence(["/m", "rlcr", "", "", "--", "algorithm.gdpo_reward_weights=[1.0]"], {"ALGORITHM": "gdpo"})
+    with pytest.raises(RecipeError, match="one weight per key"):
+        confidence.check_estimator(cfg)
+
+
+def test_the_calibration_monitor_is_set_from_the_config():
+    cfg = compose_confidence(["/m", "rlcr"])
+    assert confidence.monitor_environment(cfg) == {
+        "VERLKIT_CALIBRATION_MONITOR": "1", "VERLKIT_CONFIDENCE_STD_MIN": "0.05",
+        "VERLKIT_CONFIDENCE_COLLAPSE_STEPS": "3"}
+    cfg = compose_confidence(["/m", "rlcr", "", "", "--", "recipe.calibration_monitor.collapse_steps=5"],
+                             {"VERLKIT_CONFIDENCE_STD_MIN": "0.1", "CALIBRATION_MONITOR": "false"})
+    assert confidence.monitor_environment(cfg) == {
+        "VERLKIT_CALIBRATION_MONITOR": "0", "VERLKIT_CONFIDENCE_STD_MIN": "0.1",
+        "VERLKIT_CONFIDENCE_COLLAPSE_STEPS": "5"}
+
+
+def test_the_monitor_reads_the_environment_the_driver_sets(monkeypatch):
+    from verlkit.plugin import calibration_monitor as cmon
+
+    cfg = compose_confidence(["/m", "rlcr", "", "", "--", "recipe.calibration_monitor.std_min=0.5",
+                              "recipe.calibration_monitor.collapse_steps=1"])  # fmt: skip
+    for name, value in confidence.monitor_environment(cfg).items():
+        monkeypatch.setenv(name, value)
+    monitor = cmon.CalibrationMonitor()
+    # conf [0.6, 0.8]: std 0.1 < 0.5 -> the alarm fires on the first step (collapse_steps 1)
+    out = monitor.update({"confidence": [0.6, 0.8], "acc": [1.0, 0.0]})
+    assert out["calibration/low_std_steps"] == 1.0 and out["calibration/collapse_warnings"] == 1.0
+    monkeypatch.setenv("VERLKIT_CALIBRATION_MONITOR", "0")
+    assert cmon.CalibrationMonitor().update({"confidence": [0.6, 0.8], "acc": [1.0, 0.0]}) == {}
+
+
 # ---- hosted downstream presets (issue 17.2) ----------------------------------------------------------
 
 

@@ -4,7 +4,8 @@ the model, the data, N and what failed (reliability diagram, win-rate plot, C3PO
 from __future__ import annotations
 
 from verlkit.c3po.evaluate import adherence_figure
-from verlkit.evaluation import calibration, calibration_stats, winrate_stats
+from verlkit import calibration_stats
+from verlkit.evaluation import calibration, reliability_plot, winrate_stats
 
 
 def figure_texts(fig) -> str:
@@ -32,7 +33,7 @@ def test_reliability_diagram_legend_is_off_the_bars_and_the_title_says_who_what_
     records = [{"condition": "policy", "request_ok": True, "parsed": True, "confidence": c, "correct": k,
                 "rewards": {}} for c, k in zip(conf, correct)] + [{"condition": "policy", "request_ok": False}]
     summary = calibration.summarize(records)
-    fig = calibration_stats.reliability_figure(
+    fig = reliability_plot.reliability_figure(
         report["all"], calibration.condition_title("policy", "rlcr", {"policy": "policy_rlcr"}),
         details=["data: dev.parquet, N=21 rows", calibration.failure_line(summary)])
     assert_no_legend_over_the_axes(fig)

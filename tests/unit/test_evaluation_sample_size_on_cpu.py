@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from verlkit.evaluation import calibration, winrate, winrate_stats
+from verlkit.evaluation import calibration, reliability_plot, winrate, winrate_stats
 from verlkit.evaluation.sample_size import MIN_JUDGED_PAIRS, MIN_PARSED_ROWS, check_sample, shown, title_note
 
 
@@ -80,7 +80,7 @@ def test_calibration_report_and_plot_title_say_too_few(tmp_path):
     assert written["conditions"]["baseline"]["too_few"] is False
     assert metrics["conditions"]["baseline"]["n_parsed"] == 12
     hint = metrics["conditions"]["with_hint"]
-    fig = calibration.cm.reliability_figure(hint["all"], calibration.condition_title("with_hint", "cgp", metrics["models"]),
+    fig = reliability_plot.reliability_figure(hint["all"], calibration.condition_title("with_hint", "cgp", metrics["models"]),
                                             warning=title_note(3, 10, "parsed rows"))  # fmt: skip
     text = figure_texts(fig)
     assert "TOO FEW PARSED ROWS (n=3 < 10)" in text and "ECE=" not in text

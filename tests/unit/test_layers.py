@@ -185,6 +185,7 @@ TOOLS_WITHOUT_VERL = [
     "verlkit.models.local",
     "verlkit.cpu_profile.overrides",
     "verlkit.runs.summary",
+    "verlkit.runs.advantages",
     "verlkit.clients.llm",
     "verlkit.records",
     "data_prep.gsm8k",

@@ -14,6 +14,8 @@ from support.recipe_configs import BASES, RECIPES, compose_base, compose_recipe,
 GROUP_OPTIONS = [
     ("rubric/rubric", ["regularization=kl"]),
     ("rubric/rubric_cpu", ["regularization=kl", "algorithm.adv_estimator=gae"]),
+    ("rubric/rubric", ["verification=hybrid"]),
+    ("rubric/rubric_cpu", ["verification=hybrid"]),
     ("rubric/rrm", ["regularization=kl"]),
     ("confidence/confidence", ["design=rlcr"]),
     ("confidence/confidence_cpu", ["design=rlcr"]),

@@ -98,7 +98,7 @@ def test_several_problems_are_reported_together():
         parse_options(tinyv.TinyVOptions, {"model": "m", "setup": "both", "max_retries": -1})
     assert str(raised.value) == (  # in the order the fields are declared
         "tinyv: option 'max_retries'=-1: Input should be greater than or equal to 0; "
-        "option 'setup'='both': Input should be 'tinyv_only', 'addon' or 'mixed'"
+        "option 'setup'='both': Input should be 'tinyv_only', 'addon', 'mixed' or 'hybrid'"
     )
 
 

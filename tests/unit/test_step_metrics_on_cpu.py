@@ -20,6 +20,10 @@ def _string_constants(module_file: Path) -> set[str]:
             and isinstance(n.value, str)}
 
 
+# Modules a reward hands some of its rows to (tinyv's setup=hybrid is scored by hybrid.py).
+DELEGATES = {"tinyv": ("hybrid",)}
+
+
 def _emitters(key: str) -> list[str]:
     """Registered rewards that declare ``key`` AND whose module writes it (base keys: the registry itself)."""
     if key in registry.BASE_KEYS:
@@ -27,7 +31,8 @@ def _emitters(key: str) -> list[str]:
     found = []
     for spec in registry.REWARDS:
         module = str(spec.target).partition(":")[0]
-        if key in spec.metrics and key in _string_constants(REWARD_FOLDER / f"{module}.py"):
+        written = set().union(*(_string_constants(REWARD_FOLDER / f"{m}.py") for m in (module, *DELEGATES.get(module, ()))))
+        if key in spec.metrics and key in written:
             found.append(spec.name)
     return found
 

@@ -52,7 +52,8 @@ from typing import Any
 
 from verlkit.clients.llm import close_session, get_client
 from verlkit.clients.settings import ClientSettings
-from verlkit.evaluation import calibration_stats as cm
+from verlkit import calibration_stats as cm
+from verlkit.evaluation.reliability_plot import plot_reliability
 from verlkit.evaluation.sample_size import MIN_PARSED_ROWS, check_sample, shown, title_note
 from verlkit.evaluation.tracking import add_tracker_arguments, log_evaluation, tracker_settings
 from verlkit.records import InputError, read_records
@@ -226,7 +227,7 @@ def write_outputs(out: Path, design: str, data: Path, records: list[dict[str, An
             details = [f"data: {Path(data).name}, N={rows} rows; plotted: the {report['n']} answered",
                        failure_line(report) + (" (plotted: wrong at confidence 0)" if report["n_parsed"] < report["n"]
                                                else "")]  # fmt: skip
-            cm.plot_reliability(report["all"], str(out / PLOT_FILES[condition]),
+            plot_reliability(report["all"], str(out / PLOT_FILES[condition]),
                                 title=condition_title(condition, design, models), details=details,
                                 warning=title_note(report["n_parsed"], min_parsed_rows, "parsed rows")
                                 if report["too_few"] else None)  # fmt: skip

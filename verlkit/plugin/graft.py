@@ -13,7 +13,9 @@ and in every Ray worker. Importing this module does four things, all idempotent:
    exact result for every source upstream scores, our rewards for the sources only we know. Our
    fixed result schema applies where the registry is the configured custom reward function.
 3. Arms hooks that add the reward results' extra keys (verifier failures, cache hits, parse rates,
-   ...) to every training step's metrics (``verlkit.plugin.step_metrics``).
+   ...) and the calibration monitor to every training step's metrics (``verlkit.plugin.step_metrics``),
+   and that hand our score components to verl's ``gdpo`` estimator on the v1 trainer too
+   (``verlkit.plugin.gdpo_components``).
 4. When the CPU profile is selected (``VERL_PLATFORM=cpu``), loads ``verlkit.cpu_profile``, which
    registers the CPU platform and the HF rollout. On any other platform it does nothing.
 
@@ -79,11 +81,12 @@ def _install_dispatcher() -> None:
 
 
 def _arm_step_metrics() -> None:
-    from verlkit.plugin import advantage_dump, step_metrics
+    from verlkit.plugin import advantage_dump, gdpo_components, step_metrics
     from verlkit.plugin.import_hooks import on_import
 
     step_metrics.arm(on_import)
     advantage_dump.arm(on_import)
+    gdpo_components.arm(on_import)
 
 
 def _maybe_load_cpu_profile() -> None:

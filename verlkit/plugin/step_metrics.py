@@ -6,8 +6,9 @@ validation. Verifier failure rates, cache hits or parse rates are what a user ne
 apply are skipped) and, for the failure flags in ``COUNTED``, ``reward/<key>/count`` to every training
 step's metrics (an outage of 3 rows in 512 is a count to see, not a mean of 0.994); success flags
 (``parse_ok``) also get the count of their failures (``reward/parse_fail/count``).
-It wraps the v1 trainer's metric computation and the legacy trainer's ``compute_data_metrics``;
-both keep their behaviour and only gain keys.
+Rows that state a confidence also feed the calibration monitor (``calibration/*``, see
+``verlkit.plugin.calibration_monitor``). It wraps the v1 trainer's metric computation and the legacy
+trainer's ``compute_data_metrics``; both keep their behaviour and only gain keys.
 """
 
 from __future__ import annotations
@@ -18,11 +19,15 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from verlkit.plugin.calibration_monitor import monitor
+
 logger = logging.getLogger("verlkit.reward_metrics")
 
 # Counted (as well as averaged): flags whose absolute number matters when they are rare. Each is a key some
 # registered reward returns (tests/unit/test_step_metrics_on_cpu.py checks it against the registry).
-COUNTED = ("reward_error", "verifier_failed", "downstream_failed", "rm_failed", "rule_failed", "cache_hit")
+# sent_to_verifier / sent_to_rubric: setup=hybrid's load on each model, as numbers of samples.
+COUNTED = ("reward_error", "verifier_failed", "downstream_failed", "rm_failed", "rule_failed", "cache_hit",
+           "sent_to_verifier", "sent_to_rubric")
 # Failures counted from the success flag rewards return: ``reward/parse_fail/count`` = rows with parse_ok 0.
 COUNTED_FAILURES_OF = {"parse_ok": "parse_fail", "format_ok": "format_fail"}
 
@@ -45,6 +50,17 @@ def summarize(columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:
             out[f"reward/{key}/count"] = float(arr[valid].sum())
         if key in COUNTED_FAILURES_OF:
             out[f"reward/{COUNTED_FAILURES_OF[key]}/count"] = float((arr[valid] == 0).sum())
+    return out
+
+
+def step_metrics(columns: Mapping[str, Iterable[Any]]) -> dict[str, float]:
+    """Everything this hook adds to one training step, from the step's reward columns."""
+    columns = {k: list(v) for k, v in columns.items()}
+    out = summarize(columns)
+    try:
+        out.update(monitor.update(columns))
+    except Exception:  # metrics must never break training
+        logger.exception("could not compute the calibration monitor's step metrics")
     return out
 
 
@@ -84,7 +100,7 @@ def _v1_reward_metrics(tq, batch) -> dict[str, float]:
         if keep
     ]
     keys = _schema_keys()
-    return summarize({k: [info.get(k, np.nan) for info in infos] for k in keys if any(k in i for i in infos)})
+    return step_metrics({k: [info.get(k, np.nan) for info in infos] for k in keys if any(k in i for i in infos)})
 
 
 def _patch_legacy_trainer(module) -> None:
@@ -96,7 +112,7 @@ def _patch_legacy_trainer(module) -> None:
     def compute_data_metrics(batch, *args, **kwargs):
         metrics = original(batch, *args, **kwargs)
         keys = [k for k in _schema_keys() if k in batch.non_tensor_batch]
-        metrics.update(summarize({k: batch.non_tensor_batch[k] for k in keys}))
+        metrics.update(step_metrics({k: batch.non_tensor_batch[k] for k in keys}))
         return metrics
 
     compute_data_metrics._verlkit = True

@@ -16,7 +16,8 @@ from pathlib import Path
 
 _STEP = re.compile(r"step:(\d+) - (.*)$")
 _NUMBER = re.compile(r"^(?:np\.\w+\()?(-?[0-9.eE+-]+|nan|inf|-inf)\)?$")
-SUMMARY_PREFIXES = ("critic/score/mean", "critic/rewards/mean", "reward/", "response_length/mean", "timing_s/step")
+SUMMARY_PREFIXES = ("critic/score/mean", "critic/rewards/mean", "reward/", "calibration/", "gdpo/",
+                    "response_length/mean", "timing_s/step")
 
 
 def parse_step_metrics(text: str) -> dict[int, dict[str, float]]:

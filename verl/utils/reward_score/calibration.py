@@ -35,6 +35,18 @@ never scored as "unparseable" silently. The row is flagged ``downstream_ok=0`` a
   reward_error=1``.
 * a number: that fixed score.
 
+Score components (finite on every row the function returns, for per-component advantages such as
+verl's ``gdpo``): ``accuracy_term`` (1 if the downstream answer is right, else 0) and
+``calibration_term`` (the scoring rule's value of the stated confidence without the accuracy part:
+ln p / ln(1 - p) for the log variants, -(p - 1[c])^2 for ``brier``; the sentinel's share for an
+unparseable reply), so that::
+
+    score = ACCURACY_COEFFICIENT[variant]·accuracy_term + calibration_term + SCORE_OFFSET[variant]
+
+with coefficient/offset 0/0 (``log``), 1/-1 (``log_penalized``), 1/0 (``brier``). On a downstream
+failure scored ``neutral`` or by a fixed number, ``accuracy_term`` is chance level 1/K (an outage says
+nothing about accuracy) and ``calibration_term`` the rest of the failure score.
+
 Template and constraint (``verl.utils.reward_score.templated``): the downstream prompt is the built-in
 template ``cgp_downstream`` (``template_file=`` replaces it; placeholders {question}, {options},
 {num_options}, {hint}, of which {question}, {options} and {hint} are required). With
@@ -69,6 +81,8 @@ LOG_CLIP = 1e-10
 UNPARSEABLE_LOG_SCORE = math.log(1e-12)  # -27.631, the seed's format sentinel
 UNPARSEABLE_BRIER_SCORE = -1.0
 WRONG_PENALTY = 1.0  # the v2 ("log_penalized") extra penalty on a wrong answer
+ACCURACY_COEFFICIENT = {"log": 0.0, "log_penalized": WRONG_PENALTY, "brier": 1.0}
+SCORE_OFFSET = {"log": 0.0, "log_penalized": -WRONG_PENALTY, "brier": 0.0}
 
 
 DEFAULT_REASONING_CHARS = 300  # free reasoning a constrained downstream reply may hold before its answer
@@ -270,13 +284,22 @@ def failure_score(on_failure: Any, variant: str, num_options: int = 4) -> float:
     return float(on_failure)
 
 
+def score_terms(score: float, accuracy_term: float, variant: str) -> dict[str, float]:
+    """``score`` split into its components (see the module docstring)."""
+    calibration_term = score - ACCURACY_COEFFICIENT[variant] * accuracy_term - SCORE_OFFSET[variant]
+    return {"accuracy_term": accuracy_term, "calibration_term": calibration_term}
+
+
 def result_for(parsed: ParsedReply | None, gold: int, variant: str) -> dict[str, float]:
     """The pure part of a reward result (no client fields)."""
+    score = score_reply(parsed, gold, variant)
+    acc = float(parsed is not None and parsed.answer == gold)
     return {
-        "score": score_reply(parsed, gold, variant),
-        "acc": float(parsed is not None and parsed.answer == gold),
+        "score": score,
+        "acc": acc,
         "parse_ok": float(parsed is not None),
         "confidence": parsed.confidence if parsed is not None else math.nan,
+        **score_terms(score, acc, variant),
     }
 
 
@@ -352,9 +375,12 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     if not completion.ok:
         if opts.on_failure == "raise":
             raise DownstreamError(f"downstream model {opts.model!r} at {opts.url}: {completion.error}")
+        score = failure_score(opts.on_failure, opts.variant, len(choices))
+        chance = 0.0 if opts.on_failure == "unparseable" else 1.0 / len(choices)
         return {
-            "score": failure_score(opts.on_failure, opts.variant, len(choices)),
+            "score": score,
             "acc": 0.0,
+            **score_terms(score, chance, opts.variant),
             "parse_ok": math.nan,
             "confidence": math.nan,
             "downstream_ok": 0.0,

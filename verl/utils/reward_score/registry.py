@@ -1,53 +1,50 @@
 """The one place that maps a row's ``data_source`` to a reward function.
 
-Adding a reward = one file in this folder + one ``RewardSpec`` line in ``REWARDS`` below.
-Reward modules never import this module (it imports them).
+Adding a reward = one file in this folder + one ``RewardSpec`` line in ``REWARDS`` below. Reward modules never
+import this module (it imports them).
 
 A reward function has verl's custom-reward signature and may be sync or ``async``::
 
     def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> float | dict
 
-``options`` are the per-reward options (see "Options" below). It returns a float or a dict with
-``score``; any other numeric keys it returns must be declared in its spec's ``metrics``.
+``options`` are the per-reward options (see "Options" below). It returns a float or a dict with ``score``; any other
+numeric keys it returns must be declared in its spec's ``metrics``.
 
-Routing: an exact ``data_source`` match wins, then the longest matching prefix/suffix rule. Sources
-nobody here registers go to upstream verl's own dispatcher; a source upstream does not know either
-raises ``UnknownDataSourceError`` listing what is registered. Both are options of the reserved
-namespace ``routing`` (``reward_kwargs.routing.match=original``: the original RRM/TinyV name matching;
+Routing: an exact ``data_source`` match wins, then the longest matching prefix/suffix rule. Sources nobody here
+registers go to upstream verl's own dispatcher; a source upstream does not know either raises
+``UnknownDataSourceError`` listing what is registered. Both are options of the reserved namespace ``routing``
+(``reward_kwargs.routing.match=original``: the original RRM/TinyV name matching;
 ``reward_kwargs.routing.fallback=upstream|error|rule``), see ``verl.utils.reward_score.routing``.
 
 Two dispatchers: :func:`compute_score` / :func:`compute_score_async` (name them in
-``reward.custom_reward_function``) route our sources first and return the fixed schema below for every
-row, upstream's sources included. :func:`default_compute_score` is what the plugin installs as
-upstream's ``verl.utils.reward_score.default_compute_score``: a drop-in that returns exactly upstream's
-result (same type, same value) for every source upstream scores, and our registry's result for the rest,
-so upstream's reward managers and users' own ``float(default_compute_score(...))`` keep working.
+``reward.custom_reward_function``) route our sources first and return the fixed schema below for every row,
+upstream's sources included. :func:`default_compute_score` is what the plugin installs as upstream's
+``verl.utils.reward_score.default_compute_score``: a drop-in that returns exactly upstream's result (same type, same
+value) for every source upstream scores, and our registry's result for the rest, so upstream's reward managers and
+users' own ``float(default_compute_score(...))`` keep working.
 
-Result schema: verl stacks each reward key across the batch and breaks when rows of one batch return
-different keys (``KeyError: 'score'``). So every call returns exactly ``result_keys()``: ``score``,
-``acc``, ``reward_error`` and the union of all specs' declared ``metrics``, as floats, with NaN where
-a key does not apply to the row's source. The trainer-side metric hook averages them ignoring NaN.
+Result schema: verl stacks each reward key across the batch and breaks when rows of one batch return different keys
+(``KeyError: 'score'``). So every call returns exactly ``result_keys()``: ``score``, ``acc``, ``reward_error`` and
+the union of all specs' declared ``metrics``, as floats, with NaN where a key does not apply to the row's source.
+The trainer-side metric hook averages them ignoring NaN.
 
-Options: ``+reward.custom_reward_function.reward_kwargs.<spec name>.<option>=value`` on the hydra
-command line (verl passes ``reward_kwargs`` as keyword arguments), on top of defaults from the
-``VERLKIT_REWARD_OPTIONS`` environment variable (JSON ``{"<spec name>": {...}}``), on top of the
-reward function's own defaults. An option namespace that names no registered spec is an error.
-The options reach the function as keyword arguments; our modules validate them into one typed model
-(``verl.utils.reward_score.options``), a plain function takes them as keyword parameters.
+Options: ``+reward.custom_reward_function.reward_kwargs.<spec name>.<option>=value`` on the hydra command line (verl
+passes ``reward_kwargs`` as keyword arguments), on top of defaults from the ``VERLKIT_REWARD_OPTIONS`` environment
+variable (JSON ``{"<spec name>": {...}}``), on top of the reward function's own defaults. An option namespace that
+names no registered spec is an error. The options reach the function as keyword arguments; our modules validate them
+into one typed model (``verl.utils.reward_score.options``), a plain function takes them as keyword parameters.
 
-Row checks: a spec's ``row_validator`` is the one check of its family's rows that
-``data_prep.validate`` runs before training (what ``extra_info`` must hold, the ground truth's form).
-A validator that takes ``**options`` also gets the run's options of its reward (what a row needs may
-depend on them: ``tinyv`` rows need ``criteria`` under the rubric template).
+Row checks: a spec's ``row_validator`` is the one check of its family's rows that ``data_prep.validate`` runs before
+training (what ``extra_info`` must hold, the ground truth's form). A validator taking ``**options`` also gets the
+run's options of its reward (``tinyv`` rows need ``criteria`` under the rubric template).
 
 verl context: when verl runs the reward model (``reward.reward_model.enable=True``) it passes
-``reward_router_address`` and ``reward_model_tokenizer``; a function that names them as parameters
-gets them (model-scored rewards then ask verl's router), any other function never sees them.
+``reward_router_address`` and ``reward_model_tokenizer``; a function that names them as parameters gets them
+(model-scored rewards then ask verl's router), any other function never sees them.
 
-Failures: a reward function that raises never crashes training and never silently becomes a 0: the
-row gets ``score=0.0`` and ``reward_error=1.0``, which the step metrics count; the first traceback
-per (spec, exception type) is logged.
-"""
+Failures: a reward function that raises never crashes training and never silently becomes a 0: the row gets
+``score=0.0`` and ``reward_error=1.0``, which the step metrics count; the first traceback per (spec, exception type)
+is logged."""
 
 from __future__ import annotations
 
@@ -139,13 +136,18 @@ REWARDS: list[RewardSpec] = [
                row_validator="grade:validate_row"),
     RewardSpec("tinyv", "tinyv:compute_score", exact=("zhangchenxu/HardVerify-Math",), suffixes=("_tinyv",),
                metrics=("parse_ok", "verifier_called", "verifier_ok", "cache_hit", "latency_s", "rule_correct",
-                        "verifier_failed", "verdict_invalid", "verdict_prob_ok", "rule_failed"),
+                        "verifier_failed", "verdict_invalid", "verdict_prob_ok", "rule_failed",
+                        "sent_to_verifier", "sent_to_rubric", "verifier_score", "rubric_score",  # setup=hybrid
+                        "rule_term", "rescue_term", "verifier_term", "soundness_term"),  # components (gdpo)
                row_validator="tinyv:validate_row"),
     RewardSpec("cgp", "calibration:compute_score", exact=("medmcqa_cgp",), suffixes=("_cgp",),
-               metrics=("parse_ok", "confidence", "downstream_ok", "downstream_failed", "cache_hit", "latency_s"),
+               metrics=("parse_ok", "confidence", "downstream_ok", "downstream_failed", "cache_hit", "latency_s",
+                        "accuracy_term", "calibration_term"),
                row_validator="calibration:validate_row"),
     RewardSpec("rlcr", "rlcr:compute_score", exact=("medmcqa_rlcr",), suffixes=("_rlcr",),
-               metrics=("format_ok", "confidence", "brier", "rule_failed"), row_validator="rlcr:validate_row"),
+               metrics=("format_ok", "confidence", "brier", "rule_failed", "format_term", "accuracy_term",
+                        "brier_term"),
+               row_validator="rlcr:validate_row"),
     RewardSpec("scalar_rm", "scalar_rm:compute_score", exact=("ultrafeedback",), suffixes=("_rm",),
                metrics=("rm_ok", "rm_failed", "rm_score", "latency_s"), row_validator="scalar_rm:validate_row"),
     # No routing rules: it scores the sources nobody routes when routing.fallback=rule.
@@ -165,9 +167,8 @@ def set_upstream_fallback(fn: Callable[..., Any]) -> None:
 
 
 def register_reward(spec: RewardSpec) -> RewardSpec:
-    """Register a spec at runtime (e.g. from a module listed in ``VERL_USE_EXTERNAL_MODULES``, which
-    verl imports in every process; a spec registered only in the driver changes the result schema
-    there and nowhere else)."""
+    """Register a spec at runtime (e.g. from a module in ``VERL_USE_EXTERNAL_MODULES``, which verl imports in
+    every process; a spec registered only in the driver changes the result schema there and nowhere else)."""
     if spec.name == ROUTING or any(s.name == spec.name for s in REWARDS):
         raise ValueError(f"a reward named {spec.name!r} is already registered (or reserved)")
     REWARDS.append(spec)
@@ -187,8 +188,8 @@ def describe_routes() -> str:
 
 
 class _Derived:
-    """Schema and routing derived from REWARDS, rebuilt whenever the list's content changes
-    (specs are frozen, so their identities are a complete signature). Hot path of every reward call."""
+    """Schema and routing derived from REWARDS, rebuilt whenever the list's content changes (specs are
+    frozen: their identities are a complete signature). Hot path of every reward call."""
 
     signature: tuple = ()
     keys: tuple[str, ...] = ()
@@ -399,8 +400,8 @@ def _failure(spec_name: str, data_source: str, exc: BaseException) -> dict[str, 
     key = (spec_name, type(exc).__name__)
     if key not in _logged_failures:
         _logged_failures.add(key)
-        logger.error("reward %r failed on data_source=%r (first of its kind, further ones counted in "
-                     "reward_error): %r", spec_name, data_source, exc, exc_info=exc)
+        logger.error("reward %r failed on data_source=%r (first of its kind, further ones counted in reward_error): %r",
+                     spec_name, data_source, exc, exc_info=exc)
     out = dict(_Derived.current().template)
     out.update(score=0.0, acc=0.0, reward_error=1.0)
     return out
@@ -458,11 +459,8 @@ async def compute_score_async(data_source, solution_str, ground_truth, extra_inf
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **kwargs) -> dict[str, float]:
-    """Sync dispatcher (``reward.custom_reward_function.name=compute_score``).
-
-    Async reward functions run on this process's background event loop (see
-    ``verlkit.clients.loop``), so sync callers (verl's legacy and ``remote`` managers) work too.
-    """
+    """Sync dispatcher (``reward.custom_reward_function.name=compute_score``); async reward functions run on
+    this process's background event loop (``verlkit.clients.loop``), so verl's legacy/remote managers work too."""
     spec, options, passthrough = _prepare(data_source, kwargs)
     if spec is None:
         raw = _call_upstream(data_source, solution_str, ground_truth, extra_info, passthrough)
@@ -486,13 +484,11 @@ def default_compute_score(data_source, solution_str, ground_truth, extra_info=No
                           concurrent_semaphore=None, memory_limit_mb=None, **kwargs):
     """What the plugin installs as upstream's ``verl.utils.reward_score.default_compute_score``: a drop-in.
 
-    Every source upstream verl scores gets exactly upstream's result (its float, or its dict for
-    ``math_dapo``-style sources), so upstream's reward managers (the legacy ``prime`` one does
-    ``float(result[0])`` on non-floats) and users' ``float(default_compute_score(...))`` keep working;
-    upstream wins for a source both know (``openai/gsm8k``). Every other source goes to
-    :func:`compute_score` (our rewards in the fixed schema, then ``routing.fallback``); one upstream
-    does not know either raises :class:`UnknownDataSourceError`, a ``NotImplementedError`` as upstream's.
-    """
+    Every source upstream verl scores gets exactly upstream's result (its float, or its dict for ``math_dapo``-style
+    sources), so upstream's reward managers (the legacy ``prime`` one does ``float(result[0])`` on non-floats) and
+    users' ``float(default_compute_score(...))`` keep working; upstream wins for a source both know
+    (``openai/gsm8k``). Every other source goes to :func:`compute_score` (our rewards in the fixed schema, then
+    ``routing.fallback``); one upstream does not know either raises :class:`UnknownDataSourceError`."""
     upstream = _upstream_fallback or _import_upstream_default()
     try:
         return upstream(data_source, solution_str, ground_truth, extra_info, sandbox_fusion_url=sandbox_fusion_url,

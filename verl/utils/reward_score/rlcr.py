@@ -26,6 +26,10 @@ Routing: ``data_source == "medmcqa_rlcr"`` or any source ending in ``_rlcr`` (sp
 Result keys: score, acc, format_ok, confidence (q, NaN if it did not parse), brier ((acc - q)^2, the
 Brier score of the row, lower is better; the reward term is 1 - brier; NaN if format fails), rule_failed.
 Options: ``reward_kwargs.rlcr.{rule_timeout_s, on_rule_failure}`` (the weights are the method's, not knobs).
+
+Score components (finite on every row that is scored, for per-component advantages such as verl's
+``gdpo``): ``format_term`` (format), ``accuracy_term`` (acc), ``brier_term`` (1 - brier, 0 when the
+format fails); score = 0.5·format_term + 0.5·accuracy_term + 0.5·brier_term.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from verl.utils.reward_score.options import RewardOptions, parse_options
 from verlkit.clients import rule_check
 
 FORMAT_WEIGHT = ACCURACY_WEIGHT = BRIER_WEIGHT = 0.5
+COMPONENTS = ("format_term", "accuracy_term", "brier_term")  # weighted by the three weights above
 OnRuleFailure = Literal["wrong", "error"]
 
 
@@ -196,7 +201,7 @@ def score_response(text: str, ground_truth: Any, extra_info: dict[str, Any] | No
     parsed = parse_response(text)
     if parsed is None:
         return {"score": 0.0, "acc": 0.0, "format_ok": 0.0, "confidence": math.nan, "brier": math.nan,
-                "rule_failed": math.nan}
+                "rule_failed": math.nan, "format_term": 0.0, "accuracy_term": 0.0, "brier_term": 0.0}
     answer, confidence = parsed
     correct = is_correct(answer, ground_truth, extra_info, rule_timeout_s)
     is_math = (extra_info or {}).get("answer_type") == "math"
@@ -207,7 +212,7 @@ def score_response(text: str, ground_truth: Any, extra_info: dict[str, Any] | No
     brier = (acc - confidence) ** 2
     score = FORMAT_WEIGHT * 1.0 + ACCURACY_WEIGHT * acc + BRIER_WEIGHT * (1.0 - brier)
     return {"score": score, "acc": acc, "format_ok": 1.0, "confidence": confidence, "brier": brier,
-            "rule_failed": rule_failed}
+            "rule_failed": rule_failed, "format_term": 1.0, "accuracy_term": acc, "brier_term": 1.0 - brier}
 
 
 def compute_score(data_source, solution_str, ground_truth, extra_info=None, **options) -> dict[str, float]:

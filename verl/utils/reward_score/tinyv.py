@@ -5,6 +5,8 @@ Setups (``v`` = verifier score in [0, 1], ``P`` = rule-based correctness in {0, 
 - ``tinyv_only``: r = v
 - ``addon``:      r = 1 if P else w * v      (the verifier is called only when the rule says wrong)
 - ``mixed``:      r = w * v + (1 - w) * P
+- ``hybrid``:     two models on the two sides of the rule check (module ``hybrid``): rule-wrong samples
+  go to the binary verifier (rescue), rule-correct ones to the rubric model (flaw check)
 
 Templates (``template``, built in; or ``template_file``, a chat template file of ``verlkit.templates``
 filled from {question}, {reference_answer}, {extracted_answer}, {response}, {criteria}):
@@ -34,6 +36,11 @@ verifier's score alone stands for the row (r = v, whatever the setup); ``wrong``
 old behaviour, now counted); ``error`` = the row is a reward failure (``reward_error = 1``, score 0).
 When the rule is all that is left (the verifier failed too, ``on_failure=rule``), ``wrong`` scores 0
 and the other two flag the row as a reward failure.
+
+Score components (finite on every row, for per-component advantages such as verl's ``gdpo``):
+``tinyv_only``: ``verifier_term`` = v; ``addon``: ``rule_term`` = P, ``rescue_term`` = v on rule-wrong rows
+(else 0), r = rule_term + w·rescue_term; ``mixed``: ``rule_term``, ``verifier_term``, r = (1-w)·rule_term +
+w·verifier_term. A failed verifier call counts like the score it falls back to (``on_failure``).
 
 Options (``+reward.custom_reward_function.reward_kwargs.tinyv.<option>=...``): see ``TinyVOptions``.
 Where requests go: an explicit ``url`` option, else verl's reward router when verl runs the verifier
@@ -74,7 +81,7 @@ URL_ENV = "VERLKIT_VERIFIER_URL"
 MODEL_ENV = "VERLKIT_VERIFIER_MODEL"
 DEFAULT_URL = "http://127.0.0.1:8000/v1"
 Template = Literal["rubric", "tinyv"]
-Setup = Literal["tinyv_only", "addon", "mixed"]
+Setup = Literal["tinyv_only", "addon", "mixed", "hybrid"]
 TEMPLATES, SETUPS = get_args(Template), get_args(Setup)
 _ANSWER_TAIL_CHARS = 1000  # sent as "the answer" when the rule checker extracted none
 BUILTIN_VERDICT = {"tinyv": "binary", "rubric": "total_score"}
@@ -152,6 +159,16 @@ def combine(setup: str, weight: float, v: float, rule_correct: bool | None) -> f
     if setup == "addon":
         return 1.0 if rule_correct else weight * v
     return weight * v + (1.0 - weight) * p
+
+
+def setup_terms(setup: str, rule_correct: bool | None, v: float) -> dict[str, float]:
+    """The score's components for ``combine`` (see the module docstring)."""
+    if setup == "tinyv_only":
+        return {"verifier_term": v}
+    p = 1.0 if rule_correct else 0.0
+    if setup == "addon":
+        return {"rule_term": p, "rescue_term": 0.0 if rule_correct else v}
+    return {"rule_term": p, "verifier_term": v}
 
 
 def _question(extra_info: dict) -> str:
@@ -238,6 +255,10 @@ def check_options(options: Mapping[str, Any], probe: bool = False) -> None:
     """Parse the options (loading and checking the template) and, with ``probe``, check that the
     server enforces the constraint and returns log-probabilities where the options need them.
     Raises ``RewardOptionsError``; ``registry.check_options`` calls it before training."""
+    if options.get("setup") == "hybrid":
+        from verl.utils.reward_score import hybrid
+
+        return hybrid.check_options(options, probe)
     opts = parse_options(TinyVOptions, options)
     if probe:
         probe_verifier(opts)
@@ -261,6 +282,11 @@ async def _rule_check(opts: TinyVOptions, solution_str: str, ground_truth, resul
 
 async def compute_score(data_source, solution_str, ground_truth, extra_info=None, reward_router_address=None,
                         reward_model_tokenizer=None, **options) -> dict:
+    if options.get("setup") == "hybrid":  # two models, two sides of the rule check: its own module
+        from verl.utils.reward_score import hybrid
+
+        return await hybrid.compute_score(data_source, solution_str, ground_truth, extra_info,
+                                          reward_router_address, reward_model_tokenizer, **options)
     opts = parse_served_options(TinyVOptions, options, reward_router_address, reward_model_tokenizer)
     extra_info = extra_info or {}
     _question(extra_info)  # a data error is reported before any work
@@ -276,7 +302,7 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
         if rule.failed and opts.on_rule_failure == "error":
             return {**result, **rule_failure_result()}
     if opts.setup == "addon" and rule is not None and rule.correct:
-        result.update(score=1.0, acc=1.0)
+        result.update(score=1.0, acc=1.0, **setup_terms(opts.setup, True, 0.0))
         return result
 
     messages = build_messages(opts, solution_str, ground_truth, extra_info, rule.extracted if rule else None)
@@ -293,13 +319,14 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
         else:
             result["parse_ok"] = 1.0
         if opts.on_failure == "zero":
-            result.update(score=0.0, acc=0.0)
+            result.update(score=0.0, acc=0.0, **setup_terms(opts.setup, False, 0.0))
             return result
         if rule is None:
             rule = await _rule_check(opts, solution_str, ground_truth, result)
         if rule.failed and opts.on_rule_failure != "wrong":  # neither judge could tell
             return {**result, **rule_failure_result()}
-        result.update(score=float(rule.correct), acc=float(rule.correct))
+        result.update(score=float(rule.correct), acc=float(rule.correct),
+                      **setup_terms(opts.setup, rule.correct, float(rule.correct)))
         return result
 
     v = answer.v
@@ -309,5 +336,6 @@ async def compute_score(data_source, solution_str, ground_truth, extra_info=None
     setup = "tinyv_only" if verifier_alone else opts.setup
     score = combine(setup, opts.weight, v, rule.correct if rule else None)
     verdict = v >= 0.5 or (setup == "addon" and bool(rule and rule.correct))
-    result.update(score=float(min(1.0, max(0.0, score))), acc=float(verdict))
+    result.update(score=float(min(1.0, max(0.0, score))), acc=float(verdict),
+                  **setup_terms(setup, rule.correct if rule else None, v))
     return result
