@@ -82,6 +82,9 @@ def test_cpu_default_trains_exports_and_evaluates(tmp_path):
     run.assert_nothing_left(("downstream", "policy"))
 
 
+# The slow tier (python -m pytest tests -m slow): a second whole confidence run (~3 min). The default suite
+# covers gdpo and the monitor on verl's real trainer (tests/integration/test_ppo_cpu.py) and by composition.
+@pytest.mark.slow
 def test_cpu_default_with_gdpo_and_the_calibration_monitor(tmp_path):
     """ALGORITHM=gdpo and the calibration monitor chosen from the recipe's settings (the alarm set to
     fire from the 2nd low-spread step: a std of confidences in [0, 1] is at most 0.5 < 1.0)."""

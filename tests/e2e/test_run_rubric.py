@@ -51,9 +51,9 @@ def test_cpu_default_end_to_end_with_verifier_metrics(tmp_path):
     run.assert_nothing_left(("verifier",))
 
 
-# The slow tier (python -m pytest tests -m slow): about 5.5 min on 2 cores, a second whole rubric run.
-# The default suite covers the managed path by composition (tests/unit/test_served_backends_on_cpu.py)
-# and by the replica itself behind verl's manager (tests/integration/test_frozen_vllm_replica.py).
+# The slow tier (python -m pytest tests -m slow): a whole rubric run with two served models (~3.5 min).
+# The default suite covers hybrid by its scripted two-server integration tests and the session server's
+# (tests/integration/test_hybrid_scripted_models.py, test_verifier_server.py).
 @pytest.mark.slow
 @pytest.mark.own_vllm_server
 def test_cpu_hybrid_serves_two_models_and_reports_each_ones_share(tmp_path):
