@@ -1,4 +1,4 @@
-"""``bash run_c3po.sh "" concise "" bon`` on the CPU default, end to end: the student (tiny model) and the
+"""``bash run_c3po.sh`` (and, in the slow tier, ``bash run_c3po.sh "" concise "" bon``) on the CPU default, end to end: the student (tiny model) and the
 teacher (SmolLM2-135M-Instruct) served by the CPU build of vLLM, ONE sampling for the first two bundled
 feedbacks (one qualitative, one quantitative; the second by the second-feedback argument), one LCDPO
 LoRA training per feedback plus one on their combined data with verl's engine, each adapter loaded into
@@ -20,8 +20,14 @@ FEEDBACKS = ("concise-boss-emails", "bon-appetit-recipes")
 SETS = ("in_scope", "near_scope", "out_of_scope")
 
 
-def test_cpu_default_samples_trains_and_evaluates(tmp_path):
-    run = RecipeRun("run_c3po.sh", tmp_path / "run", "", "concise", "", "bon")
+# The default suite runs the CPU default (two feedbacks, one adapter each); the second-feedback run adds an
+# adapter trained on the combined data and its evaluations (about 5 more minutes on 2 cores): slow tier.
+@pytest.mark.parametrize("arguments, combined", [
+    pytest.param((), False, id="default"),
+    pytest.param(("", "concise", "", "bon"), True, id="second-feedback", marks=pytest.mark.slow),
+])
+def test_cpu_default_samples_trains_and_evaluates(tmp_path, arguments, combined):
+    run = RecipeRun("run_c3po.sh", tmp_path / "run", *arguments)
     rc = run.wait(timeout=2400)
     out = run.output()
     assert rc == 0, out[-6000:]
@@ -58,23 +64,28 @@ def test_cpu_default_samples_trains_and_evaluates(tmp_path):
         assert result["adherence"] == result["sets"]["in_scope"]["summary"]["applied_rate"]
         assert (root / "eval" / slug / "trained.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # the second feedback: one adapter trained on both feedbacks' rows, evaluated on each feedback
-    combined = root / "train" / "+".join(FEEDBACKS)
-    rows = pq.read_table(combined / "train.parquet", columns=["feedback_id", "kind"]).to_pylist()
-    assert len({r["feedback_id"] for r in rows}) == 2
-    assert {r["kind"] for r in rows} >= {"pair", "near_scope", "out_of_scope"}
-    single_rows = sum(pq.read_metadata(root / "train" / slug / "train.parquet").num_rows for slug in FEEDBACKS)
-    assert len(rows) == single_rows  # the combined data is exactly the two feedbacks' data
-    assert f"adapter {combined / 'adapter'} loaded" in out
-    for slug in FEEDBACKS:
-        result = json.loads((root / "eval" / slug / "combined.json").read_text())
-        assert result["label"] == "combined" and result["model_name"] == "c3po-" + "+".join(FEEDBACKS)
-        assert set(result["sets"]) == set(SETS)
-    assert out.count("sampling: python -m verlkit.c3po.sample") == 1  # sampled once for all three adapters
-    table = (root / "comparison.md").read_text()
     models = {(r["feedback"], r["model"]) for r in json.loads((root / "comparison.json").read_text())}
-    assert models == {(slug, model) for slug in FEEDBACKS for model in ("trained", "combined")}
-    assert "combined" in table and (root / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (root / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.count("sampling: python -m verlkit.c3po.sample") == 1  # one sampling for every adapter
+    if combined:
+        # the second feedback: one adapter trained on both feedbacks' rows, evaluated on each feedback
+        combined_dir = root / "train" / "+".join(FEEDBACKS)
+        rows = pq.read_table(combined_dir / "train.parquet", columns=["feedback_id", "kind"]).to_pylist()
+        assert len({r["feedback_id"] for r in rows}) == 2
+        assert {r["kind"] for r in rows} >= {"pair", "near_scope", "out_of_scope"}
+        single_rows = sum(pq.read_metadata(root / "train" / slug / "train.parquet").num_rows
+                          for slug in FEEDBACKS)
+        assert len(rows) == single_rows  # the combined data is exactly the two feedbacks' data
+        assert f"adapter {combined_dir / 'adapter'} loaded" in out
+        for slug in FEEDBACKS:
+            result = json.loads((root / "eval" / slug / "combined.json").read_text())
+            assert result["label"] == "combined" and result["model_name"] == "c3po-" + "+".join(FEEDBACKS)
+            assert set(result["sets"]) == set(SETS)
+        table = (root / "comparison.md").read_text()
+        assert models == {(slug, model) for slug in FEEDBACKS for model in ("trained", "combined")}
+        assert "combined" in table
+    else:
+        assert models == {(slug, "trained") for slug in FEEDBACKS}
 
     qualitative = json.loads((root / "eval" / "concise-boss-emails" / "trained.json").read_text())
     judged = [r for r in qualitative["sets"]["in_scope"]["records"] if r["outcome"] is not None]
