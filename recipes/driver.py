@@ -332,6 +332,7 @@ class ProcessGroup:
 
 def main(body: Callable[[contextlib.ExitStack], int]) -> int:
     """Run a recipe's ``body`` with the run's cleanup guaranteed; returns the exit status."""
+    previous = {signum: signal.getsignal(signum) for signum in SIGNALS}
     for signum in SIGNALS:
         signal.signal(signum, _raise_interrupted)
     stack = contextlib.ExitStack()
@@ -348,3 +349,6 @@ def main(body: Callable[[contextlib.ExitStack], int]) -> int:
         for signum in SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         stack.close()
+        # the caller's handlers back: an ignored SIGTERM would be inherited by every process it starts next
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
