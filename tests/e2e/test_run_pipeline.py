@@ -178,9 +178,11 @@ def test_reported_scores_come_from_the_trained_reward_model_not_a_fresh_head(cha
                 reported.append(reward)
                 mine.append(float(trained(input_ids=ids).logits))
                 theirs.append(float(fresh(input_ids=ids).logits))
-    spread = max(reported) - min(reported)
-    assert spread > 0.5  # the scores discriminate at all
-    tolerance = 0.05 * spread + 0.05
+    # the judge may score every evaluated text alike (a tiny judge saturates on its pairs: all near its
+    # "rejected" score), so the tolerance follows the scores' size, not their spread: bf16 serving keeps
+    # about three significant digits
+    assert len(set(reported)) > 1  # one score per conversation, not a constant
+    tolerance = 0.01 * max(abs(r) for r in reported) + 0.05
     assert max(abs(a - b) for a, b in zip(reported, mine)) < tolerance
     assert max(abs(a - b) for a, b in zip(reported, theirs)) > 5 * tolerance
 
