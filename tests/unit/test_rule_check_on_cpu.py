@@ -85,3 +85,44 @@ def test_check_many_preserves_order():
 def test_invalid_timeout():
     with pytest.raises(ValueError):
         rule_check.check("\\boxed{1}", "1", timeout_s=0)
+
+
+def test_each_distinct_pair_is_checked_once_per_batch():
+    """A GRPO group repeats answers: 12 asks of 3 distinct (answer, reference) pairs, all at once, run
+    3 checks; asking again later runs none."""
+    pairs = [("so \\boxed{17}", "17"), ("\\boxed{18}", "17"), ("\\boxed{17}", "18")] * 4
+
+    async def batch():
+        return await asyncio.gather(*(rule_check.check_async(s, g) for s, g in pairs))
+
+    before = rule_check.stats()
+    results = asyncio.run(batch())
+    middle = rule_check.stats()
+    again = rule_check.check_many(pairs)
+    after = rule_check.stats()
+    assert [r.correct for r in results] == [True, False, False] * 4
+    assert [r.extracted for r in results] == ["17", "18", "17"] * 4
+    assert again == results
+    assert middle["checked"] - before["checked"] == 3 and middle["reused"] - before["reused"] == 9
+    assert after["checked"] == middle["checked"] and after["reused"] - middle["reused"] == 12
+
+
+def test_pairs_whose_texts_join_alike_are_told_apart():
+    # reference + solution is "12 so \\boxed{12}" for both pairs; only the first is correct
+    assert rule_check.check(" so \\boxed{12}", "12").correct is True
+    assert rule_check.check("2 so \\boxed{12}", "1").correct is False
+
+
+def test_a_failed_check_is_shared_while_it_runs_but_never_kept(pool):
+    """Three asks of one pathological pair while it runs: one worker killed, three flagged results.
+    A later ask runs (and is killed) again: a timeout says nothing about the pair, only about that try."""
+    solution, gold = "\\boxed{(10^{10})!} again", "2"
+
+    async def three():
+        return await asyncio.gather(*(rule_check.check_async(solution, gold, timeout_s=1.0) for _ in range(3)))
+
+    kills = pool.kills
+    first = asyncio.run(three())
+    assert all(r.timed_out for r in first) and pool.kills == kills + 1
+    assert rule_check.check(solution, gold, timeout_s=1.0).timed_out
+    assert pool.kills == kills + 2

@@ -12,6 +12,12 @@ math-verify's signal timeouts are disabled: the kill is the bound. So ``check`` 
 ``timeout_s`` + IPC overhead (plus, rarely, a worker start when a slot was just recycled), from any
 thread, and a pathological sample costs one worker restart, not a stuck training step.
 
+A GRPO batch repeats answers (n samples per prompt agree on "\\boxed{4}"), so each distinct
+(solution, reference) pair is checked once: callers asking while it runs share that check, and a
+finished verdict is kept (bounded, most recent first) for later steps. math-verify is a pure function of
+the two strings; a failed check (killed, raised, worker died) is shared with the callers waiting on it
+but never kept, so a later ask runs it again.
+
 Correctness is math-verify's ``verify(parse(gold), parse(prediction))``; the extracted answer (what
 the TinyV verifier prompt shows) is the last ``\\boxed{}`` or the text after the last "answer is".
 """
@@ -21,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import hashlib
 import logging
 import os
 import queue
@@ -28,12 +35,14 @@ import socket
 import subprocess
 import sys
 import threading
-from multiprocessing.connection import Connection
+from collections import OrderedDict
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 
 logger = logging.getLogger("verlkit.rule_check")
 
 DEFAULT_TIMEOUT_S = 5.0
+KEPT_VERDICTS = 65536  # finished verdicts kept per process (a 20-byte key and a short answer each)
 _WORKER_START_TIMEOUT_S = 120.0  # importing sympy in a fresh process on a loaded 2-core box
 
 
@@ -246,10 +255,69 @@ class RuleCheckPool:
             worker.conn.close()
 
 
+class _Verdicts:
+    """One check per distinct (solution, reference): the running ones (a future each, shared by every
+    caller that asks meanwhile) and the finished ones (an LRU of ``KEPT_VERDICTS``; failures not kept)."""
+
+    def __init__(self, capacity: int = KEPT_VERDICTS) -> None:
+        self.capacity = capacity
+        self._kept: OrderedDict[bytes, RuleResult] = OrderedDict()
+        self._running: dict[bytes, concurrent.futures.Future] = {}
+        self._lock = threading.Lock()
+        self.checked = self.reused = 0  # checks run by a worker; answers given without one
+
+    @staticmethod
+    def key(solution_str: str, ground_truth: str) -> bytes:
+        digest = hashlib.blake2b(digest_size=20)
+        for part in (ground_truth, solution_str):  # length-prefixed: ("ab", "c") and ("a", "bc") differ
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+        return digest.digest()
+
+    def claim(self, key: bytes) -> tuple[concurrent.futures.Future, bool]:
+        """The future that answers ``key`` and whether the caller owns it (must run the check and
+        ``settle`` it); a kept verdict comes back as a finished future."""
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+                self.reused += 1
+                done: concurrent.futures.Future = concurrent.futures.Future()
+                done.set_result(kept)
+                return done, False
+            running = self._running.get(key)
+            if running is not None:
+                self.reused += 1
+                return running, False
+            future: concurrent.futures.Future = concurrent.futures.Future()
+            self._running[key] = future
+            self.checked += 1
+            return future, True
+
+    def settle(self, key: bytes, future: concurrent.futures.Future, run) -> None:
+        """Run the owned check ``run()`` and hand its result (or exception) to every waiter."""
+        try:
+            result = run()
+        except BaseException as exc:
+            with self._lock:
+                self._running.pop(key, None)
+            future.set_exception(exc)
+            raise
+        with self._lock:
+            self._running.pop(key, None)
+            if not result.failed:
+                self._kept[key] = result
+                if len(self._kept) > self.capacity:
+                    self._kept.popitem(last=False)
+        future.set_result(result)
+
+
 _pool: RuleCheckPool | None = None
 _pool_pid: int | None = None
 _pool_lock = threading.Lock()
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
+_verdicts = _Verdicts()
 
 
 def default_pool_size() -> int:
@@ -261,10 +329,11 @@ def default_pool_size() -> int:
 
 def get_pool() -> RuleCheckPool:
     """The process's pool, created on first use (and again after a fork)."""
-    global _pool, _pool_pid, _executor
+    global _pool, _pool_pid, _executor, _verdicts
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
             _pool = RuleCheckPool(default_pool_size())
+            _verdicts = _Verdicts()  # a forked child must not wait on its parent's running checks
             _pool_pid = os.getpid()
             # Threads only wait on worker pipes (each wait bounded by timeout_s); one per slot, plus
             # headroom so callers queue on the pool, not on the executor.
@@ -274,28 +343,60 @@ def get_pool() -> RuleCheckPool:
         return _pool
 
 
+def _checked(pool: RuleCheckPool, solution_str: str, ground_truth: str, timeout_s: float) -> RuleResult:
+    """The verdict for one pair: kept, shared with the caller already checking it, or checked now."""
+    key = _verdicts.key(solution_str, ground_truth)
+    future, owner = _verdicts.claim(key)
+    if owner:
+        _verdicts.settle(key, future, lambda: pool.check(solution_str, ground_truth, timeout_s))
+    return future.result()  # a waiter's wait is bounded by the owner's check
+
+
 def check(solution_str: str, ground_truth: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RuleResult:
     """Is ``solution_str``'s final answer equal to ``ground_truth``? Bounded by ``timeout_s`` of work."""
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-    return get_pool().check(str(solution_str), str(ground_truth), timeout_s)
+    return _checked(get_pool(), str(solution_str), str(ground_truth), timeout_s)
 
 
 async def check_async(solution_str: str, ground_truth: str, timeout_s: float = DEFAULT_TIMEOUT_S) -> RuleResult:
-    """``check`` for async callers: the blocking wait happens on a small dedicated thread pool."""
+    """``check`` for async callers: the blocking wait happens on a small dedicated thread pool; a kept
+    verdict or a check already running takes no thread."""
     pool = get_pool()
     assert _executor is not None
     if not timeout_s > 0:
         raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
-    loop = asyncio.get_running_loop()
-    return await loop.run_in_executor(_executor, pool.check, str(solution_str), str(ground_truth), timeout_s)
+    return await asyncio.wrap_future(_submitted(pool, str(solution_str), str(ground_truth), timeout_s))
+
+
+def _submitted(pool: RuleCheckPool, solution_str: str, ground_truth: str, timeout_s: float) -> concurrent.futures.Future:
+    """The future verdict for one pair; an owned check goes to the executor. The executor's threads only
+    ever run checks, never wait on another's future: a wait there could hold the thread a queued check needs."""
+    assert _executor is not None
+    key = _verdicts.key(solution_str, ground_truth)
+    future, owner = _verdicts.claim(key)
+    if owner:
+        _executor.submit(_verdicts.settle, key, future, lambda: pool.check(solution_str, ground_truth, timeout_s))
+    return future
 
 
 def check_many(pairs: list[tuple[str, str]], timeout_s: float = DEFAULT_TIMEOUT_S) -> list[RuleResult]:
     """Check a batch using every worker of the pool."""
     pool = get_pool()
     assert _executor is not None
-    return list(_executor.map(lambda p: pool.check(str(p[0]), str(p[1]), timeout_s), pairs))
+    futures = [_submitted(pool, str(solution), str(reference), timeout_s) for solution, reference in pairs]
+    return [future.result() for future in futures]
+
+
+def stats() -> dict[str, int]:
+    """This process's counts: ``checked`` (by a worker), ``reused`` (kept or shared), ``kills``."""
+    return {"checked": _verdicts.checked, "reused": _verdicts.reused, "kills": _pool.kills if _pool else 0}
+
+
+def forget() -> None:
+    """Drop the kept verdicts (benchmarks: every timed pass starts cold, as a checker without them would)."""
+    with _verdicts._lock:
+        _verdicts._kept.clear()
 
 
 def warm_up(timeout_s: float = 60.0) -> None:
