@@ -241,6 +241,18 @@ def test_rubric_template_from_the_environment_as_the_trainer_reads_it(tmp_path: 
     assert [(p.row, p.field) for p in problems] == [(1, "extra_info.criteria")]
 
 
+@pytest.mark.parametrize("options,rows_flagged", [
+    ({"setup": "hybrid", "model": "m"}, [1]),  # the rubric side's default template is the rubric
+    ({"setup": "hybrid", "model": "m", "rubric": {"share": 0.25}}, [1]),
+    ({"setup": "hybrid", "model": "m", "rubric": {"share": 0}}, []),  # no prompt is flaw-checked
+    ({"setup": "hybrid", "model": "m", "rubric": {"template": "tinyv"}}, []),
+])
+def test_hybrid_rows_need_criteria_when_the_rubric_side_reads_them(tmp_path: Path, options, rows_flagged) -> None:
+    path = write(tmp_path / "hybrid.parquet", tinyv_rows())
+    problems = validate_files([path], reward_options={"tinyv": options})
+    assert [(p.row, p.field) for p in problems] == [(row, "extra_info.criteria") for row in rows_flagged]
+
+
 def test_routing_options_decide_which_sources_are_known(tmp_path: Path) -> None:
     rows = [good_row(0, "my/math-set"), good_row(1, "Polaris_TinyV")]
     rows[1]["extra_info"] = {"question": "q"}

@@ -179,7 +179,16 @@ def _question(extra_info: dict) -> str:
 
 
 def needs_criteria(options: dict) -> bool:
-    """Does a run with these raw ``reward_kwargs.tinyv`` options put the row's rubric in the prompt?"""
+    """Does a run with these raw ``reward_kwargs.tinyv`` options put the row's rubric in the prompt?
+    With ``setup=hybrid`` that is the rubric side's template, when any prompt is flaw-checked."""
+    if str(options.get("setup") or "") == "hybrid":
+        from verl.utils.reward_score.hybrid import RubricSide  # hybrid builds on this module
+
+        side = options.get("rubric") if isinstance(options.get("rubric"), dict) else {}
+        fields = RubricSide.model_fields
+        share = side.get("share", fields["share"].default)
+        template = side.get("template") or fields["template"].default
+        return str(template) == "rubric" and float(share) > 0
     return str(options.get("template") or "tinyv") == "rubric"
 
 
@@ -194,7 +203,7 @@ def validate_row(row: dict, **options) -> list[str]:
     criteria = extra_info.get("criteria")
     if needs_criteria(options) and (not isinstance(criteria, str) or not criteria.strip()):
         return ["extra_info.criteria: missing or empty (template=rubric grades each response against the "
-                "problem's rubric; without it every row would score 0 with reward_error=1)"]
+                "problem's rubric; without it every row it grades would score 0 with reward_error=1)"]
     return []
 
 
