@@ -47,11 +47,12 @@ class Phase:
 
 
 SERVER = Phase("server start", r"starting the \w+ server")
-# the run's console output carries the trainer's, so "Training Progress" marks a running trainer
-TRAINING = Phase("training", r"Training Progress|step:1 ")
+# the trainer's own output goes to RUN_DIR/train.log (the console shows one line per finished step):
+# verl's progress bar marks a trainer in its first step, its metric line "step:2 " the third
+TRAINING = Phase("training", r"Training Progress", file="train.log")
 RECIPES: dict[str, dict] = {
-    # the moments, as the drivers (recipes/<name>/run.py, recipes/driver.py) log them
-    "rubric": {"env": {"STEPS": "2"}, "phases": (SERVER, TRAINING, Phase("training (step 2)", r"step:2 "))},
+    # the moments, as the drivers (recipes/<name>/run.py, recipes/driver.py) and the trainers log them
+    "rubric": {"env": {"STEPS": "3"}, "phases": (SERVER, TRAINING, Phase("training (step 3)", r"step:2 ", file="train.log"))},
     "confidence": {"env": {"STEPS": "1"},
                    "phases": (SERVER, TRAINING, Phase("export", r"exported \S+ -> "), Phase("evaluation", r"evaluating: "))},
     "c3po": {"env": {}, "phases": (SERVER, Phase("sampling", r"sampling: python"),
