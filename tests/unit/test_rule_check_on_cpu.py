@@ -126,3 +126,15 @@ def test_a_failed_check_is_shared_while_it_runs_but_never_kept(pool):
     assert all(r.timed_out for r in first) and pool.kills == kills + 1
     assert rule_check.check(solution, gold, timeout_s=1.0).timed_out
     assert pool.kills == kills + 2
+
+
+def test_a_cancelled_caller_does_not_cancel_the_check_others_wait_for():
+    async def scenario():
+        pair = ("\\boxed{(10^{10})!} for the cancel test", "3")
+        first = asyncio.ensure_future(rule_check.check_async(*pair, timeout_s=1.0))
+        second = asyncio.ensure_future(rule_check.check_async(*pair, timeout_s=1.0))
+        await asyncio.sleep(0)  # both have asked: the second shares the first's check
+        first.cancel()
+        return await second
+
+    assert asyncio.run(scenario()).timed_out

@@ -291,6 +291,9 @@ class _Verdicts:
                 self.reused += 1
                 return running, False
             future: concurrent.futures.Future = concurrent.futures.Future()
+            # running from now on, so it cannot be cancelled: one async caller cancelled (wrap_future passes
+            # the cancellation on) must not cancel the check the other callers wait for
+            future.set_running_or_notify_cancel()
             self._running[key] = future
             self.checked += 1
             return future, True
