@@ -46,6 +46,7 @@ REPO = Path(__file__).resolve().parents[1]
 ROWS_PER_STEP = 8  # the CPU default: train_batch_size 4 x rollout.n 2, one verifier call per row
 GROWTH_LIMIT = 0.10
 TIMER_SLACK_PER_ATTEMPT_S = 0.5
+PORT_RELEASE_S = 60.0  # how long a restart waits for the killed server's port to be released
 FD_SLACK = 2  # descriptors that come and go (a socket being opened) are not growth
 
 
@@ -90,9 +91,16 @@ class Verifier:
         return f"http://127.0.0.1:{self.spec.port}"
 
     def kill_and_restart(self) -> None:
+        from verlkit.serving.processes import port_is_free
+
         os.killpg(self.server.pgid, signal.SIGKILL)
         self.server.stop()  # reaps it and marks the state file
         self.restarts += 1
+        # the restart takes the same port (the proxy forwards there): a killed process can hold its socket
+        # for a moment after its group leader was reaped (one run's restart was refused: port in use)
+        deadline = time.monotonic() + PORT_RELEASE_S
+        while not port_is_free(self.spec.host, self.spec.port) and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling the port; bounded by PORT_RELEASE_S
         self.start()
 
     def freeze(self, seconds: float) -> None:
@@ -172,7 +180,11 @@ def sample(pids: set[int]) -> dict[int, dict]:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 continue
             with proc.oneshot():
-                out[pid] = {"label": label(proc), "rss_mb": proc.memory_info().rss / 2**20, "fds": proc.num_fds()}
+                memory = proc.memory_info()
+                # shared: resident pages the process maps but does not own alone (libraries, and Ray's
+                # object store, whose pages a worker touches as the store's objects move around)
+                out[pid] = {"label": label(proc), "rss_mb": memory.rss / 2**20, "shared_mb": memory.shared / 2**20,
+                            "fds": proc.num_fds()}  # fmt: skip
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return out
@@ -277,10 +289,13 @@ def growth(samples: dict[int, dict], warmup: int, verifier_restarted: bool) -> d
                      "rss_mb": [round(start["rss_mb"]), round(b["rss_mb"]), round(later["rss_mb"])],
                      "fds": [start["fds"], b["fds"], later["fds"]], "rss_growth": round(rss_growth, 3),
                      "fd_growth": round(fd_growth, 3), "ok": passed})  # fmt: skip
-    # RSS at every step of the processes that grew past the limit: a plateau or a climb?
+    # RSS (and its shared part) at every step of the processes that grew by more than half the limit:
+    # a plateau or a climb, and of which memory?
     for row in rows:
-        if not row["ok"]:
-            row["rss_mb_by_step"] = {s: round(samples[s][row["pid"]]["rss_mb"]) for s in steps if row["pid"] in samples[s]}
+        if row["rss_growth"] > GROWTH_LIMIT / 2:
+            mine = [(s, samples[s][row["pid"]]) for s in steps if row["pid"] in samples[s]]
+            row["rss_mb_by_step"] = {s: round(v["rss_mb"]) for s, v in mine}
+            row["shared_mb_by_step"] = {s: round(v.get("shared_mb", 0.0)) for s, v in mine}
     return {"steps": [first, base, last], "rows": sorted(rows, key=lambda r: r["label"]), "ok": ok}
 
 
@@ -415,6 +430,7 @@ def print_report(r: dict) -> None:
               f"growth rss {row['rss_growth']:+.1%} fds {row['fd_growth']:+.1%} {'ok' if row['ok'] else 'FAIL'}")
         if "rss_mb_by_step" in row:
             print(f"    rss by step: {row['rss_mb_by_step']}")
+            print(f"    of it shared: {row['shared_mb_by_step']}")
     print(f"left after 60 s: processes {r['processes_left']} ports {r['ports_left']}")
     beyond = {k: v for k, v in r["ports_seen"].items() if not k.startswith("127.")}
     print(f"listening during the run: {len(r['ports_seen'])} ports; beyond loopback: {beyond}")

@@ -146,6 +146,24 @@ def validate_data(*files: Path, kind: str = "rl", reward_options: dict | None = 
 # ---- the run ---------------------------------------------------------------------------------------
 
 
+def may_start_together(specs, profile: str) -> bool:
+    """Can these servers load at the same time? On the CPU build, yes (each has a KV cache of a fixed
+    size). On GPUs only when each names its GPUs and no two share one: vLLM sizes its KV cache from the
+    memory it finds free when it starts, so two starting on one GPU misjudge each other."""
+    from verlkit.serving.spec import external_url_for
+
+    own = [spec for spec in specs if not external_url_for(spec)]
+    if len(own) < 2 or profile == "cpu":
+        return True
+    seen: set[str] = set()
+    for spec in own:
+        devices = {d.strip() for d in str(spec.devices or "").split(",") if d.strip()}
+        if not devices or devices & seen:
+            return False
+        seen |= devices
+    return True
+
+
 class Run:
     """A run directory and everything started for it, stopped when ``stack`` closes."""
 
@@ -197,21 +215,38 @@ class Run:
 
     def serve(self, spec):
         """Start (or attach to) a served model; it is stopped when the run ends (or by :meth:`stop`)."""
-        from verlkit.serving import ServerStartError, launch
+        return self.serve_together(spec)[0]
 
-        log(f"starting the {spec.name} server ({spec.model})")
-        try:
-            server = self.stack.enter_context(launch(spec))
-        except ServerStartError as e:
-            raise RecipeError(f"the {spec.name} server did not become ready: {e}") from None
-        self._record["servers"][spec.name] = {
-            "external": bool(server.external), "base_url": server.base_url, "model_name": server.model_name,
-            "host": spec.host, "pid": server.pid, "pgid": server.pgid, "pids": list(getattr(server, "pids", [])),
-            "log": str(server.log_path) if server.log_path else None, "state": "ready",
-        }  # fmt: skip
-        self._write_record()
-        log(f"{spec.name} ready at {server.base_url} as '{server.model_name}' (log: {server.log_path})")
-        return server
+    def serve_together(self, *specs) -> list:
+        """Start several served models and return them once all are ready. Those that may load side by
+        side (:func:`may_start_together`) start at once, so their start-ups (mostly imports and weight
+        loading, one core each on the CPU build) overlap; the others start one after the other."""
+        from verlkit.serving import ServerStartError, start, wait_ready
+
+        batches = [list(specs)] if may_start_together(specs, self.profile) else [[spec] for spec in specs]
+        servers = []
+        for batch in batches:
+            starting = []
+            for spec in batch:
+                log(f"starting the {spec.name} server ({spec.model})")
+                try:
+                    starting.append((spec, self.stack.enter_context(start(spec))))
+                except ServerStartError as e:
+                    raise RecipeError(f"the {spec.name} server did not start: {e}") from None
+            for spec, server in starting:  # each wait is bounded by its spec's ready_timeout_s
+                try:
+                    wait_ready(server)
+                except ServerStartError as e:
+                    raise RecipeError(f"the {spec.name} server did not become ready: {e}") from None
+                self._record["servers"][spec.name] = {
+                    "external": bool(server.external), "base_url": server.base_url, "model_name": server.model_name,
+                    "host": spec.host, "pid": server.pid, "pgid": server.pgid, "pids": list(getattr(server, "pids", [])),
+                    "log": str(server.log_path) if server.log_path else None, "state": "ready",
+                }  # fmt: skip
+                self._write_record()
+                log(f"{spec.name} ready at {server.base_url} as '{server.model_name}' (log: {server.log_path})")
+                servers.append(server)
+        return servers
 
     def stop(self, server) -> None:
         """Stop a server before the run ends (frees its memory or GPU)."""
@@ -231,12 +266,17 @@ class Run:
         ``VERBOSE=1``); return its exit status. Its whole group is stopped when it ends, and on any way
         out of here (an exception, a signal)."""
         from recipes.console import TrainerConsole
+        from verlkit.serving.lifecycle import GROUP_GUARD
 
         log_path.parent.mkdir(parents=True, exist_ok=True)
         view = TrainerConsole(name, total_steps) if console else None
+        # The group's first process is the guard vLLM servers have too (verlkit.serving.group_guard): when the
+        # driver dies without a word (SIGKILL), its parent-death signal reaches the guard, which ends the
+        # whole group: Ray's daemons and agents that the trainer's own exit would leave behind included.
+        guarded = [sys.executable, str(GROUP_GUARD), str(STOP_GRACE_S), "--", *command]
         with open(log_path, "wb") as log_file:
             # (not under signals_deferred: a child inherits the blocked signals and would ignore SIGTERM)
-            proc = subprocess.Popen(list(command), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(guarded, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO, env=env,
                                     preexec_fn=_parent_death_hook())  # noqa: PLW1509 (see _parent_death_hook)  # fmt: skip
             group = ProcessGroup(proc)
@@ -292,10 +332,11 @@ class Run:
 
 def _parent_death_hook():
     """SIGKILL of the driver runs none of its handlers, and a process group of its own keeps a trainer
-    out of the terminal's signals: the kernel's parent-death signal (SIGTERM) is what ends the trainer
-    then; Ray's daemons share the trainer's fate (Ray starts them with a parent-death signal of their
-    own) and torchrun passes SIGTERM on to its workers. prctl binds it to the launching *thread*, so
-    only a launch from the main thread gets it (from another thread it would fire when that thread ends)."""
+    out of the terminal's signals: the kernel's parent-death signal (SIGTERM) to the group's guard is what
+    ends the trainer's group then (the guard SIGTERMs every member, then SIGKILLs what is left after the
+    grace; Ray's workers, in groups of their own, exit with their raylet). prctl binds it to the launching
+    *thread*, so only a launch from the main thread gets it (from another thread it would fire when that
+    thread ends)."""
     if threading.current_thread() is not threading.main_thread():
         return None
     from verlkit.serving.processes import parent_death_hook

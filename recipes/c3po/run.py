@@ -220,15 +220,14 @@ def body(stack: contextlib.ExitStack, argv) -> int:
     log(f"feedbacks: {' '.join(slugs)}{' (+ one adapter on their combined data)' if combined else ''}; method: "
         f"{method}; sweep points: {', '.join(p.name for p in points if p.name) or 'none'}")  # fmt: skip
 
-    # --- servers: the student writes the completions and serves the trained adapters; the teacher writes
-    # categories and prompts and (by default) judges
+    # --- servers (started side by side where they may: Run.serve_together): the student writes the completions
+    # and serves the trained adapters; the teacher writes categories and prompts and (by default) judges
     ss = cfg.recipe.student_server
     gpu = lambda devices, memory: dict(devices=",".join(devices), gpu_memory_utilization=memory) if profile == "gpu" else {}  # noqa: E731
-    student = run.serve(ServerSpec(model=cfg.recipe.student, name="student", served_model_name="student",
-                                   enable_lora=True, max_lora_rank=server_lora_rank(ss.max_lora_rank, lora_ranks(cfg, points), merged),
-                                   max_model_len=ss.max_model_len,
-                                   run_dir=run.run_dir, ready_timeout_s=ss.ready_timeout_s,
-                                   **gpu(student_devices, ss.gpu_memory_utilization)))  # fmt: skip
+    student_spec = ServerSpec(model=cfg.recipe.student, name="student", served_model_name="student",
+                              enable_lora=True, max_lora_rank=server_lora_rank(ss.max_lora_rank, lora_ranks(cfg, points), merged),
+                              max_model_len=ss.max_model_len, run_dir=run.run_dir, ready_timeout_s=ss.ready_timeout_s,
+                              **gpu(student_devices, ss.gpu_memory_utilization))  # fmt: skip
     if teacher.url:
         spec = ServerSpec(model=teacher.model or "external", name="teacher", external_url=teacher.url,
                           served_model_name=teacher.served_name, run_dir=run.run_dir, ready_timeout_s=teacher.ready_timeout_s)  # fmt: skip
@@ -237,7 +236,7 @@ def body(stack: contextlib.ExitStack, argv) -> int:
                           run_dir=run.run_dir, ready_timeout_s=teacher.ready_timeout_s,
                           tensor_parallel_size=teacher.tensor_parallel_size if profile == "gpu" else 1,
                           **gpu(teacher_devices, teacher.gpu_memory_utilization))  # fmt: skip
-    teacher_server = run.serve(spec)
+    student, teacher_server = run.serve_together(student_spec, spec)
     judge_url, judge_model, judge_key = judge_endpoint(cfg.recipe.judge, teacher_server.base_url,
                                                        teacher_server.model_name, teacher.api_key_env)  # fmt: skip
     try:

@@ -137,13 +137,15 @@ class Pipeline:
         return {**os.environ, "CUDA_VISIBLE_DEVICES": ",".join(devices)} if self.profile == "gpu" else None
 
     def server(self, name: str, model, served_name: str, devices: list[str], memory: float, **extra):
+        return self.run.serve(self.server_spec(name, model, served_name, devices, memory, **extra))
+
+    def server_spec(self, name: str, model, served_name: str, devices: list[str], memory: float, **extra):
         from verlkit.serving import ServerSpec
 
         servers = self.cfg.recipe.servers
         gpu = dict(devices=",".join(devices), gpu_memory_utilization=memory) if self.profile == "gpu" else {}
-        return self.run.serve(ServerSpec(model=model, name=name, served_model_name=served_name, run_dir=self.run.run_dir,
-                                         max_model_len=servers.max_model_len, ready_timeout_s=servers.ready_timeout_s,
-                                         **gpu, **extra))  # fmt: skip
+        return ServerSpec(model=model, name=name, served_model_name=served_name, run_dir=self.run.run_dir,
+                          max_model_len=servers.max_model_len, ready_timeout_s=servers.ready_timeout_s, **gpu, **extra)  # fmt: skip
 
     def train_stage(self, stage: str, init: Path, nproc: int, devices: list[str], runtime: list[str] = ()) -> Path:
         """A stage's trainer on its config; returns the stage's directory."""
@@ -291,7 +293,9 @@ class Pipeline:
 
         run, ev = self.run, self.cfg.recipe.eval
         devices = self.train_devices[:1]
-        reference = self.server("reference", self.cfg.recipe.reference, "reference", devices, ev.gpu_memory_utilization)
+        reference_spec = self.server_spec("reference", self.cfg.recipe.reference, "reference", devices,
+                                          ev.gpu_memory_utilization)  # fmt: skip
+        reference = None  # started with the first evaluated model (side by side where they may)
         if ev.judge.url:
             if not ev.judge.model:
                 raise RecipeError("EVAL_JUDGE_URL needs EVAL_JUDGE_MODEL (recipe.eval.judge.model)", code=2)
@@ -303,8 +307,12 @@ class Pipeline:
                       str(scorer_hf)]  # fmt: skip
         scorer += ["--judge-relation", relation, "--judge-description", description]
         for model in self.cfg.recipe.eval_models:
-            policy = self.server(f"policy_{model}", run.run_dir / model / "hf", f"policy_{model}", devices,
-                                 ev.gpu_memory_utilization)  # fmt: skip
+            policy_spec = self.server_spec(f"policy_{model}", run.run_dir / model / "hf", f"policy_{model}", devices,
+                                           ev.gpu_memory_utilization)  # fmt: skip
+            if reference is None:
+                reference, policy = run.serve_together(reference_spec, policy_spec)
+            else:
+                policy = run.serve(policy_spec)
             args = ["--prompts", self.data / "eval" / "prompts.parquet", "--label", model, "--model-url", policy.base_url,
                     "--model-name", policy.model_name, "--reference-url", reference.base_url, "--reference-name",
                     reference.model_name, *scorer, "--out", run.run_dir / "eval" / model, *tool_arguments(ev.options),

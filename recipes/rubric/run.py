@@ -277,11 +277,12 @@ def body(stack: contextlib.ExitStack, argv) -> int:
         if s.profile == "cpu":
             s.add(*cpu_ray_overrides(s.cfg))
     else:
-        verifier = run.serve(verifier_spec(s.cfg, run.run_dir))
+        specs = [verifier_spec(s.cfg, run.run_dir)] + ([rubric_model_spec(s.cfg, run.run_dir)] if hybrid else [])
+        verifier, *others = run.serve_together(*specs)
         s.add(f"recipe.verifier.url={quoted(verifier.base_url)}",
               f"recipe.verifier.served_name={quoted(verifier.model_name)}")  # fmt: skip
         if hybrid:
-            rubric = run.serve(rubric_model_spec(s.cfg, run.run_dir))
+            (rubric,) = others
             s.add(f"recipe.rubric_model.url={quoted(rubric.base_url)}",
                   f"recipe.rubric_model.served_name={quoted(rubric.model_name)}")  # fmt: skip
         probe_verifier(s.cfg)  # hybrid: each side's server

@@ -105,7 +105,7 @@ def test_the_driver_samples_once_for_every_point_and_combination(monkeypatch, tm
     monkeypatch.setenv("VK_PROFILE", "cpu")
     monkeypatch.setattr(settings, "cpu_profile_environment", lambda: None)
     served = SimpleNamespace(base_url="http://127.0.0.1:9/v1", model_name="m")
-    monkeypatch.setattr(driver.Run, "serve", lambda self, spec: served)
+    monkeypatch.setattr(driver.Run, "serve_together", lambda self, *specs: [served for _ in specs])
     monkeypatch.setattr(c3po, "probe_judge", lambda *args: None)  # no judge server here
     sampler_calls, jobs = [], []
 
@@ -206,6 +206,7 @@ def test_the_driver_merges_the_two_trained_adapters_and_evaluates_them_on_both_f
         return True
 
     monkeypatch.setattr(driver.Run, "serve", serve)
+    monkeypatch.setattr(driver.Run, "serve_together", lambda self, *specs: [serve(self, spec) for spec in specs])
     monkeypatch.setattr(c3po, "probe_judge", lambda *args: None)  # no judge server here
     monkeypatch.setattr("verlkit.c3po.sample.main", lambda argv: 0)
     monkeypatch.setattr(c3po, "train_adapter", train)

@@ -328,7 +328,7 @@ def test_missing_key_stops_the_run_before_anything_starts(monkeypatch, tmp_path,
     monkeypatch.setenv("VK_PROFILE", "gpu")  # no nvidia-smi here: placement would fail if it ran first
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.chdir(tmp_path)
-    for name in ("open", "serve", "train", "run_process"):
+    for name in ("open", "serve", "serve_together", "train", "run_process"):
         monkeypatch.setattr(driver.Run, name, reached)
     monkeypatch.setattr(confidence, "gpu_indices", reached)
     rc = confidence.main(["/m", "cgp", "gpt-4o-mini-2024-07-18", "--", f"recipe.run_dir={tmp_path / 'run'}"])

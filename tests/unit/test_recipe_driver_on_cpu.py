@@ -33,7 +33,15 @@ from recipes.compose import (
     split_stage_overrides,
     tool_arguments,
 )
-from recipes.driver import RecipeError, Run, detect_profile, devices_except, overlap_error, parse_devices
+from recipes.driver import (
+    RecipeError,
+    Run,
+    detect_profile,
+    devices_except,
+    may_start_together,
+    overlap_error,
+    parse_devices,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -96,6 +104,23 @@ def test_devices():
     assert overlap_error("A", ["0", "1"], "B", ["2"]) is None
     assert overlap_error("TRAIN_DEVICES", ["0", "1"], "RM_DEVICES", ["1"]) == (
         "RM_DEVICES=1 and TRAIN_DEVICES=0,1 share device(s) 1: each needs its own GPUs")
+
+
+def test_which_servers_may_start_side_by_side(monkeypatch):
+    from verlkit.serving import ServerSpec
+
+    monkeypatch.delenv("VERLKIT_EXTERNAL_URL", raising=False)
+
+    def spec(name, devices=None, url=None):
+        return ServerSpec(model="m", name=name, devices=devices, external_url=url)
+
+    assert may_start_together([spec("a"), spec("b")], "cpu")  # the CPU build: fixed KV cache sizes
+    assert may_start_together([spec("a", "0"), spec("b", "1,2")], "gpu")
+    assert not may_start_together([spec("a", "0,1"), spec("b", "1")], "gpu")  # both would size GPU 1
+    assert not may_start_together([spec("a", "0"), spec("b")], "gpu")  # b's GPUs are not known
+    assert may_start_together([spec("a", "0"), spec("b", url="http://127.0.0.1:9/v1")], "gpu")  # b: not ours
+    monkeypatch.setenv("VERLKIT_B_URL", "http://127.0.0.1:9/v1")
+    assert may_start_together([spec("a"), spec("b")], "gpu")
 
 
 def test_local_model_values():
@@ -214,27 +239,39 @@ from recipes.driver import Run, main
 
 def body(stack):
     run = Run("sigkill", "cpu", Path(sys.argv[1]), stack)
-    return run.run_process("trainer", [sys.executable, "-c", "import time; time.sleep(300)"], Path(sys.argv[1]) / "log")
+    return run.run_process("trainer", [sys.executable, "-c", sys.argv[2]], Path(sys.argv[1]) / "log")
 
 sys.exit(main(body))
 """
 
 
-def test_sigkill_of_the_driver_ends_its_process_group_leader(tmp_path):
-    # SIGKILL runs none of the driver's handlers: the leader of the group it started (a trainer's
-    # process) must end on its own, by the parent-death signal the driver gave it
+TRAINERS = {
+    "alone": "import time; time.sleep(300)",
+    # a trainer that exits on SIGTERM and leaves its child running (as main_ppo leaves Ray's agents)
+    "leaving a child": "import signal, subprocess, sys, time; subprocess.Popen(['sleep', '300']); "
+                       "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0)); time.sleep(300)",
+}
+
+
+@pytest.mark.parametrize("trainer", TRAINERS)
+def test_sigkill_of_the_driver_ends_its_process_group(tmp_path, trainer):
+    # SIGKILL runs none of the driver's handlers: the group it started (a trainer and whatever the trainer
+    # started) must end on its own: the parent-death signal the driver gave the group's guard
     script = tmp_path / "driver.py"
     script.write_text(textwrap.dedent(LEADER_DRIVER))
     env = {**os.environ, "PYTHONPATH": f"{REPO}:{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env, start_new_session=True)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path), TRAINERS[trainer]], env=env,
+                            start_new_session=True)  # fmt: skip
     record, pgid = tmp_path / "processes.json", None
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:  # polling the driver's record; bounded
         if record.exists():
             groups = json.loads(record.read_text())["process_groups"]
             if "trainer" in groups and group_members(groups["trainer"]["pgid"]):
-                pgid = groups["trainer"]["pgid"]
-                break
+                candidate = groups["trainer"]["pgid"]
+                if trainer == "alone" or _sleeps(candidate):  # the child is running
+                    pgid = candidate
+                    break
         time.sleep(0.1)
     assert pgid is not None, "the driver never started its process group"
     proc.kill()

@@ -32,7 +32,7 @@ def offline_hub(tmp_path, monkeypatch):
     def started(*args, **kwargs):
         raise AssertionError("a server, trainer or process was started")
 
-    for method in ("serve", "train", "run_process"):
+    for method in ("serve", "serve_together", "train", "run_process"):
         monkeypatch.setattr(Run, method, started)
     return tmp_path / "hf" / "hub"
 

@@ -357,6 +357,7 @@ def offline_hub(tmp_path, monkeypatch):
         raise AssertionError("a server or trainer was started")
 
     monkeypatch.setattr(Run, "serve", started)
+    monkeypatch.setattr(Run, "serve_together", started)
     monkeypatch.setattr(Run, "train", started)
     return tmp_path / "hf" / "hub"
 

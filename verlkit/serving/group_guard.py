@@ -1,5 +1,8 @@
 """The first process of a served model's process group: starts the server, and ends the whole group.
 
+(The recipe drivers start their trainers under it too, for the same reason: a trainer killed or left
+without a word leaves Ray's daemons behind; see ``recipes.driver.Run.run_process``.)
+
 ``launch`` does not start vLLM directly but ``python -m verlkit.serving.group_guard GRACE_S -- <vLLM
 command>`` as the leader of a new process group; the guard starts the vLLM API server as its child in
 that group and waits. Why a process of its own: vLLM's API server runs its engine in a second process

@@ -31,6 +31,7 @@ import time
 from collections import deque
 from pathlib import Path
 from typing import NoReturn
+from urllib.parse import urlsplit
 
 from verlkit.clients.urls import normalize_base_url
 from verlkit.models.resolve import ModelResolutionError, resolve_model
@@ -230,6 +231,14 @@ def launch(spec: ServerSpec) -> ServedModel:
     Raises ServerStartError (PortInUseError for a taken port) naming the log file, after stopping
     whatever it started.
     """
+    return wait_ready(start(spec))
+
+
+def start(spec: ServerSpec) -> ServedModel:
+    """The first half of ``launch``: start the server and return at once, its state file saying
+    ``starting`` (an external server is checked and returned ready). Several servers started this way
+    load side by side; ``wait_ready`` each before use. Refusals (a taken port, an unresolvable model)
+    raise here, before any process starts."""
     Path(spec.run_dir).resolve().mkdir(parents=True, exist_ok=True)
     url = external_url_for(spec)
     if url:
@@ -247,9 +256,18 @@ def launch(spec: ServerSpec) -> ServedModel:
         ))  # fmt: skip
 
     on_gpu = gpu_available() if spec.use_gpu is None else spec.use_gpu
-    server = _start(spec, port, on_gpu, model_path)
+    return _start(spec, port, on_gpu, model_path)
+
+
+def wait_ready(server: ServedModel) -> ServedModel:
+    """The second half of ``launch``: wait until ``server`` (from ``start``) answered a real request, within
+    its spec's ``ready_timeout_s``. On failure the server is stopped, its state file says ``failed``, and
+    ServerStartError names the log."""
+    if server.external:
+        return server
+    assert server.spec is not None
     try:
-        _wait_ready(server, spec, port)
+        _wait_ready(server, server.spec, urlsplit(server.base_url).port)
     except BaseException as e:
         server.stop()
         server.update_state(state="failed", error=str(e).splitlines()[0] if str(e) else repr(e))
