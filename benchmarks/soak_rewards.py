@@ -162,7 +162,7 @@ def label(proc: psutil.Process) -> str:
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return "?"
     text = " ".join(cmd)
-    for needle, name in (("vllm.entrypoints", "vllm server"), ("raylet", "raylet"), ("gcs_server", "gcs_server"),
+    for needle, name in (("group_guard", "group guard"), ("vllm.entrypoints", "vllm server"), ("raylet", "raylet"), ("gcs_server", "gcs_server"),
                          ("main_ppo", "trainer (main_ppo)"), ("recipes.", "recipe driver"), ("run_rubric", "recipe script"),
                          ("soak_rewards", "soak + proxy"), ("default_worker", "ray worker"),
                          ("dashboard", "ray dashboard"), ("log_monitor", "ray log monitor"),
