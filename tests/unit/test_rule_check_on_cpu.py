@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 
@@ -138,3 +139,12 @@ def test_a_cancelled_caller_does_not_cancel_the_check_others_wait_for():
         return await second
 
     assert asyncio.run(scenario()).timed_out
+
+
+def test_a_check_asked_after_the_executor_stopped_fails_flagged_instead_of_hanging(monkeypatch):
+    stopped = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+    stopped.shutdown()
+    rule_check.get_pool()
+    monkeypatch.setattr(rule_check, "_executor", stopped)
+    result = rule_check.check_many([("\\boxed{5} for the stopped executor", "5")])[0]
+    assert result.failed and not result.correct and "unavailable" in result.error

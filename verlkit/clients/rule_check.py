@@ -375,11 +375,15 @@ async def check_async(solution_str: str, ground_truth: str, timeout_s: float = D
 def _submitted(pool: RuleCheckPool, solution_str: str, ground_truth: str, timeout_s: float) -> concurrent.futures.Future:
     """The future verdict for one pair; an owned check goes to the executor. The executor's threads only
     ever run checks, never wait on another's future: a wait there could hold the thread a queued check needs."""
-    assert _executor is not None
-    key = _verdicts.key(solution_str, ground_truth)
-    future, owner = _verdicts.claim(key)
+    executor, verdicts = _executor, _verdicts
+    assert executor is not None
+    key = verdicts.key(solution_str, ground_truth)
+    future, owner = verdicts.claim(key)
     if owner:
-        _executor.submit(_verdicts.settle, key, future, lambda: pool.check(solution_str, ground_truth, timeout_s))
+        try:
+            executor.submit(verdicts.settle, key, future, lambda: pool.check(solution_str, ground_truth, timeout_s))
+        except RuntimeError as exc:  # the executor was shut down (interpreter exit): no waiter may hang on it
+            verdicts.settle(key, future, lambda: RuleResult(False, None, False, f"rule check unavailable: {exc}"))
     return future
 
 
