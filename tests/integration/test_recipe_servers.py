@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 
 import pytest
-from support.server_processes import group_members, state
+from support.server_processes import forget_external_urls, group_members, state
 
 from recipes.driver import RecipeError, Run
 from verlkit.serving import ServerSpec
@@ -18,8 +17,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.own_vllm_server]
 
 @pytest.fixture(autouse=True)
 def _no_external_url_from_env(monkeypatch):
-    for key in [k for k in os.environ if k.startswith("VERLKIT_") and k.endswith("_URL")]:
-        monkeypatch.delenv(key)
+    forget_external_urls(monkeypatch)
 
 
 def test_a_server_that_dies_while_another_loads_stops_both(tiny_model_dir, tmp_path):

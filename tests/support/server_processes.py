@@ -71,3 +71,9 @@ def state_when_starting(state_path: Path):
         return current if current.get("state") == "starting" and current.get("pids") else None
 
     return check
+
+
+def forget_external_urls(monkeypatch) -> None:
+    """Remove ``VERLKIT_*_URL`` from the environment: a test decides itself whether a server is external."""
+    for key in [k for k in os.environ if k.startswith("VERLKIT_") and k.endswith("_URL")]:
+        monkeypatch.delenv(key)

@@ -1,11 +1,9 @@
 """Serving tests decide themselves whether a server is external: ignore VERLKIT_*_URL from the shell."""
 
-import os
-
 import pytest
+from support.server_processes import forget_external_urls
 
 
 @pytest.fixture(autouse=True)
 def _no_external_url_from_env(monkeypatch):
-    for key in [k for k in os.environ if k.startswith("VERLKIT_") and k.endswith("_URL")]:
-        monkeypatch.delenv(key)
+    forget_external_urls(monkeypatch)
